@@ -1,0 +1,91 @@
+// A member's static configuration: etcd's flag names and defaults, parsed and
+// validated before anything touches the network or the disk.
+#ifndef LOCKD_SERVER_CONFIG_H_
+#define LOCKD_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace lockd {
+
+// An http URL as etcd's flags take them: scheme://host:port, nothing else.
+struct Url {
+  std::string scheme;  // "http" (TLS is not supported yet)
+  std::string host;    // an IP literal (no brackets) or a host name
+  uint16_t port = 0;   // 0 only in listen URLs: the OS picks one
+
+  // "http://127.0.0.1:2379"; IPv6 hosts are bracketed.
+  std::string ToString() const;
+  // "127.0.0.1:2379", the form gRPC's ServerBuilder and channels take.
+  std::string HostPort() const;
+  bool operator==(const Url& o) const {
+    return scheme == o.scheme && host == o.host && port == o.port;
+  }
+};
+
+// Parses one URL. Errors: kInvalidArgument naming the URL and what is wrong.
+absl::StatusOr<Url> ParseUrl(const std::string& text);
+// Parses a comma-separated, non-empty list of URLs.
+absl::StatusOr<std::vector<Url>> ParseUrls(const std::string& text);
+
+struct MemberConfig {
+  std::string name;
+  std::vector<Url> peer_urls;  // sorted by string form, as IDs hash them
+  uint64_t id = 0;             // derived: see ComputeMemberId
+};
+
+struct ServerConfig {
+  // Raw flag values, with etcd's defaults.
+  std::string name = "default";
+  std::string data_dir;  // default: "<name>.lockd"
+  std::string listen_client_urls = "http://localhost:2379";
+  std::string advertise_client_urls = "http://localhost:2379";
+  std::string listen_peer_urls = "http://localhost:2380";
+  std::string initial_advertise_peer_urls = "http://localhost:2380";
+  std::string initial_cluster;  // default: "<name>=<initial advertise peers>"
+  std::string initial_cluster_state = "new";
+  std::string initial_cluster_token = "etcd-cluster";
+  uint64_t heartbeat_interval_ms = 100;
+  uint64_t election_timeout_ms = 1000;
+  uint64_t max_request_bytes = 1536 * 1024;
+  uint64_t max_txn_ops = 128;
+  int64_t quota_backend_bytes = 0;  // 0: the default quota
+  bool strict_reconfig_check = true;
+  bool pre_vote = true;
+
+  // Derived by Validate().
+  std::vector<Url> listen_client;
+  std::vector<Url> advertise_client;
+  std::vector<Url> listen_peer;
+  std::vector<Url> advertise_peer;
+  std::vector<MemberConfig> members;  // sorted by id
+  uint64_t member_id = 0;
+  uint64_t cluster_id = 0;
+};
+
+// Fills the derived fields and checks the flags against each other, with
+// etcd's wording where etcd has one. `listen_client_set` says whether
+// --listen-client-urls was given explicitly (then --advertise-client-urls must
+// be too). Errors: kInvalidArgument.
+absl::Status ValidateConfig(ServerConfig& config, bool listen_client_set,
+                            bool advertise_client_set);
+
+// etcd's derivations, so a member configured like an etcd member gets the
+// same IDs: the first 8 bytes (big-endian) of SHA-1 over the sorted peer URLs
+// followed by the cluster token; the cluster ID hashes the sorted member IDs.
+uint64_t ComputeMemberId(const std::vector<Url>& peer_urls,
+                         const std::string& cluster_token);
+uint64_t ComputeClusterId(std::vector<uint64_t> member_ids);
+
+// Creates the data directory (mode 0700) if needed and checks that it is a
+// writable directory. Errors: kFailedPrecondition, "cannot access data
+// directory: ...".
+absl::Status PrepareDataDir(const std::string& dir);
+
+}  // namespace lockd
+
+#endif  // LOCKD_SERVER_CONFIG_H_

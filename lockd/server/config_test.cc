@@ -1,0 +1,153 @@
+#include "lockd/server/config.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+
+namespace lockd {
+namespace {
+
+TEST(ParseUrlTest, ParseUrl_AcceptsHostPortForms) {
+  absl::StatusOr<Url> u = ParseUrl("http://127.0.0.1:2379");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->host, "127.0.0.1");
+  EXPECT_EQ(u->port, 2379);
+  EXPECT_EQ(u->ToString(), "http://127.0.0.1:2379");
+
+  u = ParseUrl("http://[::1]:2380/");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->host, "::1");
+  EXPECT_EQ(u->HostPort(), "[::1]:2380");
+}
+
+TEST(ParseUrlTest, ParseUrl_RejectsMalformed) {
+  for (const char* bad :
+       {"127.0.0.1:2379", "http://127.0.0.1", "http://127.0.0.1:99999",
+        "ftp://1.2.3.4:1", "http://:2379", "http://1.2.3.4:2379/path",
+        "http://[::1:2379"}) {
+    EXPECT_EQ(ParseUrl(bad).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+// etcd's well-known IDs for a default single member: the same configuration
+// must yield the same member and cluster IDs.
+TEST(ComputeIdTest, ComputeMemberId_MatchesEtcdDefaults) {
+  ServerConfig c;
+  ASSERT_TRUE(ValidateConfig(c, false, false).ok());
+  EXPECT_EQ(c.member_id, 0x8e9e05c52164694dULL);
+  EXPECT_EQ(c.cluster_id, 0xcdf818194e3a8c32ULL);
+  EXPECT_EQ(c.data_dir, "default.lockd");
+}
+
+ServerConfig ThreeMembers() {
+  ServerConfig c;
+  c.name = "m2";
+  c.listen_client_urls = "http://127.0.0.1:22379";
+  c.advertise_client_urls = "http://127.0.0.1:22379";
+  c.listen_peer_urls = "http://127.0.0.1:22380";
+  c.initial_advertise_peer_urls = "http://127.0.0.1:22380";
+  c.initial_cluster =
+      "m1=http://127.0.0.1:12380,m2=http://127.0.0.1:22380,"
+      "m3=http://127.0.0.1:32380";
+  return c;
+}
+
+TEST(ValidateConfigTest, ValidateConfig_ThreeMembersSortedById) {
+  ServerConfig c = ThreeMembers();
+  ASSERT_TRUE(ValidateConfig(c, true, true).ok());
+  ASSERT_EQ(c.members.size(), 3u);
+  EXPECT_LT(c.members[0].id, c.members[1].id);
+  EXPECT_LT(c.members[1].id, c.members[2].id);
+  EXPECT_NE(c.member_id, 0u);
+  // Every member computes the same cluster ID from the same flags.
+  ServerConfig other = ThreeMembers();
+  other.name = "m1";
+  other.initial_advertise_peer_urls = "http://127.0.0.1:12380";
+  ASSERT_TRUE(ValidateConfig(other, true, true).ok());
+  EXPECT_EQ(other.cluster_id, c.cluster_id);
+  EXPECT_NE(other.member_id, c.member_id);
+}
+
+TEST(ValidateConfigTest, ValidateConfig_UnknownLocalName) {
+  ServerConfig c = ThreeMembers();
+  c.name = "m9";
+  absl::Status s = ValidateConfig(c, true, true);
+  EXPECT_EQ(s.message(),
+            "couldn't find local name \"m9\" in the initial cluster "
+            "configuration");
+}
+
+TEST(ValidateConfigTest, ValidateConfig_AdvertisedPeerMismatch) {
+  ServerConfig c = ThreeMembers();
+  c.initial_advertise_peer_urls = "http://127.0.0.1:22381";
+  absl::Status s = ValidateConfig(c, true, true);
+  EXPECT_NE(s.message().find("--initial-cluster has m2=http://127.0.0.1:22380 "
+                             "but missing from --initial-advertise-peer-urls"),
+            absl::string_view::npos)
+      << s;
+}
+
+TEST(ValidateConfigTest, ValidateConfig_ListenNeedsIp) {
+  ServerConfig c;
+  c.listen_client_urls = "http://example.com:2379";
+  c.advertise_client_urls = "http://example.com:2379";
+  EXPECT_EQ(ValidateConfig(c, true, true).message(),
+            "expected IP in URL for binding (http://example.com:2379)");
+}
+
+TEST(ValidateConfigTest, ValidateConfig_ListenWithoutAdvertise) {
+  ServerConfig c;
+  c.listen_client_urls = "http://127.0.0.1:2379";
+  EXPECT_EQ(ValidateConfig(c, true, false).message(),
+            "--advertise-client-urls is required when --listen-client-urls "
+            "is set explicitly");
+}
+
+TEST(ValidateConfigTest, ValidateConfig_BadClusterState) {
+  ServerConfig c;
+  c.initial_cluster_state = "old";
+  EXPECT_EQ(ValidateConfig(c, false, false).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ValidateConfigTest, ValidateConfig_DuplicatePeerUrl) {
+  ServerConfig c = ThreeMembers();
+  c.initial_cluster = "m1=http://127.0.0.1:22380,m2=http://127.0.0.1:22380";
+  EXPECT_NE(ValidateConfig(c, true, true).message().find("duplicate URL"),
+            absl::string_view::npos);
+}
+
+TEST(ValidateConfigTest, ValidateConfig_ElectionTimeoutVsHeartbeat) {
+  ServerConfig c;
+  c.heartbeat_interval_ms = 500;
+  c.election_timeout_ms = 1000;
+  EXPECT_EQ(ValidateConfig(c, false, false).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PrepareDataDirTest, PrepareDataDir_CreatesAndRejectsFiles) {
+  std::string base = std::getenv("TEST_TMPDIR");
+  std::string dir = base + "/member-data";
+  ASSERT_TRUE(PrepareDataDir(dir).ok());
+  struct stat st;
+  ASSERT_EQ(stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  // Idempotent.
+  EXPECT_TRUE(PrepareDataDir(dir).ok());
+
+  std::string file = base + "/plain-file";
+  FILE* f = std::fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fclose(f);
+  absl::Status s = PrepareDataDir(file);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("cannot access data directory"),
+            absl::string_view::npos);
+  EXPECT_EQ(PrepareDataDir(file + "/sub").code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace lockd

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs exactly what lockd needs to build, run and test, from Debian 12's
+# packages. Idempotent and non-interactive: when everything is present it
+# changes nothing and asks no package server.
+set -euo pipefail
+
+packages=(
+  # Build
+  bazel-bootstrap g++ pkg-config clang-format
+  # Libraries (headers + pkg-config files)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  librocksdb-dev libabsl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # Test drivers and the comparison baseline: Debian's etcd 3.4
+  etcd-client etcd-server
+  # Tools the tests use
+  curl iproute2 procps psmisc
+)
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: run as root, or install sudo" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Node.js runs the npm `etcd3` client in tests. Any Node.js >= 12 works; use
+# Debian's unless one is already installed.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "setup: installing nodejs and npm" >&2
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi

@@ -1,0 +1,88 @@
+#include "tests/harness/cluster.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace lockd::testing {
+
+std::string MemberSpec::client_url() const {
+  return absl::StrCat("http://127.0.0.1:", client_port);
+}
+std::string MemberSpec::peer_url() const {
+  return absl::StrCat("http://127.0.0.1:", peer_port);
+}
+std::string MemberSpec::endpoint() const {
+  return absl::StrCat("127.0.0.1:", client_port);
+}
+
+LocalCluster::LocalCluster(int size, const std::string& tag) {
+  for (int i = 0; i < size; ++i) {
+    MemberSpec s;
+    s.name = absl::StrCat("m", i + 1);
+    s.client_port = PickFreePort();
+    do {
+      s.peer_port = PickFreePort();
+    } while (s.peer_port == s.client_port);
+    s.data_dir = TempDir(absl::StrCat(tag, "-", s.name));
+    specs_.push_back(s);
+    procs_.push_back(std::make_unique<Subprocess>());
+  }
+}
+
+std::string LocalCluster::initial_cluster() const {
+  return absl::StrJoin(specs_, ",", [](std::string* out, const MemberSpec& s) {
+    absl::StrAppend(out, s.name, "=", s.peer_url());
+  });
+}
+
+std::string LocalCluster::endpoints() const {
+  return absl::StrJoin(specs_, ",", [](std::string* out, const MemberSpec& s) {
+    out->append(s.endpoint());
+  });
+}
+
+std::vector<std::string> LocalCluster::MemberArgs(int i) const {
+  const MemberSpec& s = specs_[i];
+  return {
+      Runfile("lockd/lockd"),
+      "--name=" + s.name,
+      "--data-dir=" + s.data_dir,
+      "--listen-client-urls=" + s.client_url(),
+      "--advertise-client-urls=" + s.client_url(),
+      "--listen-peer-urls=" + s.peer_url(),
+      "--initial-advertise-peer-urls=" + s.peer_url(),
+      "--initial-cluster=" + initial_cluster(),
+      "--initial-cluster-token=test-cluster",
+  };
+}
+
+absl::Status LocalCluster::StartMember(
+    int i, const std::vector<std::string>& extra_flags,
+    absl::Duration timeout) {
+  std::vector<std::string> args = MemberArgs(i);
+  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  procs_[i] = std::make_unique<Subprocess>();
+  const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  std::string log =
+      outputs ? absl::StrCat(outputs, "/", specs_[i].name, ".log") : "";
+  if (absl::Status s = procs_[i]->Start(args, {}, log); !s.ok()) return s;
+  if (!procs_[i]->WaitForOutput("ready to serve client requests", timeout)) {
+    return absl::UnavailableError(absl::StrCat("member ", specs_[i].name,
+                                               " did not become ready:\n",
+                                               procs_[i]->output()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::StartAll() {
+  for (int i = 0; i < size(); ++i) {
+    if (absl::Status s = StartMember(i); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+int LocalCluster::StopMember(int i) { return procs_[i]->Stop(); }
+
+}  // namespace lockd::testing
