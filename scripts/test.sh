@@ -22,6 +22,7 @@ done
 
 scripts/setup.sh || { echo "test: setup failed" >&2; exit 1; }
 scripts/check_format.sh || exit 1
+scripts/check_layering.sh || exit 1
 
 extra=()
 [ "$long" = 1 ] && extra+=(--test_env=LOCKD_TEST_LONG=1 --test_timeout=36000)

@@ -27,20 +27,26 @@ def _pkg_config_impl(rctx):
     ]
     rctx.file("WORKSPACE", 'workspace(name = "%s")\n' % rctx.name)
     rctx.file("BUILD.bazel", """\
-package(default_visibility = ["//visibility:public"])
-
 cc_library(
     name = "lib",
     linkopts = {linkopts},
     defines = {defines},
+    visibility = {visibility},
 )
-""".format(linkopts = repr(linkopts), defines = repr(defines)))
+""".format(
+        linkopts = repr(linkopts),
+        defines = repr(defines),
+        visibility = repr(rctx.attr.visibility_to),
+    ))
 
 pkg_config_library = repository_rule(
     implementation = _pkg_config_impl,
     attrs = {
         "modules": attr.string_list(mandatory = True),
         "extra_linkopts": attr.string_list(default = []),
+        # Who may link the library: this is how the layering rules of
+        # ARCHITECTURE.md are enforced (raft/core gets no sockets or disks).
+        "visibility_to": attr.string_list(default = ["//visibility:public"]),
     },
     local = True,
     doc = "A cc_library named `lib` linking the given pkg-config modules.",
