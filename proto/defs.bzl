@@ -7,14 +7,15 @@ generated headers' include paths (`#include "mvccpb/kv.pb.h"`).
 """
 
 def lockd_proto_library(name, src, deps = [], grpc = False, visibility = None):
-    """Generates `<name>` (a cc_library) from one .proto file.
+    """Generates cc_libraries `<name>` and `<name>_pb` from one .proto file.
 
     Args:
       name: the cc_library's name; `<name>_files` is a filegroup holding the
         .proto file and those of its deps, for protoc's import resolution.
       src: the .proto file, relative to this package.
       deps: other lockd_proto_library names this file imports.
-      grpc: also generate gRPC service stubs (.grpc.pb.{h,cc}).
+      grpc: also generate gRPC service stubs (.grpc.pb.{h,cc}); they go in
+        `<name>`, while `<name>_pb` always holds the messages alone.
       visibility: of the cc_library.
     """
     base = src[:-len(".proto")]
@@ -42,13 +43,26 @@ def lockd_proto_library(name, src, deps = [], grpc = False, visibility = None):
         message = "protoc " + src,
     )
 
+    # Messages only (`<name>_pb`): what the state machine may use without
+    # linking gRPC.
     native.cc_library(
-        name = name,
-        srcs = [o for o in outs if o.endswith(".cc")],
-        hdrs = [o for o in outs if o.endswith(".h")],
+        name = name + "_pb",
+        srcs = [base + ".pb.cc"],
+        hdrs = [base + ".pb.h"],
         includes = ["."],
         # Generated code is not ours to keep warning-free.
         copts = ["-w"],
-        deps = deps + ["@protobuf//:lib"] + (["@grpc//:lib"] if grpc else []),
+        deps = [d + "_pb" for d in deps] + ["@protobuf//:lib"],
+        visibility = visibility,
+    )
+
+    # Messages and, with `grpc`, the service stubs.
+    native.cc_library(
+        name = name,
+        srcs = [base + ".grpc.pb.cc"] if grpc else [],
+        hdrs = [base + ".grpc.pb.h"] if grpc else [],
+        includes = ["."],
+        copts = ["-w"],
+        deps = [name + "_pb"] + deps + (["@grpc//:lib"] if grpc else []),
         visibility = visibility,
     )

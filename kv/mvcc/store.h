@@ -1,0 +1,200 @@
+// The multi-version key-value store behind the etcd v3 KV API, on RocksDB.
+//
+// Semantics are etcd's: a global revision counts write transactions (every
+// write in one transaction shares its main revision and gets its own sub
+// revision); each key has create_revision, mod_revision, version and lease;
+// old revisions stay readable until compacted.
+//
+// The store is the replicated state machine's data: it changes only through
+// ApplyBatch, which applies committed raft entries deterministically and
+// writes the raft index of the last one in the same atomic RocksDB write as
+// the data it produced, so replay after a crash applies every entry exactly
+// once. Memory stays bounded as data grows: nothing is indexed in memory.
+//
+// Thread safety: reads (Range, History, LeaseKeys, the accessors) are safe
+// from any thread and see a consistent snapshot of committed batches. At most
+// one ApplyBatch exists at a time, used from one thread (the apply loop).
+// CompactSome may run on another thread concurrently with both.
+#ifndef LOCKD_KV_MVCC_STORE_H_
+#define LOCKD_KV_MVCC_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "etcdserverpb/rpc.pb.h"
+#include "kv/mvcc/keys.h"
+#include "mvccpb/kv.pb.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class Cache;
+class WriteBufferManager;
+}  // namespace rocksdb
+
+namespace lockd::kv {
+
+struct StoreOptions {
+  // Memory bounds: RocksDB's block cache and all memtables together.
+  size_t block_cache_bytes = 32 << 20;
+  size_t memtable_bytes = 32 << 20;
+  // fsync every applied batch. Off by default: the raft log is the durable
+  // record, and a batch lost in a crash is replayed from it because the
+  // applied index travels with the data.
+  bool sync = false;
+};
+
+// Whether a lease exists, asked when a Put attaches a key to a lease. The
+// lessor implements it; it must answer deterministically from replicated
+// state.
+class LeaseOracle {
+ public:
+  virtual ~LeaseOracle() = default;
+  virtual bool LeaseExists(int64_t lease_id) const = 0;
+};
+
+class ApplyBatch;
+
+class MvccStore {
+ public:
+  // Opens or creates the store in `dir`. Errors: kFailedPrecondition for a
+  // store written by an unknown format version; kInternal for RocksDB
+  // failures (with RocksDB's message).
+  static absl::StatusOr<std::unique_ptr<MvccStore>> Open(
+      const std::string& dir, const StoreOptions& options = {});
+  ~MvccStore();
+  MvccStore(const MvccStore&) = delete;
+  MvccStore& operator=(const MvccStore&) = delete;
+
+  // etcd's Range on committed data (the request must be valid, see
+  // validate.h). resp->header is left to the caller. Errors: ErrFutureRev,
+  // ErrCompacted, kInternal.
+  absl::Status Range(const etcdserverpb::RangeRequest& req,
+                     etcdserverpb::RangeResponse* resp) const;
+
+  // Events of revisions >= `from_revision`, in revision order, at most
+  // `max_events` (an event batch never splits a main revision, so it may hold
+  // a few more). prev_kv is not filled. `*next_revision` is where to continue.
+  // Errors: ErrCompacted when from_revision <= compact_revision().
+  absl::Status History(int64_t from_revision, size_t max_events,
+                       std::vector<mvccpb::Event>* events,
+                       int64_t* next_revision) const;
+
+  // The version of `key` live at `revision` (the newest write <= revision);
+  // NotFound if the key did not exist then.
+  absl::StatusOr<mvccpb::KeyValue> GetAt(const std::string& key,
+                                         int64_t revision) const;
+
+  // Keys attached to `lease_id`, in key order.
+  absl::Status LeaseKeys(int64_t lease_id,
+                         std::vector<std::string>* keys) const;
+
+  // Applies committed entries. Only one batch may be open (created and not
+  // yet committed or destroyed) at a time.
+  std::unique_ptr<ApplyBatch> BeginApply(const LeaseOracle* leases);
+
+  // Physically removes history made unreadable by compaction, visiting at
+  // most `max_keys` keys per call. Returns true when nothing is left to do.
+  absl::StatusOr<bool> CompactSome(size_t max_keys);
+
+  int64_t revision() const { return revision_.load(); }
+  int64_t compact_revision() const { return compact_revision_.load(); }
+  uint64_t applied_index() const { return applied_index_.load(); }
+  // Bytes on disk (SST files plus write-ahead log), approximately.
+  uint64_t ApproximateSizeBytes() const;
+
+ private:
+  friend class ApplyBatch;
+  MvccStore() = default;
+
+  rocksdb::DB* db_ = nullptr;
+  std::shared_ptr<rocksdb::Cache> cache_;
+  std::shared_ptr<rocksdb::WriteBufferManager> write_buffers_;
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* history_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* latest_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* lease_cf_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  StoreOptions options_;
+  std::atomic<int64_t> revision_{0};
+  std::atomic<int64_t> compact_revision_{0};
+  std::atomic<uint64_t> applied_index_{0};
+  std::atomic<bool> batch_open_{false};
+  // CompactSome's resume point: an index key, empty to start over.
+  std::string compact_cursor_;
+  int64_t compact_cursor_revision_ = 0;
+};
+
+// Applies committed requests in order. Each method applies one request
+// entirely or, returning an error, not at all (the error is the request's
+// answer, as etcd's apply returns it); later requests still apply. Nothing
+// is visible to readers until Commit().
+class ApplyBatch {
+ public:
+  ~ApplyBatch();
+  ApplyBatch(const ApplyBatch&) = delete;
+  ApplyBatch& operator=(const ApplyBatch&) = delete;
+
+  absl::Status Put(const etcdserverpb::PutRequest& req,
+                   etcdserverpb::PutResponse* resp);
+  absl::Status DeleteRange(const etcdserverpb::DeleteRangeRequest& req,
+                           etcdserverpb::DeleteRangeResponse* resp);
+  absl::Status Txn(const etcdserverpb::TxnRequest& req,
+                   etcdserverpb::TxnResponse* resp);
+  // Logical compaction: revisions below req.revision become unreadable now;
+  // CompactSome() reclaims the space later. Errors: ErrCompacted when not
+  // above the current compact revision, ErrFutureRev.
+  absl::Status Compact(const etcdserverpb::CompactionRequest& req,
+                       etcdserverpb::CompactionResponse* resp);
+  // A Range that sees this batch's writes (for serialized reads).
+  absl::Status Range(const etcdserverpb::RangeRequest& req,
+                     etcdserverpb::RangeResponse* resp);
+  // Deletes every key attached to `lease_id` in one revision (lease revoke
+  // and expiry). Returns the number deleted.
+  absl::StatusOr<int64_t> DeleteLeaseKeys(int64_t lease_id);
+
+  // The store revision including this batch's writes so far.
+  int64_t revision() const { return revision_; }
+  // Events produced since the last call, in revision order, with prev_kv.
+  std::vector<mvccpb::Event> TakeEvents();
+
+  // Writes the batch and `applied_index` in one atomic write; afterwards
+  // readers see it. The batch is finished whether or not it succeeds; a
+  // failure (kInternal) means the disk failed and the process must stop.
+  absl::Status Commit(uint64_t applied_index);
+
+ private:
+  friend class MvccStore;
+  struct Impl;
+  template <typename Fn>
+  absl::Status ApplyOne(Fn&& fn);
+  absl::Status PutLocked(const etcdserverpb::PutRequest& req,
+                         etcdserverpb::PutResponse* resp);
+  absl::Status DeleteRangeLocked(const etcdserverpb::DeleteRangeRequest& req,
+                                 etcdserverpb::DeleteRangeResponse* resp);
+  absl::Status TxnLocked(const etcdserverpb::TxnRequest& req,
+                         etcdserverpb::TxnResponse* resp);
+  absl::Status RangeLocked(const etcdserverpb::RangeRequest& req,
+                           etcdserverpb::RangeResponse* resp);
+  absl::StatusOr<bool> EvaluateCompare(const etcdserverpb::Compare& cmp);
+  void WritePut(const mvccpb::KeyValue& kv, const mvccpb::KeyValue* prev);
+  void WriteTombstone(const mvccpb::KeyValue& prev);
+  // The main revision this request's writes get.
+  int64_t write_revision() const { return revision_ + 1; }
+  explicit ApplyBatch(MvccStore* store, const LeaseOracle* leases);
+
+  MvccStore* store_;
+  std::unique_ptr<Impl> impl_;
+  int64_t revision_;
+  int64_t compact_revision_;
+};
+
+}  // namespace lockd::kv
+
+#endif  // LOCKD_KV_MVCC_STORE_H_
