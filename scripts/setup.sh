@@ -9,7 +9,7 @@ packages=(
   bazel-bootstrap g++ pkg-config clang-format
   # Libraries (headers + pkg-config files)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  librocksdb-dev libabsl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  librocksdb-dev libabsl-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
   # Test drivers and the comparison baseline: Debian's etcd 3.4
   etcd-client etcd-server
   # Tools the tests use
