@@ -81,6 +81,80 @@ Server::~Server() {
   if (lock_fd_ >= 0) close(lock_fd_);
 }
 
+absl::Status Server::OpenStorage() {
+  std::string member_dir = config_.data_dir + "/member";
+  for (const std::string& dir :
+       {member_dir, member_dir + "/raft", member_dir + "/kv"}) {
+    if (absl::Status s = PrepareDataDir(dir); !s.ok()) return s;
+  }
+  absl::StatusOr<std::unique_ptr<kv::MvccStore>> store =
+      kv::MvccStore::Open(member_dir + "/kv");
+  if (!store.ok()) return store.status();
+  store_ = *std::move(store);
+  absl::StatusOr<std::unique_ptr<raft::DiskStorage>> log =
+      raft::DiskStorage::Open(member_dir + "/raft");
+  if (!log.ok()) return log.status();
+  log_ = *std::move(log);
+
+  state_machine_ =
+      std::make_unique<KvStateMachine>(config_.member_id, store_.get());
+  raft::TransportOptions topts;
+  topts.cluster_id = config_.cluster_id;
+  topts.self_id = config_.member_id;
+  topts.seed = config_.member_id;
+  raft::NodeOptions nopts;
+  nopts.id = config_.member_id;
+  nopts.tick_interval = absl::Milliseconds(config_.heartbeat_interval_ms);
+  nopts.heartbeat_tick = 1;
+  nopts.election_tick = static_cast<int>(config_.election_timeout_ms /
+                                         config_.heartbeat_interval_ms);
+  nopts.pre_vote = config_.pre_vote;
+  nopts.seed = config_.member_id;
+  if (config_.initial_cluster_state == "new") {
+    for (const MemberConfig& m : config_.members) {
+      nopts.bootstrap_voters.push_back(m.id);
+    }
+  }
+  // The node is the transport's handler; it exists only after the
+  // transport, so a forwarding shim is not needed: create the node with the
+  // transport first, then point the transport at it.
+  transport_ = std::make_unique<raft::Transport>(topts, &relay_);
+  absl::StatusOr<std::unique_ptr<raft::RaftNode>> node = raft::RaftNode::Create(
+      nopts, log_.get(), transport_.get(), state_machine_.get());
+  if (!node.ok()) return node.status();
+  node_ = *std::move(node);
+  relay_.Attach(node_.get());
+  for (const MemberConfig& m : config_.members) {
+    if (m.id != config_.member_id && !m.peer_urls.empty()) {
+      transport_->AddPeer(m.id, m.peer_urls[0].HostPort());
+    }
+  }
+  maintenance_.Attach(node_.get(), store_.get());
+  kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
+                                    state_machine_.get(), &compaction_mu_);
+  peer_kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
+                                         state_machine_.get(), &compaction_mu_);
+  return absl::OkStatus();
+}
+
+void Server::CompactorLoop() {
+  // Reclaims space after logical compactions, a bounded slice at a time so
+  // it never monopolizes the disk.
+  while (true) {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
+      if (stopping_) return;
+    }
+    absl::MutexLock lock(&compaction_mu_);
+    absl::StatusOr<bool> done = store_->CompactSome(1000);
+    if (!done.ok()) {
+      Logf(LogLevel::kError, "server", "compaction failed: %s",
+           std::string(done.status().message()));
+    }
+  }
+}
+
 absl::Status Server::Start() {
   if (absl::Status s = PrepareDataDir(config_.data_dir); !s.ok()) return s;
   std::string lock_path = config_.data_dir + "/LOCK";
@@ -102,6 +176,7 @@ absl::Status Server::Start() {
       if (absl::Status s = ProbeBind(url); !s.ok()) return s;
     }
   }
+  if (absl::Status s = OpenStorage(); !s.ok()) return s;
 
   grpc::EnableDefaultHealthCheckService(true);
 
@@ -115,6 +190,7 @@ absl::Status Server::Start() {
   }
   client_builder.RegisterService(&maintenance_);
   client_builder.RegisterService(&cluster_);
+  client_builder.RegisterService(kv_.get());
   client_server_ = client_builder.BuildAndStart();
   if (client_server_ == nullptr) {
     return absl::UnavailableError(
@@ -130,6 +206,9 @@ absl::Status Server::Start() {
                                   grpc::InsecureServerCredentials(),
                                   &peer_ports_[i]);
   }
+  peer_builder.RegisterService(transport_->service());
+  // Followers forward client writes to the leader's peer port.
+  peer_builder.RegisterService(peer_kv_.get());
   peer_server_ = peer_builder.BuildAndStart();
   if (peer_server_ == nullptr) {
     client_server_->Shutdown();
@@ -139,6 +218,8 @@ absl::Status Server::Start() {
         "on this host and the ports are free");
   }
 
+  node_->Start();
+  compactor_ = std::thread([this] { CompactorLoop(); });
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
     Logf(LogLevel::kInfo, "server", "listening for peers on %s (port %d)",
          config_.listen_peer[i].ToString(), peer_ports_[i]);
@@ -152,6 +233,11 @@ absl::Status Server::Start() {
 }
 
 void Server::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    stopping_ = true;
+  }
+  if (compactor_.joinable()) compactor_.join();
   auto deadline =
       std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace);
   if (client_server_ != nullptr) {
@@ -159,11 +245,13 @@ void Server::Shutdown(absl::Duration grace) {
     client_server_->Wait();
     client_server_.reset();
   }
+  if (transport_ != nullptr) transport_->Stop();
   if (peer_server_ != nullptr) {
     peer_server_->Shutdown(deadline);
     peer_server_->Wait();
     peer_server_.reset();
   }
+  if (node_ != nullptr) node_->Stop();
 }
 
 }  // namespace lockd

@@ -1,24 +1,56 @@
-// A lockd member's process-level shell: the data directory and its lock, the
-// client listeners (etcd v3 gRPC + grpc.health.v1) and the peer listeners.
+// A lockd member: the data directory and its lock, the raft log and the
+// key-value store on disk, the raft node and its peer transport, and the
+// client listeners (etcd v3 gRPC + grpc.health.v1) and peer listeners.
+//
+// Data directory layout: <data-dir>/LOCK (held while running),
+// <data-dir>/member/raft (the raft log, RocksDB), <data-dir>/member/kv (the
+// MVCC store, RocksDB).
 //
 // Start() then Shutdown() from one thread; Shutdown() may also be called from
 // another thread while nothing else is.
 #ifndef LOCKD_SERVER_SERVER_H_
 #define LOCKD_SERVER_SERVER_H_
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
+#include "lockd/server/kv_service.h"
+#include "lockd/server/kv_state_machine.h"
 #include "lockd/server/services.h"
+#include "raft/node/node.h"
+#include "raft/storage/disk_storage.h"
+#include "raft/transport/transport.h"
 
 namespace grpc {
 class Server;
 }  // namespace grpc
 
 namespace lockd {
+
+// Hands the transport's inbound traffic to the raft node, which is created
+// after the transport (it needs the transport to send).
+class NodeRelay final : public raft::MessageHandler {
+ public:
+  void Attach(raft::RaftNode* node) { node_.store(node); }
+  absl::Status CheckPeer(uint64_t from) override {
+    raft::RaftNode* node = node_.load();
+    if (node == nullptr) return absl::UnavailableError("member is starting");
+    return node->CheckPeer(from);
+  }
+  void Deliver(std::vector<raft::Message> messages) override {
+    if (raft::RaftNode* node = node_.load()) node->Deliver(std::move(messages));
+  }
+
+ private:
+  std::atomic<raft::RaftNode*> node_{nullptr};
+};
 
 class Server {
  public:
@@ -45,8 +77,23 @@ class Server {
   const std::vector<int>& peer_ports() const { return peer_ports_; }
 
  private:
+  absl::Status OpenStorage();
+  void CompactorLoop();
+
   ServerConfig config_;
   int lock_fd_ = -1;
+  std::unique_ptr<kv::MvccStore> store_;
+  std::unique_ptr<raft::DiskStorage> log_;
+  std::unique_ptr<KvStateMachine> state_machine_;
+  NodeRelay relay_;
+  std::unique_ptr<raft::Transport> transport_;
+  std::unique_ptr<raft::RaftNode> node_;
+  std::unique_ptr<KvService> kv_;
+  std::unique_ptr<KvService> peer_kv_;
+  absl::Mutex compaction_mu_;
+  absl::Mutex stop_mu_;
+  bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::thread compactor_;
   MaintenanceService maintenance_;
   ClusterService cluster_;
   std::unique_ptr<grpc::Server> client_server_;

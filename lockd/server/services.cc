@@ -15,9 +15,19 @@ grpc::Status MaintenanceService::Status(grpc::ServerContext*,
                                         etcdserverpb::StatusResponse* resp) {
   FillHeader(*config_, resp->mutable_header());
   resp->set_version(kEtcdApiVersion);
-  // A single-member cluster is its own leader by construction; for larger
-  // ones the leader is known only once raft runs.
-  if (config_->members.size() == 1) resp->set_leader(config_->member_id);
+  if (node_ != nullptr) {
+    resp->mutable_header()->set_raft_term(node_->term());
+    resp->set_leader(node_->leader());
+    resp->set_raftterm(node_->term());
+    resp->set_raftindex(node_->commit_index());
+    resp->set_raftappliedindex(node_->applied_index());
+  }
+  if (store_ != nullptr) {
+    resp->mutable_header()->set_revision(store_->revision());
+    int64_t size = static_cast<int64_t>(store_->ApproximateSizeBytes());
+    resp->set_dbsize(size);
+    resp->set_dbsizeinuse(size);
+  }
   return grpc::Status::OK;
 }
 

@@ -1,6 +1,6 @@
-// The etcd v3 gRPC services a member answers before it has a replicated
-// store: Maintenance.Status and Cluster.MemberList, from the member's
-// configuration. Every other method answers UNIMPLEMENTED.
+// Maintenance.Status (from the raft node and the store) and
+// Cluster.MemberList (from the member's configuration). Methods not written
+// yet answer UNIMPLEMENTED.
 //
 // Thread-safe: the services only read the immutable ServerConfig they are
 // given, which must outlive them.
@@ -8,7 +8,9 @@
 #define LOCKD_SERVER_SERVICES_H_
 
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
+#include "raft/node/node.h"
 
 namespace lockd {
 
@@ -18,12 +20,19 @@ void FillHeader(const ServerConfig& config, etcdserverpb::ResponseHeader* h);
 class MaintenanceService final : public etcdserverpb::Maintenance::Service {
  public:
   explicit MaintenanceService(const ServerConfig* config) : config_(config) {}
+  // Must be called before the service is registered.
+  void Attach(const raft::RaftNode* node, const kv::MvccStore* store) {
+    node_ = node;
+    store_ = store;
+  }
   grpc::Status Status(grpc::ServerContext* ctx,
                       const etcdserverpb::StatusRequest* req,
                       etcdserverpb::StatusResponse* resp) override;
 
  private:
   const ServerConfig* config_;
+  const raft::RaftNode* node_ = nullptr;
+  const kv::MvccStore* store_ = nullptr;
 };
 
 class ClusterService final : public etcdserverpb::Cluster::Service {

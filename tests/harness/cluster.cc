@@ -1,9 +1,12 @@
 #include "tests/harness/cluster.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace lockd::testing {
 
@@ -84,5 +87,46 @@ absl::Status LocalCluster::StartAll() {
 }
 
 int LocalCluster::StopMember(int i) { return procs_[i]->Stop(); }
+
+namespace {
+
+bool MemberStatus(const MemberSpec& m, etcdserverpb::StatusResponse* resp) {
+  auto channel =
+      grpc::CreateChannel(m.endpoint(), grpc::InsecureChannelCredentials());
+  auto stub = etcdserverpb::Maintenance::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return stub->Status(&ctx, etcdserverpb::StatusRequest(), resp).ok();
+}
+
+}  // namespace
+
+uint64_t LocalCluster::WaitForLeader(absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    for (int i = 0; i < size(); ++i) {
+      if (!procs_[i]->running()) continue;
+      etcdserverpb::StatusResponse resp;
+      if (MemberStatus(specs_[i], &resp) && resp.leader() != 0) {
+        return resp.leader();
+      }
+    }
+    // An election takes an election timeout or two; poll gently.
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return 0;
+}
+
+int LocalCluster::MemberIndexOf(uint64_t member_id) {
+  for (int i = 0; i < size(); ++i) {
+    if (!procs_[i]->running()) continue;
+    etcdserverpb::StatusResponse resp;
+    if (MemberStatus(specs_[i], &resp) &&
+        resp.header().member_id() == member_id) {
+      return i;
+    }
+  }
+  return -1;
+}
 
 }  // namespace lockd::testing

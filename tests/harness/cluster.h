@@ -38,6 +38,12 @@ class LocalCluster {
   // SIGTERM and wait; returns the exit code.
   int StopMember(int i);
 
+  // Asks the running members for their leader until one names it; 0 if
+  // none does within `timeout`.
+  uint64_t WaitForLeader(absl::Duration timeout);
+  // Index of the member with this ID, or -1 (asks the running members).
+  int MemberIndexOf(uint64_t member_id);
+
   std::vector<std::string> MemberArgs(int i) const;
   const MemberSpec& member(int i) const { return specs_[i]; }
   Subprocess& process(int i) { return *procs_[i]; }

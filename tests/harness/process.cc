@@ -142,9 +142,11 @@ std::string Subprocess::output() const {
 
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
                                          absl::Duration timeout,
-                                         const std::vector<std::string>& env) {
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+                                         const std::vector<std::string>& env,
+                                         const std::string& stdin_text) {
+  int out_pipe[2], err_pipe[2], in_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 ||
+      pipe2(in_pipe, O_CLOEXEC) != 0) {
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   }
   std::vector<char*> args = CArgs(argv);
@@ -155,8 +157,7 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
   if (pid == 0) {
     dup2(out_pipe[1], STDOUT_FILENO);
     dup2(err_pipe[1], STDERR_FILENO);
-    int devnull = open("/dev/null", O_RDONLY);
-    dup2(devnull, STDIN_FILENO);
+    dup2(in_pipe[0], STDIN_FILENO);
     for (const std::string& kv : env) putenv(const_cast<char*>(kv.c_str()));
     // execvp: commands like etcdctl are found on PATH.
     execvp(args[0], args.data());
@@ -165,6 +166,12 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
   }
   close(out_pipe[1]);
   close(err_pipe[1]);
+  close(in_pipe[0]);
+  // Small inputs only (commands' scripts): fits the pipe buffer.
+  if (!stdin_text.empty()) {
+    (void)!write(in_pipe[1], stdin_text.data(), stdin_text.size());
+  }
+  close(in_pipe[1]);
   CommandResult result;
   struct pollfd pfds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   std::string* sinks[2] = {&result.out, &result.err};

@@ -68,10 +68,12 @@ struct CommandResult {
 
 // Runs a command to completion with separate stdout/stderr; kills it after
 // `timeout`. Errors: kInternal (fork/exec), kDeadlineExceeded.
+// `stdin_text` is written to the command's standard input (then closed).
 absl::StatusOr<CommandResult> RunCommand(
     const std::vector<std::string>& argv,
     absl::Duration timeout = absl::Seconds(30),
-    const std::vector<std::string>& env = {});
+    const std::vector<std::string>& env = {},
+    const std::string& stdin_text = "");
 
 // A TCP port on 127.0.0.1 that is free now, from 20000-31999 (below the
 // kernel's ephemeral range, so outgoing connections never take it).

@@ -68,6 +68,7 @@ std::string Hex(uint64_t id) { return absl::StrFormat("%x", id); }
 TEST(EtcdctlCompatTest, SingleMember_EndpointStatusAndMemberList) {
   LocalCluster cluster(1, "single");
   ASSERT_TRUE(cluster.StartAll().ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const MemberSpec& m = cluster.member(0);
 
   CommandResult status =

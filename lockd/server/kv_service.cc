@@ -1,0 +1,240 @@
+#include "lockd/server/kv_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kv/mvcc/errors.h"
+#include "kv/mvcc/validate.h"
+
+namespace lockd {
+namespace {
+
+constexpr char kForwardedKey[] = "lockd-forwarded";
+// The longest a write or linearizable read waits inside the server.
+constexpr absl::Duration kRequestTimeout = absl::Seconds(7);
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+absl::Time Deadline(grpc::ServerContext* ctx) {
+  absl::Time limit = absl::Now() + kRequestTimeout;
+  auto d = ctx->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return limit;
+  return std::min(limit, absl::FromChrono(d));
+}
+
+bool Forwarded(grpc::ServerContext* ctx) {
+  return ctx->client_metadata().count(kForwardedKey) > 0;
+}
+
+// Raft's refusal as etcd clients know it, so they retry elsewhere.
+grpc::Status NotLeader(uint64_t leader) {
+  if (leader == 0) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader");
+  }
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "etcdserver: leader changed");
+}
+
+}  // namespace
+
+KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
+                     kv::MvccStore* store, KvStateMachine* state_machine,
+                     absl::Mutex* compaction_mu)
+    : config_(config),
+      node_(node),
+      store_(store),
+      state_machine_(state_machine),
+      compaction_mu_(compaction_mu),
+      // Ids only need to be unique among this member's waiting requests;
+      // a random start keeps a restarted member from reusing live ones.
+      next_id_(std::random_device{}() |
+               (uint64_t{std::random_device{}()} << 32)) {}
+
+void KvService::FillHeader(etcdserverpb::ResponseHeader* h) const {
+  h->set_cluster_id(config_->cluster_id);
+  h->set_member_id(config_->member_id);
+  h->set_raft_term(node_->term());
+  if (h->revision() == 0) h->set_revision(store_->revision());
+}
+
+etcdserverpb::KV::Stub* KvService::LeaderStub(uint64_t leader) {
+  absl::MutexLock lock(&stubs_mu_);
+  auto it = stubs_.find(leader);
+  if (it != stubs_.end()) return it->second.get();
+  for (const MemberConfig& m : config_->members) {
+    if (m.id != leader || m.peer_urls.empty()) continue;
+    auto channel = grpc::CreateChannel(m.peer_urls[0].HostPort(),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = etcdserverpb::KV::NewStub(channel);
+    auto* raw = stub.get();
+    stubs_[leader] = std::move(stub);
+    return raw;
+  }
+  return nullptr;
+}
+
+grpc::Status KvService::Replicate(
+    grpc::ServerContext* ctx, internal::Request req, ApplyResult* result,
+    const std::function<grpc::Status(etcdserverpb::KV::Stub*,
+                                     grpc::ClientContext*)>& forward) {
+  absl::Time deadline = Deadline(ctx);
+  // During an election, wait for its outcome as etcd does, rather than
+  // failing the call.
+  (void)node_->WaitForLeader(deadline);
+  if (!node_->is_leader()) {
+    uint64_t leader = node_->leader();
+    if (leader == 0 || Forwarded(ctx)) return NotLeader(leader);
+    etcdserverpb::KV::Stub* stub = LeaderStub(leader);
+    if (stub == nullptr) return NotLeader(0);
+    grpc::ClientContext fwd;
+    fwd.set_deadline(absl::ToChronoTime(deadline));
+    fwd.AddMetadata(kForwardedKey, "1");
+    return forward(stub, &fwd);
+  }
+
+  uint64_t id = next_id_.fetch_add(1);
+  req.set_version(1);
+  req.set_origin_member(config_->member_id);
+  req.set_id(id);
+  std::string data = req.SerializeAsString();
+  if (data.size() > config_->max_request_bytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "etcdserver: request is too large");
+  }
+
+  struct Wait {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    ApplyResult result ABSL_GUARDED_BY(mu);
+  };
+  auto wait = std::make_shared<Wait>();
+  state_machine_->Register(id, [wait](ApplyResult r) {
+    absl::MutexLock lock(&wait->mu);
+    wait->result = std::move(r);
+    wait->done = true;
+  });
+  absl::Status s = node_->Propose(std::move(data), deadline);
+  if (!s.ok()) {
+    state_machine_->Cancel(id);
+    if (absl::IsUnavailable(s)) return NotLeader(node_->leader());
+    if (absl::IsDeadlineExceeded(s)) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "etcdserver: request timed out");
+    }
+    return ToGrpc(s);
+  }
+  absl::MutexLock lock(&wait->mu);
+  if (!wait->mu.AwaitWithDeadline(absl::Condition(&wait->done), deadline)) {
+    state_machine_->Cancel(id);
+    // The write may still commit; etcd reports the same ambiguity.
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "etcdserver: request timed out");
+  }
+  *result = std::move(wait->result);
+  return ToGrpc(result->status);
+}
+
+grpc::Status KvService::Range(grpc::ServerContext* ctx,
+                              const etcdserverpb::RangeRequest* req,
+                              etcdserverpb::RangeResponse* resp) {
+  if (absl::Status s = kv::ValidateRange(*req); !s.ok()) return ToGrpc(s);
+  if (!req->serializable()) {
+    absl::Time deadline = Deadline(ctx);
+    (void)node_->WaitForLeader(deadline);
+    absl::Status s = node_->ReadBarrier(deadline);
+    if (!s.ok()) {
+      if (absl::IsUnavailable(s)) return NotLeader(node_->leader());
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "etcdserver: request timed out");
+    }
+  }
+  absl::Status s = store_->Range(*req, resp);
+  if (!s.ok()) return ToGrpc(s);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+template <typename Req, typename Resp>
+grpc::Status KvService::Write(
+    grpc::ServerContext* ctx, const Req& req, Resp* resp,
+    const std::function<void(internal::Request*)>& wrap,
+    Resp ApplyResult::*result_field,
+    grpc::Status (etcdserverpb::KV::Stub::*forward)(grpc::ClientContext*,
+                                                    const Req&, Resp*)) {
+  internal::Request r;
+  wrap(&r);
+  ApplyResult result;
+  grpc::Status st =
+      Replicate(ctx, std::move(r), &result,
+                [&](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c) {
+                  return (stub->*forward)(c, req, resp);
+                });
+  if (!st.ok()) return st;
+  // Forwarded calls come back filled; local ones from the apply result.
+  if (!resp->has_header()) *resp = std::move(result.*result_field);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status KvService::Put(grpc::ServerContext* ctx,
+                            const etcdserverpb::PutRequest* req,
+                            etcdserverpb::PutResponse* resp) {
+  if (absl::Status s = kv::ValidatePut(*req); !s.ok()) return ToGrpc(s);
+  return Write(
+      ctx, *req, resp, [&](internal::Request* r) { *r->mutable_put() = *req; },
+      &ApplyResult::put, &etcdserverpb::KV::Stub::Put);
+}
+
+grpc::Status KvService::DeleteRange(grpc::ServerContext* ctx,
+                                    const etcdserverpb::DeleteRangeRequest* req,
+                                    etcdserverpb::DeleteRangeResponse* resp) {
+  if (absl::Status s = kv::ValidateDeleteRange(*req); !s.ok()) {
+    return ToGrpc(s);
+  }
+  return Write(
+      ctx, *req, resp,
+      [&](internal::Request* r) { *r->mutable_delete_range() = *req; },
+      &ApplyResult::delete_range, &etcdserverpb::KV::Stub::DeleteRange);
+}
+
+grpc::Status KvService::Txn(grpc::ServerContext* ctx,
+                            const etcdserverpb::TxnRequest* req,
+                            etcdserverpb::TxnResponse* resp) {
+  if (absl::Status s =
+          kv::ValidateTxn(*req, static_cast<int64_t>(config_->max_txn_ops));
+      !s.ok()) {
+    return ToGrpc(s);
+  }
+  return Write(
+      ctx, *req, resp, [&](internal::Request* r) { *r->mutable_txn() = *req; },
+      &ApplyResult::txn, &etcdserverpb::KV::Stub::Txn);
+}
+
+grpc::Status KvService::Compact(grpc::ServerContext* ctx,
+                                const etcdserverpb::CompactionRequest* req,
+                                etcdserverpb::CompactionResponse* resp) {
+  bool local = node_->is_leader();
+  grpc::Status st = Write(
+      ctx, *req, resp,
+      [&](internal::Request* r) { *r->mutable_compaction() = *req; },
+      &ApplyResult::compaction, &etcdserverpb::KV::Stub::Compact);
+  if (!st.ok() || !req->physical() || !local) return st;
+  // Reclaim the space before answering, as etcd's physical flag asks (a
+  // forwarded call was answered by the leader after doing so).
+  absl::MutexLock lock(compaction_mu_);
+  while (true) {
+    absl::StatusOr<bool> done = store_->CompactSome(10000);
+    if (!done.ok()) return ToGrpc(done.status());
+    if (*done) return grpc::Status::OK;
+  }
+}
+
+}  // namespace lockd

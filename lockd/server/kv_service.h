@@ -1,0 +1,79 @@
+// etcd v3 KV on a member: reads from the local MVCC store (linearizable ones
+// after a ReadIndex barrier), writes through raft. A member that is not the
+// leader forwards writes to the leader's peer port, where the same service
+// runs; a forwarded write is never forwarded again.
+//
+// Thread-safe; the referenced objects must outlive the service.
+#ifndef LOCKD_SERVER_KV_SERVICE_H_
+#define LOCKD_SERVER_KV_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "etcdserverpb/rpc.grpc.pb.h"
+#include "kv/mvcc/store.h"
+#include "lockd/server/config.h"
+#include "lockd/server/kv_state_machine.h"
+#include "raft/node/node.h"
+
+namespace lockd {
+
+class KvService final : public etcdserverpb::KV::Service {
+ public:
+  KvService(const ServerConfig* config, raft::RaftNode* node,
+            kv::MvccStore* store, KvStateMachine* state_machine,
+            absl::Mutex* compaction_mu);
+
+  grpc::Status Range(grpc::ServerContext* ctx,
+                     const etcdserverpb::RangeRequest* req,
+                     etcdserverpb::RangeResponse* resp) override;
+  grpc::Status Put(grpc::ServerContext* ctx,
+                   const etcdserverpb::PutRequest* req,
+                   etcdserverpb::PutResponse* resp) override;
+  grpc::Status DeleteRange(grpc::ServerContext* ctx,
+                           const etcdserverpb::DeleteRangeRequest* req,
+                           etcdserverpb::DeleteRangeResponse* resp) override;
+  grpc::Status Txn(grpc::ServerContext* ctx,
+                   const etcdserverpb::TxnRequest* req,
+                   etcdserverpb::TxnResponse* resp) override;
+  grpc::Status Compact(grpc::ServerContext* ctx,
+                       const etcdserverpb::CompactionRequest* req,
+                       etcdserverpb::CompactionResponse* resp) override;
+
+ private:
+  // Replicates `req` and waits for its result (on the leader), or forwards
+  // the original call to the leader via `forward`.
+  grpc::Status Replicate(
+      grpc::ServerContext* ctx, internal::Request req, ApplyResult* result,
+      const std::function<grpc::Status(etcdserverpb::KV::Stub*,
+                                       grpc::ClientContext*)>& forward);
+  // A write's common path: wrap it as a log command, replicate (or forward
+  // with `forward`), and answer from the apply result's `result_field`.
+  template <typename Req, typename Resp>
+  grpc::Status Write(grpc::ServerContext* ctx, const Req& req, Resp* resp,
+                     const std::function<void(internal::Request*)>& wrap,
+                     Resp ApplyResult::*result_field,
+                     grpc::Status (etcdserverpb::KV::Stub::*forward)(
+                         grpc::ClientContext*, const Req&, Resp*));
+  void FillHeader(etcdserverpb::ResponseHeader* h) const;
+  etcdserverpb::KV::Stub* LeaderStub(uint64_t leader);
+
+  const ServerConfig* config_;
+  raft::RaftNode* node_;
+  kv::MvccStore* store_;
+  KvStateMachine* state_machine_;
+  absl::Mutex* compaction_mu_;
+  std::atomic<uint64_t> next_id_;
+  absl::Mutex stubs_mu_;
+  std::map<uint64_t, std::unique_ptr<etcdserverpb::KV::Stub>> stubs_
+      ABSL_GUARDED_BY(stubs_mu_);
+};
+
+}  // namespace lockd
+
+#endif  // LOCKD_SERVER_KV_SERVICE_H_

@@ -1,0 +1,377 @@
+#include "raft/node/node.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lockd/util/log.h"
+
+namespace lockd::raft {
+namespace {
+
+// Writes a brand-new member's log: the initial voters as committed
+// configuration entries, the same image BootstrapStorage gives MemoryStorage.
+absl::Status Bootstrap(DiskStorage* storage, std::vector<uint64_t> voters) {
+  std::sort(voters.begin(), voters.end());
+  voters.erase(std::unique(voters.begin(), voters.end()), voters.end());
+  ConfState cs;
+  cs.voters = voters;
+  std::vector<Entry> entries;
+  for (size_t i = 0; i < voters.size(); ++i) {
+    ConfChange cc;
+    cc.changes.push_back({ConfChangeType::kAddNode, voters[i]});
+    Entry e;
+    e.term = 1;
+    e.index = i + 1;
+    e.type = EntryType::kConfChange;
+    e.data = EncodeConfChange(cc);
+    entries.push_back(std::move(e));
+  }
+  if (absl::Status s = storage->SetInitialConfState(cs); !s.ok()) return s;
+  return storage->Save(HardState{1, kNone, entries.size()}, entries, Snapshot(),
+                       /*sync=*/true);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RaftNode>> RaftNode::Create(
+    const NodeOptions& options, DiskStorage* storage, Transport* transport,
+    StateMachine* state_machine) {
+  HardState hs;
+  ConfState cs;
+  if (absl::Status s = storage->InitialState(&hs, &cs); !s.ok()) return s;
+  if (storage->LastIndex() == 0 && hs.IsEmpty()) {
+    if (options.bootstrap_voters.empty()) {
+      return absl::FailedPreconditionError(
+          "the raft log is empty and there is no initial cluster to "
+          "bootstrap: start a new cluster with --initial-cluster-state=new, "
+          "or add this member to an existing cluster first");
+    }
+    if (absl::Status s = Bootstrap(storage, options.bootstrap_voters);
+        !s.ok()) {
+      return s;
+    }
+  }
+  auto node = std::unique_ptr<RaftNode>(
+      new RaftNode(options, storage, transport, state_machine));
+  Config config;
+  config.id = options.id;
+  config.election_tick = options.election_tick;
+  config.heartbeat_tick = options.heartbeat_tick;
+  config.storage = storage;
+  config.applied = state_machine->AppliedIndex();
+  config.max_size_per_msg_bytes = options.max_size_per_msg_bytes;
+  config.max_uncommitted_entries_bytes = options.max_uncommitted_bytes;
+  config.max_inflight_msgs = options.max_inflight_msgs;
+  config.check_quorum = options.check_quorum;
+  config.pre_vote = options.pre_vote;
+  config.seed = options.seed;
+  config.check_invariants = false;
+  absl::StatusOr<std::unique_ptr<RawNode>> raw = RawNode::Create(config);
+  if (!raw.ok()) return raw.status();
+  node->raw_ = *std::move(raw);
+  node->applied_ = config.applied;
+  {
+    absl::MutexLock lock(&node->mu_);
+    node->applied_for_waiters_ = config.applied;
+  }
+  return node;
+}
+
+RaftNode::RaftNode(const NodeOptions& options, DiskStorage* storage,
+                   Transport* transport, StateMachine* state_machine)
+    : options_(options),
+      storage_(storage),
+      transport_(transport),
+      state_machine_(state_machine) {}
+
+RaftNode::~RaftNode() { Stop(); }
+
+void RaftNode::Start() {
+  absl::MutexLock lock(&mu_);
+  if (running_ || stop_) return;
+  running_ = true;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void RaftNode::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  // Whatever was still queued never reached the core.
+  std::deque<Input> left;
+  {
+    absl::MutexLock lock(&mu_);
+    left.swap(inbox_);
+  }
+  for (Input& in : left) {
+    if (in.done)
+      in.done(absl::UnavailableError("etcdserver: server stopped"), 0);
+  }
+}
+
+absl::Status RaftNode::Enqueue(Input input) {
+  absl::MutexLock lock(&mu_);
+  if (stop_) return absl::UnavailableError("etcdserver: server stopped");
+  if (inbox_.size() >= options_.inbox_max) {
+    return absl::ResourceExhaustedError("etcdserver: too many requests");
+  }
+  inbox_.push_back(std::move(input));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> RaftNode::Call(Input input, absl::Time deadline) {
+  struct Result {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::Status status ABSL_GUARDED_BY(mu);
+    uint64_t value ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto result = std::make_shared<Result>();
+  input.done = [result](absl::Status s, uint64_t v) {
+    absl::MutexLock lock(&result->mu);
+    result->done = true;
+    result->status = std::move(s);
+    result->value = v;
+  };
+  if (absl::Status s = Enqueue(std::move(input)); !s.ok()) return s;
+  absl::MutexLock lock(&result->mu);
+  if (!result->mu.AwaitWithDeadline(absl::Condition(&result->done), deadline)) {
+    return absl::DeadlineExceededError("etcdserver: request timed out");
+  }
+  if (!result->status.ok()) return result->status;
+  return result->value;
+}
+
+absl::Status RaftNode::Propose(std::string data, absl::Time deadline) {
+  Input in;
+  in.kind = Input::kPropose;
+  in.data = std::move(data);
+  return Call(std::move(in), deadline).status();
+}
+
+absl::Status RaftNode::ReadBarrier(absl::Time deadline) {
+  Input in;
+  in.kind = Input::kRead;
+  absl::StatusOr<uint64_t> index = Call(std::move(in), deadline);
+  if (!index.ok()) return index.status();
+  return WaitApplied(*index, deadline);
+}
+
+absl::Status RaftNode::WaitApplied(uint64_t index, absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto reached = [this, index]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return applied_for_waiters_ >= index || stop_;
+  };
+  if (!mu_.AwaitWithDeadline(absl::Condition(&reached), deadline)) {
+    return absl::DeadlineExceededError(
+        "etcdserver: request timed out, waiting for the applied index took "
+        "too long");
+  }
+  if (applied_for_waiters_ < index) {
+    return absl::UnavailableError("etcdserver: server stopped");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RaftNode::WaitForLeader(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto known = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return leader_for_waiters_ != 0 || stop_;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&known), deadline);
+  if (leader_for_waiters_ == 0) {
+    return absl::UnavailableError("etcdserver: no leader");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RaftNode::TransferLeadership(uint64_t transferee,
+                                          absl::Time deadline) {
+  Input in;
+  in.kind = Input::kTransfer;
+  in.target = transferee;
+  return Call(std::move(in), deadline).status();
+}
+
+absl::Status RaftNode::CheckPeer(uint64_t from) { return absl::OkStatus(); }
+
+void RaftNode::Deliver(std::vector<Message> messages) {
+  absl::MutexLock lock(&mu_);
+  if (stop_) return;
+  for (Message& m : messages) {
+    // Over the bound, drop: raft retransmits what matters.
+    if (inbox_.size() >= options_.inbox_max) break;
+    Input in;
+    in.kind = Input::kMessage;
+    in.message = std::move(m);
+    inbox_.push_back(std::move(in));
+  }
+}
+
+void RaftNode::HandleInput(Input& in) {
+  switch (in.kind) {
+    case Input::kMessage: {
+      absl::Status s = raw_->Step(std::move(in.message));
+      if (!s.ok() && LogEnabled(LogLevel::kDebug)) {
+        Logf(LogLevel::kDebug, "raft", "dropped message: %s",
+             std::string(s.message()));
+      }
+      break;
+    }
+    case Input::kPropose:
+      in.done(raw_->Propose(std::move(in.data)), 0);
+      break;
+    case Input::kRead: {
+      std::string ctx = absl::StrCat(options_.id, ":", next_read_ctx_++);
+      absl::Status s = raw_->ReadIndex(ctx);
+      if (!s.ok()) {
+        in.done(s, 0);
+      } else {
+        reads_[ctx] = std::move(in.done);
+      }
+      break;
+    }
+    case Input::kTransfer:
+      in.done(raw_->TransferLeadership(in.target), 0);
+      break;
+  }
+}
+
+void RaftNode::FailPending(const absl::Status& status) {
+  for (auto& [ctx, done] : reads_) done(status, 0);
+  reads_.clear();
+}
+
+bool RaftNode::HandleReady(Ready rd) {
+  if (rd.soft_state.has_value()) {
+    uint64_t old = leader_.exchange(rd.soft_state->lead);
+    if (old != rd.soft_state->lead) {
+      Logf(LogLevel::kInfo, "raft", "member %x: leader is now %x (%s)",
+           options_.id, rd.soft_state->lead,
+           StateTypeName(rd.soft_state->raft_state));
+      // Reads the old leader was confirming may never be answered.
+      FailPending(absl::UnavailableError("etcdserver: leader changed"));
+      absl::MutexLock lock(&mu_);
+      leader_for_waiters_ = rd.soft_state->lead;
+    }
+  }
+  if (!rd.hard_state.IsEmpty()) {
+    term_ = rd.hard_state.term;
+    commit_ = rd.hard_state.commit;
+  }
+  std::vector<Message> early, late;
+  for (Message& m : rd.messages) {
+    (MaySendBeforePersisting(rd, m) ? early : late).push_back(m);
+  }
+  if (!early.empty()) transport_->Send(std::move(early));
+  absl::Status s =
+      storage_->Save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync);
+  if (!s.ok()) {
+    Logf(LogLevel::kError, "raft", "cannot persist the raft log: %s",
+         std::string(s.message()));
+    return false;
+  }
+  if (!late.empty()) transport_->Send(std::move(late));
+  if (!rd.snapshot.IsEmpty()) {
+    Logf(LogLevel::kError, "raft",
+         "received a snapshot at index %d, but installing snapshots is not "
+         "supported by this build",
+         rd.snapshot.metadata.index);
+    return false;
+  }
+  if (!rd.committed_entries.empty()) {
+    for (const Entry& e : rd.committed_entries) {
+      if (e.type != EntryType::kConfChange) continue;
+      absl::StatusOr<ConfChange> cc = DecodeConfChange(e.data);
+      if (!cc.ok()) {
+        Logf(LogLevel::kError, "raft", "undecodable conf change at %d: %s",
+             e.index, std::string(cc.status().message()));
+        return false;
+      }
+      absl::StatusOr<ConfState> cs = raw_->ApplyConfChange(*cc);
+      if (!cs.ok()) {
+        Logf(LogLevel::kWarning, "raft", "conf change at %d rejected: %s",
+             e.index, std::string(cs.status().message()));
+      }
+    }
+    if (absl::Status as = state_machine_->Apply(rd.committed_entries);
+        !as.ok()) {
+      Logf(LogLevel::kError, "raft", "cannot apply committed entries: %s",
+           std::string(as.message()));
+      return false;
+    }
+    uint64_t applied = rd.committed_entries.back().index;
+    applied_ = applied;
+    absl::MutexLock lock(&mu_);
+    applied_for_waiters_ = applied;
+  }
+  for (const ReadState& rs : rd.read_states) {
+    auto it = reads_.find(rs.request_ctx);
+    if (it == reads_.end()) continue;
+    it->second(absl::OkStatus(), rs.index);
+    reads_.erase(it);
+  }
+  raw_->Advance(rd);
+  return true;
+}
+
+void RaftNode::Run() {
+  // A member that is the only voter need not wait out an election timeout
+  // before serving.
+  // (It campaigns once the committed configuration is applied; the core
+  // refuses to campaign over unapplied configuration changes.)
+  NodeStatus status = raw_->GetStatus();
+  bool campaign_now = status.config.voters.incoming.size() == 1 &&
+                      status.config.voters.incoming.count(options_.id) == 1 &&
+                      status.config.voters.outgoing.empty();
+  absl::Time next_tick = absl::Now() + options_.tick_interval;
+  while (true) {
+    std::deque<Input> inputs;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || !inbox_.empty();
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&ready), next_tick);
+      if (stop_) break;
+      inputs.swap(inbox_);
+    }
+    for (Input& in : inputs) HandleInput(in);
+    for (uint64_t id : transport_->TakeUnreachable()) {
+      raw_->ReportUnreachable(id);
+    }
+    absl::Time now = absl::Now();
+    if (now >= next_tick) {
+      raw_->Tick();
+      next_tick += options_.tick_interval;
+      // After a stall, don't replay missed ticks in a burst.
+      if (next_tick < now) next_tick = now + options_.tick_interval;
+    }
+    while (raw_->HasReady()) {
+      if (!HandleReady(raw_->GetReady())) {
+        // Going on could acknowledge what was never stored: stop the
+        // process, as etcd does, and let the operator see why.
+        Logf(LogLevel::kError, "raft",
+             "member %x cannot continue: its storage failed (see above); "
+             "check the disk of --data-dir, then restart the member",
+             options_.id);
+        std::abort();
+      }
+    }
+    if (campaign_now &&
+        applied_.load() >= raw_->GetStatus().hard_state.commit) {
+      campaign_now = false;
+      (void)raw_->Campaign();
+      while (raw_->HasReady()) {
+        if (!HandleReady(raw_->GetReady())) std::abort();
+      }
+    }
+  }
+  FailPending(absl::UnavailableError("etcdserver: server stopped"));
+}
+
+}  // namespace lockd::raft

@@ -1,0 +1,165 @@
+// RaftNode: the one loop that drives the Raft core for a running member.
+//
+// It owns the core (RawNode) and a thread that, in this order: takes inputs
+// (peer messages, proposals, read requests) from a bounded inbox, ticks on a
+// real clock, and handles each Ready as the core requires: the leader's
+// appends go out first, then the Ready is persisted in one synced write
+// (DiskStorage::Save), then the remaining messages go out, committed entries
+// are applied through the StateMachine, read states are answered, and the
+// core is advanced.
+//
+// Everything nondeterministic the core needs (time, network, disk) enters
+// here. Thread safety: all public methods are thread-safe; the StateMachine
+// is called only from the node's thread.
+#ifndef LOCKD_RAFT_NODE_NODE_H_
+#define LOCKD_RAFT_NODE_NODE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "raft/core/raw_node.h"
+#include "raft/storage/disk_storage.h"
+#include "raft/transport/transport.h"
+
+namespace lockd::raft {
+
+// The replicated state machine, as the node sees it. Called only from the
+// node's thread.
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+  // Index of the last entry applied and durable in the state machine's own
+  // storage; the node resumes applying after it on restart.
+  virtual uint64_t AppliedIndex() const = 0;
+  // Applies committed entries in index order. Conf-change entries are
+  // included (the node has already applied them to the core) so the state
+  // machine's applied index covers every entry. An error means the state
+  // machine's storage failed: the process aborts (continuing could
+  // acknowledge writes that were never stored).
+  virtual absl::Status Apply(const std::vector<Entry>& entries) = 0;
+};
+
+struct NodeOptions {
+  uint64_t id = 0;
+  absl::Duration tick_interval = absl::Milliseconds(100);
+  int election_tick = 10;
+  int heartbeat_tick = 1;
+  bool pre_vote = true;
+  bool check_quorum = true;
+  uint64_t max_uncommitted_bytes = 64 << 20;
+  uint64_t max_size_per_msg_bytes = 1 << 20;
+  int max_inflight_msgs = 256;
+  // Inputs waiting for the loop; beyond this, proposals are refused and
+  // peer messages dropped.
+  size_t inbox_max = 16384;
+  uint64_t seed = 1;
+  // A new cluster's voters: when the log is empty, it is bootstrapped with
+  // them. Empty for a member joining an existing cluster.
+  std::vector<uint64_t> bootstrap_voters;
+};
+
+class RaftNode final : public MessageHandler {
+ public:
+  // `storage`, `transport` and `state_machine` must outlive the node.
+  static absl::StatusOr<std::unique_ptr<RaftNode>> Create(
+      const NodeOptions& options, DiskStorage* storage, Transport* transport,
+      StateMachine* state_machine);
+  ~RaftNode() override;  // Stop()s
+
+  void Start();
+  // Stops the loop; pending callers get kUnavailable. Idempotent.
+  void Stop();
+
+  // Hands `data` to the core for replication. OK means the leader appended
+  // it; the caller learns the outcome when the entry is applied. Errors:
+  // kUnavailable (not leader; the message names the leader if known, see
+  // leader()), kResourceExhausted (too many pending), kFailedPrecondition
+  // (leadership transfer in progress), kDeadlineExceeded.
+  absl::Status Propose(std::string data, absl::Time deadline);
+
+  // A linearizable read barrier (ReadIndex, Raft thesis §6.4): returns once
+  // this member has applied every entry committed before the call. Errors:
+  // kUnavailable (no leader), kDeadlineExceeded.
+  absl::Status ReadBarrier(absl::Time deadline);
+
+  // Waits until this member knows a leader (an election is under way when
+  // it doesn't). Errors: kUnavailable "etcdserver: no leader" at the
+  // deadline.
+  absl::Status WaitForLeader(absl::Time deadline);
+
+  // Waits until the applied index reaches `index`.
+  absl::Status WaitApplied(uint64_t index, absl::Time deadline);
+
+  // Asks the leader to hand leadership to `transferee`.
+  absl::Status TransferLeadership(uint64_t transferee, absl::Time deadline);
+
+  // MessageHandler, for the transport.
+  absl::Status CheckPeer(uint64_t from) override;
+  void Deliver(std::vector<Message> messages) override;
+
+  uint64_t id() const { return options_.id; }
+  uint64_t leader() const { return leader_.load(); }
+  bool is_leader() const { return leader_.load() == options_.id; }
+  uint64_t term() const { return term_.load(); }
+  uint64_t commit_index() const { return commit_.load(); }
+  uint64_t applied_index() const { return applied_.load(); }
+
+ private:
+  struct Input {
+    enum Kind { kMessage, kPropose, kRead, kTransfer } kind;
+    Message message;
+    std::string data;
+    uint64_t target = 0;
+    // Completion for kPropose/kTransfer (status) and kRead (status + index).
+    std::function<void(absl::Status, uint64_t)> done;
+  };
+
+  RaftNode(const NodeOptions& options, DiskStorage* storage,
+           Transport* transport, StateMachine* state_machine);
+  absl::Status Enqueue(Input input);
+  // Runs `kind` through the loop and waits for its completion.
+  absl::StatusOr<uint64_t> Call(Input input, absl::Time deadline);
+  void Run();
+  void HandleInput(Input& input);
+  // False on a fatal storage/apply failure.
+  bool HandleReady(Ready rd);
+  void FailPending(const absl::Status& status);
+
+  NodeOptions options_;
+  DiskStorage* storage_;
+  Transport* transport_;
+  StateMachine* state_machine_;
+  std::unique_ptr<RawNode> raw_;  // node thread only
+  std::thread thread_;
+  uint64_t next_read_ctx_ = 1;  // node thread only
+  // ReadIndex requests in flight, by context; node thread only.
+  std::map<std::string, std::function<void(absl::Status, uint64_t)>> reads_;
+
+  absl::Mutex mu_;
+  std::deque<Input> inbox_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool running_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t applied_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t leader_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::atomic<uint64_t> leader_{0};
+  std::atomic<uint64_t> term_{0};
+  std::atomic<uint64_t> commit_{0};
+  std::atomic<uint64_t> applied_{0};
+};
+
+}  // namespace lockd::raft
+
+#endif  // LOCKD_RAFT_NODE_NODE_H_

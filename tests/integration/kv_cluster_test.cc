@@ -1,0 +1,242 @@
+// A 3-member lockd cluster driven by Debian's etcdctl and by a plain gRPC
+// client: every KV operation through every member, etcd's errors for bad
+// input, and no acknowledged write lost when the leader is killed.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "etcdserverpb/rpc.grpc.pb.h"
+#include "tests/harness/cluster.h"
+#include "tests/harness/process.h"
+
+namespace lockd::testing {
+namespace {
+
+CommandResult Etcdctl(const std::string& endpoints,
+                      const std::vector<std::string>& args,
+                      const std::string& stdin_text = "") {
+  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoints,
+                                   "--dial-timeout=5s",
+                                   "--command-timeout=10s"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<CommandResult> r =
+      RunCommand(argv, absl::Seconds(30), {"ETCDCTL_API=3"}, stdin_text);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : CommandResult{};
+}
+
+TEST(KvClusterTest, Etcdctl_EveryOperationThroughEveryMember) {
+  LocalCluster cluster(3, "kvops");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cluster.StartMember(i, {"--max-txn-ops=4"}).ok());
+  }
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  const std::string all = cluster.endpoints();
+
+  // Writes through each member (followers forward to the leader).
+  for (int i = 0; i < 3; ++i) {
+    CommandResult put =
+        Etcdctl(cluster.member(i).endpoint(),
+                {"put", absl::StrCat("k", i), absl::StrCat("v", i)});
+    ASSERT_EQ(put.exit_code, 0) << put.err;
+    EXPECT_EQ(put.out, "OK\n");
+  }
+  // Linearizable and serializable reads on each member see all of them.
+  for (int i = 0; i < 3; ++i) {
+    CommandResult get =
+        Etcdctl(cluster.member(i).endpoint(), {"get", "k", "--prefix"});
+    ASSERT_EQ(get.exit_code, 0) << get.err;
+    EXPECT_EQ(get.out, "k0\nv0\nk1\nv1\nk2\nv2\n") << "member " << i;
+    CommandResult ser =
+        Etcdctl(cluster.member(i).endpoint(),
+                {"get", "k", "--prefix", "--consistency=s", "--keys-only"});
+    ASSERT_EQ(ser.exit_code, 0) << ser.err;
+  }
+  // Overwrite, then read history; sort, limit, count.
+  ASSERT_EQ(Etcdctl(all, {"put", "k0", "v0-new"}).exit_code, 0);
+  CommandResult hist = Etcdctl(all, {"get", "k0", "--rev=2"});
+  EXPECT_EQ(hist.out, "k0\nv0\n");
+  CommandResult sorted =
+      Etcdctl(all, {"get", "k", "--prefix", "--sort-by=MODIFY",
+                    "--order=DESCEND", "--limit=1"});
+  EXPECT_EQ(sorted.out, "k0\nv0-new\n");
+  CommandResult count =
+      Etcdctl(all, {"get", "k", "--prefix", "--limit=1", "-w", "json"});
+  EXPECT_NE(count.out.find("\"count\":3"), std::string::npos) << count.out;
+  EXPECT_NE(count.out.find("\"more\":true"), std::string::npos) << count.out;
+
+  // Txn from a follower, both branches.
+  std::string txn_text =
+      "value(\"k1\") = \"v1\"\n\nput k1 v1-txn\nput txn-ran yes\n\nput "
+      "txn-ran no\n\n";
+  CommandResult txn = Etcdctl(cluster.member(2).endpoint(), {"txn"}, txn_text);
+  ASSERT_EQ(txn.exit_code, 0) << txn.err;
+  EXPECT_EQ(txn.out, "SUCCESS\n\nOK\n\nOK\n");
+  txn = Etcdctl(cluster.member(1).endpoint(), {"txn"}, txn_text);
+  EXPECT_EQ(txn.out, "FAILURE\n\nOK\n");
+  EXPECT_EQ(Etcdctl(all, {"get", "txn-ran", "--print-value-only"}).out, "no\n");
+
+  // Delete with prev-kv.
+  CommandResult del = Etcdctl(all, {"del", "k", "--prefix", "--prev-kv"});
+  ASSERT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_EQ(del.out, "3\nk0\nv0-new\nk1\nv1-txn\nk2\nv2\n");
+
+  // Compaction, then etcd's error for a compacted revision.
+  ASSERT_EQ(Etcdctl(all, {"compaction", "5", "--physical"}).exit_code, 0);
+  CommandResult old = Etcdctl(all, {"get", "k0", "--rev=3"});
+  EXPECT_NE(old.exit_code, 0);
+  EXPECT_NE(old.err.find("required revision has been compacted"),
+            std::string::npos)
+      << old.err;
+
+  // Bad input: etcd's words, and nothing changes.
+  CommandResult future = Etcdctl(all, {"get", "x", "--rev=100000"});
+  EXPECT_NE(future.err.find("required revision is a future revision"),
+            std::string::npos)
+      << future.err;
+  CommandResult empty = Etcdctl(all, {"put", "", "v"});
+  EXPECT_NE(empty.exit_code, 0);
+  CommandResult too_many = Etcdctl(
+      all, {"txn"}, "\nput a 1\nput b 2\nput c 3\nput d 4\nput e 5\n\n\n");
+  EXPECT_NE(too_many.err.find("too many operations in txn request"),
+            std::string::npos)
+      << too_many.err;
+  EXPECT_EQ(Etcdctl(all, {"get", "a"}).out, "");
+}
+
+CommandResult Lockctl(const std::string& endpoints,
+                      const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {Runfile("lockd/lockctl"),
+                                   "--endpoints=" + endpoints};
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<CommandResult> r = RunCommand(argv, absl::Seconds(30));
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : CommandResult{};
+}
+
+TEST(KvClusterTest, Lockctl_KvAndClusterCommands) {
+  LocalCluster cluster(3, "lockctl");
+  ASSERT_TRUE(cluster.StartAll().ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  const std::string all = cluster.endpoints();
+  EXPECT_EQ(Lockctl(all, {"put", "app/a", "1"}).out, "OK\n");
+  EXPECT_EQ(Lockctl(all, {"put", "app/a", "2", "--prev-kv"}).out,
+            "OK\napp/a\n1\n");
+  EXPECT_EQ(Lockctl(all, {"put", "app/b", "3"}).out, "OK\n");
+  EXPECT_EQ(Lockctl(all, {"get", "app/", "--prefix"}).out,
+            "app/a\n2\napp/b\n3\n");
+  EXPECT_EQ(Lockctl(all, {"get", "app/a", "--rev=2"}).out, "app/a\n1\n");
+  EXPECT_EQ(Lockctl(all, {"get", "app/", "--prefix", "--count-only"}).out,
+            "2\n");
+  // etcdctl reads what lockctl wrote, and the other way round.
+  EXPECT_EQ(Etcdctl(all, {"get", "app/b", "--print-value-only"}).out, "3\n");
+
+  CommandResult table = Lockctl(all, {"-w", "table", "endpoint", "status"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NE(table.out.find(cluster.member(i).endpoint()), std::string::npos);
+  }
+  CommandResult health = Lockctl(all, {"endpoint", "health"});
+  EXPECT_EQ(health.exit_code, 0) << health.err;
+  CommandResult members = Lockctl(all, {"member", "list"});
+  ASSERT_EQ(members.exit_code, 0) << members.err;
+  EXPECT_EQ(std::count(members.out.begin(), members.out.end(), '\n'), 3);
+
+  EXPECT_EQ(Lockctl(all, {"del", "app/", "--prefix"}).out, "2\n");
+  EXPECT_EQ(Lockctl(all, {"compaction", "3"}).out, "compacted revision 3\n");
+  CommandResult old = Lockctl(all, {"get", "app/a", "--rev=2"});
+  EXPECT_EQ(old.exit_code, 1);
+  EXPECT_NE(old.err.find("required revision has been compacted"),
+            std::string::npos);
+
+  // A member that is down: the error says what to check.
+  CommandResult down =
+      Lockctl("127.0.0.1:1", {"get", "x", "--command-timeout=1s"});
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_NE(down.err.find("cannot connect to 127.0.0.1:1"), std::string::npos)
+      << down.err;
+}
+
+// A client that writes key after key, retrying on another member when one
+// fails, and remembers what was acknowledged.
+class Writer {
+ public:
+  explicit Writer(const LocalCluster& cluster) {
+    for (int i = 0; i < cluster.size(); ++i) {
+      stubs_.push_back(etcdserverpb::KV::NewStub(grpc::CreateChannel(
+          cluster.member(i).endpoint(), grpc::InsecureChannelCredentials())));
+    }
+  }
+  // Writes key n; true when some member acknowledged it. Like any client,
+  // it backs off between attempts (a leader election takes 1-2 s).
+  bool Write(int n) {
+    for (int attempt = 0; attempt < 60; ++attempt) {
+      if (attempt > 0) absl::SleepFor(absl::Milliseconds(100));
+      auto& stub = stubs_[(n + attempt) % stubs_.size()];
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(3));
+      etcdserverpb::PutRequest req;
+      req.set_key(absl::StrFormat("d/%05d", n));
+      req.set_value(absl::StrCat("value-", n));
+      etcdserverpb::PutResponse resp;
+      if (stub->Put(&ctx, req, &resp).ok()) {
+        EXPECT_GT(resp.header().revision(), last_revision_);
+        last_revision_ = resp.header().revision();
+        acked_.insert(req.key());
+        return true;
+      }
+    }
+    return false;
+  }
+  const std::set<std::string>& acked() const { return acked_; }
+
+ private:
+  std::vector<std::unique_ptr<etcdserverpb::KV::Stub>> stubs_;
+  std::set<std::string> acked_;
+  int64_t last_revision_ = 0;
+};
+
+TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
+  LocalCluster cluster(3, "durable");
+  ASSERT_TRUE(cluster.StartAll().ok());
+  uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
+  ASSERT_NE(leader, 0u);
+  Writer writer(cluster);
+  for (int n = 0; n < 60; ++n) ASSERT_TRUE(writer.Write(n)) << n;
+
+  int victim = cluster.MemberIndexOf(leader);
+  ASSERT_GE(victim, 0);
+  cluster.process(victim).Signal(SIGKILL);
+  ASSERT_TRUE(cluster.process(victim).Wait(absl::Seconds(10)).ok());
+  for (int n = 60; n < 120; ++n) EXPECT_TRUE(writer.Write(n)) << n;
+
+  // The killed leader comes back from its data directory and catches up.
+  ASSERT_TRUE(cluster.StartMember(victim).ok());
+  for (int n = 120; n < 150; ++n) EXPECT_TRUE(writer.Write(n)) << n;
+  // A linearizable read on each member (after a barrier) sees every
+  // acknowledged write.
+  for (int i = 0; i < cluster.size(); ++i) {
+    CommandResult keys = Etcdctl(cluster.member(i).endpoint(),
+                                 {"get", "d/", "--prefix", "--keys-only"});
+    ASSERT_EQ(keys.exit_code, 0) << keys.err;
+    std::set<std::string> seen;
+    for (absl::string_view line : absl::StrSplit(keys.out, '\n')) {
+      if (!line.empty()) seen.insert(std::string(line));
+    }
+    for (const std::string& k : writer.acked()) {
+      EXPECT_TRUE(seen.count(k)) << "member " << i << " lost " << k;
+    }
+  }
+  EXPECT_EQ(writer.acked().size(), 150u);
+}
+
+}  // namespace
+}  // namespace lockd::testing
