@@ -1,66 +1,410 @@
-// lockctl: the operator's command line for a lockd cluster. Global flags and
-// output formats follow etcdctl's.
+// lockctl: the operator's command line for a lockd cluster (and anything
+// speaking the etcd v3 API). Global flags, commands and output formats
+// follow etcdctl's.
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "lockd/client/client.h"
+#include "lockd/ctl/output.h"
 #include "lockd/util/flags.h"
 #include "lockd/version.h"
 
-namespace lockd {
+namespace lockd::ctl {
 namespace {
 
-struct GlobalFlags {
+struct Globals {
   std::string endpoints = "127.0.0.1:2379";
   std::string write_out = "simple";
   absl::Duration dial_timeout = absl::Seconds(2);
   absl::Duration command_timeout = absl::Seconds(5);
 };
 
-using Command =
-    std::function<int(const GlobalFlags&, const std::vector<std::string>&)>;
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "Error: %s\n", message.c_str());
+  return 1;
+}
 
-struct CommandInfo {
-  const char* summary;
-  Command run;
-};
-
-int VersionCommand(const GlobalFlags&, const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "Error: version takes no arguments\n");
-    return 1;
+// etcd's errors already say what went wrong; add what to do for the common
+// ones a new user meets.
+int FailStatus(const absl::Status& s) {
+  std::string hint;
+  if (absl::IsUnavailable(s)) {
+    hint =
+        "\n(is the cluster up and reachable? check --endpoints, then "
+        "'lockctl endpoint health')";
+  } else if (absl::IsDeadlineExceeded(s)) {
+    hint =
+        "\n(the cluster did not answer in time; a larger "
+        "--command-timeout may help, or 'lockctl endpoint status' shows "
+        "whether it has a leader)";
   }
+  return Fail(absl::StrCat(s.message(), hint));
+}
+
+absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Globals& g) {
+  client::ClientOptions o;
+  o.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
+  o.dial_timeout = g.dial_timeout;
+  o.call_timeout = g.command_timeout;
+  return client::Client::Create(o);
+}
+
+// The key just past every key with this prefix (etcd's GetPrefixRangeEnd).
+std::string PrefixEnd(const std::string& prefix) {
+  std::string end = prefix;
+  while (!end.empty()) {
+    if (static_cast<unsigned char>(end.back()) < 0xff) {
+      end.back() = static_cast<char>(end.back() + 1);
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');  // every key
+}
+
+using Args = std::vector<std::string>;
+
+// Parses a command's own flags; `args` gets the positional arguments.
+bool ParseCommandFlags(FlagSet& fs, const Args& in, Args* args) {
+  std::vector<const char*> argv = {"lockctl"};
+  for (const std::string& a : in) argv.push_back(a.c_str());
+  absl::Status s = fs.Parse(static_cast<int>(argv.size()), argv.data());
+  if (!s.ok()) {
+    Fail(std::string(s.message()));
+    return false;
+  }
+  *args = fs.args();
+  return true;
+}
+
+void PrintKvs(const etcdserverpb::RangeResponse& r, bool keys_only,
+              bool value_only) {
+  for (const auto& kv : r.kvs()) {
+    if (!value_only) std::printf("%s\n", kv.key().c_str());
+    if (!keys_only) std::printf("%s\n", kv.value().c_str());
+    if (keys_only && !value_only) std::printf("\n");
+  }
+}
+
+int Get(const Globals& g, const Args& in) {
+  bool prefix = false, from_key = false, keys_only = false, value_only = false,
+       count_only = false;
+  int64_t rev = 0, limit = 0;
+  std::string consistency = "l", sort_by = "", order = "";
+  FlagSet fs("lockctl get", "");
+  fs.Bool("prefix", &prefix, "Get keys with this prefix.");
+  fs.Bool("from-key", &from_key, "Get keys >= the given key.");
+  fs.Bool("keys-only", &keys_only, "Get only the keys.");
+  fs.Bool("print-value-only", &value_only, "Print only the values.");
+  fs.Bool("count-only", &count_only, "Get only the number of keys.");
+  fs.Int64("rev", &rev, "Revision to read at (0: the latest).");
+  fs.Int64("limit", &limit, "Maximum number of results.");
+  fs.String("consistency", &consistency,
+            "l (linearizable) or s (serializable).");
+  fs.String("sort-by", &sort_by, "KEY, CREATE, MODIFY, VALUE or VERSION.");
+  fs.String("order", &order, "ASCEND or DESCEND.");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (args.empty() || args.size() > 2) {
+    return Fail(
+        "get takes a key and an optional range end: lockctl get KEY "
+        "[RANGE_END]");
+  }
+  etcdserverpb::RangeRequest req;
+  req.set_key(args[0]);
+  if (args.size() == 2) req.set_range_end(args[1]);
+  if (prefix) req.set_range_end(PrefixEnd(args[0]));
+  if (from_key) req.set_range_end(std::string(1, '\0'));
+  req.set_revision(rev);
+  req.set_limit(limit);
+  req.set_keys_only(keys_only);
+  req.set_count_only(count_only);
+  if (consistency == "s") {
+    req.set_serializable(true);
+  } else if (consistency != "l") {
+    return Fail("--consistency must be l or s");
+  }
+  static const std::map<std::string, etcdserverpb::RangeRequest::SortTarget>
+      kTargets = {{"KEY", etcdserverpb::RangeRequest::KEY},
+                  {"CREATE", etcdserverpb::RangeRequest::CREATE},
+                  {"MODIFY", etcdserverpb::RangeRequest::MOD},
+                  {"VALUE", etcdserverpb::RangeRequest::VALUE},
+                  {"VERSION", etcdserverpb::RangeRequest::VERSION}};
+  if (!sort_by.empty()) {
+    auto it = kTargets.find(sort_by);
+    if (it == kTargets.end())
+      return Fail("bad --sort-by: use KEY, CREATE, MODIFY, VALUE or VERSION");
+    req.set_sort_target(it->second);
+    req.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
+  }
+  if (order == "DESCEND") {
+    req.set_sort_order(etcdserverpb::RangeRequest::DESCEND);
+  } else if (order == "ASCEND") {
+    req.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
+  } else if (!order.empty()) {
+    return Fail("bad --order: use ASCEND or DESCEND");
+  }
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->Range(req);
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
+  } else if (count_only) {
+    std::printf("%lld\n", static_cast<long long>(r->count()));
+  } else {
+    PrintKvs(*r, keys_only, value_only);
+  }
+  return 0;
+}
+
+int Put(const Globals& g, const Args& in) {
+  bool prev_kv = false, ignore_value = false, ignore_lease = false;
+  std::string lease_hex;
+  FlagSet fs("lockctl put", "");
+  fs.Bool("prev-kv", &prev_kv, "Return the previous key-value pair.");
+  fs.String("lease", &lease_hex, "Lease ID (hex) to attach the key to.");
+  fs.Bool("ignore-value", &ignore_value, "Keep the current value.");
+  fs.Bool("ignore-lease", &ignore_lease, "Keep the current lease.");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (args.size() != (ignore_value ? 1u : 2u)) {
+    return Fail("put takes a key and a value: lockctl put KEY VALUE");
+  }
+  etcdserverpb::PutRequest req;
+  req.set_key(args[0]);
+  if (!ignore_value) req.set_value(args[1]);
+  req.set_prev_kv(prev_kv);
+  req.set_ignore_value(ignore_value);
+  req.set_ignore_lease(ignore_lease);
+  if (!lease_hex.empty()) {
+    uint64_t lease;
+    if (!absl::SimpleHexAtoi(lease_hex, &lease)) {
+      return Fail(
+          "--lease takes a hexadecimal lease ID, e.g. 694d71ddacfda227");
+    }
+    req.set_lease(static_cast<int64_t>(lease));
+  }
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->Put(req);
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
+    return 0;
+  }
+  std::printf("OK\n");
+  if (r->has_prev_kv()) {
+    std::printf("%s\n%s\n", r->prev_kv().key().c_str(),
+                r->prev_kv().value().c_str());
+  }
+  return 0;
+}
+
+int Del(const Globals& g, const Args& in) {
+  bool prefix = false, prev_kv = false, from_key = false;
+  FlagSet fs("lockctl del", "");
+  fs.Bool("prefix", &prefix, "Delete keys with this prefix.");
+  fs.Bool("from-key", &from_key, "Delete keys >= the given key.");
+  fs.Bool("prev-kv", &prev_kv, "Return the deleted key-value pairs.");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (args.empty() || args.size() > 2) {
+    return Fail(
+        "del takes a key and an optional range end: lockctl del KEY "
+        "[RANGE_END]");
+  }
+  etcdserverpb::DeleteRangeRequest req;
+  req.set_key(args[0]);
+  if (args.size() == 2) req.set_range_end(args[1]);
+  if (prefix) req.set_range_end(PrefixEnd(args[0]));
+  if (from_key) req.set_range_end(std::string(1, '\0'));
+  req.set_prev_kv(prev_kv);
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->DeleteRange(req);
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
+    return 0;
+  }
+  std::printf("%lld\n", static_cast<long long>(r->deleted()));
+  for (const auto& kv : r->prev_kvs()) {
+    std::printf("%s\n%s\n", kv.key().c_str(), kv.value().c_str());
+  }
+  return 0;
+}
+
+int Compaction(const Globals& g, const Args& in) {
+  bool physical = false;
+  FlagSet fs("lockctl compaction", "");
+  fs.Bool("physical", &physical, "Wait until the space is reclaimed.");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  int64_t rev;
+  if (args.size() != 1 || !absl::SimpleAtoi(args[0], &rev)) {
+    return Fail("compaction takes a revision: lockctl compaction REV");
+  }
+  etcdserverpb::CompactionRequest req;
+  req.set_revision(rev);
+  req.set_physical(physical);
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->Compact(req);
+  if (!r.ok()) return FailStatus(r.status());
+  std::printf("compacted revision %lld\n", static_cast<long long>(rev));
+  return 0;
+}
+
+int EndpointStatus(const Globals& g, const Args& in) {
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  std::vector<std::vector<std::string>> rows;
+  std::string json = "[";
+  int failures = 0;
+  for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
+    const std::string& ep = (*c)->endpoints()[i];
+    auto s = (*c)->Status(i);
+    if (!s.ok()) {
+      std::fprintf(stderr, "Failed to get the status of endpoint %s (%s)\n",
+                   ep.c_str(), std::string(s.status().message()).c_str());
+      ++failures;
+      continue;
+    }
+    std::string errors;
+    for (const std::string& e : s->errors())
+      errors += (errors.empty() ? "" : ", ") + e;
+    rows.push_back({ep, absl::StrFormat("%x", s->header().member_id()),
+                    s->version(), HumanBytes(s->dbsize()),
+                    s->leader() == s->header().member_id() ? "true" : "false",
+                    s->islearner() ? "true" : "false",
+                    absl::StrCat(s->raftterm()), absl::StrCat(s->raftindex()),
+                    absl::StrCat(s->raftappliedindex()), errors});
+    if (json.size() > 1) json += ",";
+    json +=
+        absl::StrCat("{\"Endpoint\":\"", ep, "\",\"Status\":", ToJson(*s), "}");
+  }
+  if (g.write_out == "json") {
+    std::printf("%s]\n", json.c_str());
+  } else if (g.write_out == "table") {
+    std::printf(
+        "%s", RenderTable({"ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER",
+                           "IS LEARNER", "RAFT TERM", "RAFT INDEX",
+                           "RAFT APPLIED INDEX", "ERRORS"},
+                          rows)
+                  .c_str());
+  } else {
+    for (const auto& row : rows) {
+      std::string line;
+      for (const auto& cell : row) line += cell + ", ";
+      std::printf("%s\n", line.substr(0, line.size() - 1).c_str());
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+int EndpointHealth(const Globals& g, const Args& in) {
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  bool all_healthy = true;
+  for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
+    absl::Time start = absl::Now();
+    absl::Status s = (*c)->Health(i);
+    const std::string& ep = (*c)->endpoints()[i];
+    if (s.ok()) {
+      std::printf("%s is healthy: successfully committed proposal: took = %s\n",
+                  ep.c_str(),
+                  absl::FormatDuration(absl::Now() - start).c_str());
+    } else {
+      all_healthy = false;
+      std::fprintf(stderr, "%s is unhealthy: failed to commit proposal: %s\n",
+                   ep.c_str(), std::string(s.message()).c_str());
+    }
+  }
+  if (!all_healthy) return Fail("unhealthy cluster");
+  return 0;
+}
+
+int MemberList(const Globals& g, const Args& in) {
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->MemberList();
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& m : r->members()) {
+    rows.push_back({absl::StrFormat("%x", m.id()),
+                    m.name().empty() ? "unstarted" : "started", m.name(),
+                    absl::StrJoin(m.peerurls(), ","),
+                    absl::StrJoin(m.clienturls(), ","),
+                    m.islearner() ? "true" : "false"});
+  }
+  if (g.write_out == "table") {
+    std::printf("%s", RenderTable({"ID", "STATUS", "NAME", "PEER ADDRS",
+                                   "CLIENT ADDRS", "IS LEARNER"},
+                                  rows)
+                          .c_str());
+  } else {
+    for (const auto& row : rows)
+      std::printf("%s\n", absl::StrJoin(row, ", ").c_str());
+  }
+  return 0;
+}
+
+int Version(const Globals&, const Args& args) {
+  if (!args.empty()) return Fail("version takes no arguments");
   std::printf("lockctl version: %s\nAPI version: %s\n", kLockdVersion,
               kEtcdApiMajorMinor);
   return 0;
 }
 
+using Command = std::function<int(const Globals&, const Args&)>;
+struct CommandInfo {
+  const char* summary;
+  Command run;
+};
+
 const std::map<std::string, CommandInfo>& Commands() {
   static const auto* commands = new std::map<std::string, CommandInfo>{
-      {"version", {"Prints the version of lockctl", VersionCommand}},
+      {"get", {"Gets the key or a range of keys", Get}},
+      {"put", {"Puts the given key into the store", Put}},
+      {"del", {"Removes the specified key or range of keys", Del}},
+      {"compaction", {"Compacts the event history", Compaction}},
+      {"endpoint status",
+       {"Prints the status of the endpoints", EndpointStatus}},
+      {"endpoint health",
+       {"Checks the health of the endpoints", EndpointHealth}},
+      {"member list", {"Lists all members in the cluster", MemberList}},
+      {"version", {"Prints the version of lockctl", Version}},
   };
   return *commands;
 }
 
 std::string Usage(const FlagSet& fs) {
   std::string out =
-      "usage: lockctl [global flags] <command> [args]\n\n"
+      "usage: lockctl [global flags] <command> [args] [flags]\n\n"
       "A command line for lockd clusters (and anything speaking the etcd v3 "
       "API).\n\ncommands:\n";
   for (const auto& [name, info] : Commands()) {
-    char line[256];
-    std::snprintf(line, sizeof(line), "  %-22s %s\n", name.c_str(),
-                  info.summary);
-    out += line;
+    out += absl::StrFormat("  %-22s %s\n", name, info.summary);
   }
-  out += "\nglobal flags:\n" + fs.Usage();
-  return out;
+  return out + "\nglobal flags:\n" + fs.Usage();
 }
 
 int Main(int argc, char** argv) {
-  GlobalFlags g;
+  Globals g;
   FlagSet fs("lockctl", "LOCKCTL");
   fs.String("endpoints", &g.endpoints, "gRPC endpoints, comma-separated.");
   fs.String("write-out", &g.write_out, "Output format: simple, json or table.");
@@ -69,38 +413,83 @@ int Main(int argc, char** argv) {
               "Time to wait for a connection to an endpoint.");
   fs.Duration("command-timeout", &g.command_timeout,
               "Time a command may take before it fails.");
-  if (absl::Status s = fs.Parse(argc, argv, 1, /*interspersed=*/false);
+  // Global flags may come anywhere, as with etcdctl: parse them all, and
+  // hand unknown ones to the command.
+  Args positional, command_flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.size() > 1 && a[0] == '-') {
+      std::string name = a.substr(a[1] == '-' ? 2 : 1);
+      std::string bare = name.substr(0, name.find('='));
+      bool global = bare == "endpoints" || bare == "write-out" || bare == "w" ||
+                    bare == "dial-timeout" || bare == "command-timeout" ||
+                    bare == "h" || bare == "help";
+      Args* sink = global ? &positional : &command_flags;
+      sink->push_back(a);
+      // A separate value ("-w json") travels with its flag, unless the
+      // flag is a known boolean of a command.
+      if (name.find('=') == std::string::npos && i + 1 < argc &&
+          argv[i + 1][0] != '-' &&
+          (global ? bare != "h" && bare != "help"
+                  : !(bare == "prefix" || bare == "from-key" ||
+                      bare == "keys-only" || bare == "print-value-only" ||
+                      bare == "count-only" || bare == "prev-kv" ||
+                      bare == "ignore-value" || bare == "ignore-lease" ||
+                      bare == "physical"))) {
+        sink->push_back(argv[++i]);
+      }
+    } else {
+      positional.push_back(a);
+    }
+  }
+  std::vector<const char*> gargv = {"lockctl"};
+  for (const std::string& a : positional) gargv.push_back(a.c_str());
+  if (absl::Status s = fs.Parse(static_cast<int>(gargv.size()), gargv.data());
       !s.ok()) {
     std::fprintf(stderr, "Error: %s\n\n%s", std::string(s.message()).c_str(),
                  Usage(fs).c_str());
     return 1;
   }
-  if (fs.help_requested() || fs.args().empty()) {
+  Args words = fs.args();
+  if (fs.help_requested() || words.empty()) {
     std::printf("%s", Usage(fs).c_str());
     return fs.help_requested() ? 0 : 1;
   }
   if (g.write_out != "simple" && g.write_out != "json" &&
       g.write_out != "table") {
-    std::fprintf(stderr,
-                 "Error: unknown output format \"%s\": use simple, json or "
-                 "table\n",
-                 g.write_out.c_str());
-    return 1;
+    return Fail(absl::StrCat("unknown output format \"", g.write_out,
+                             "\": use simple, json or table"));
   }
-  const std::string& name = fs.args()[0];
-  auto it = Commands().find(name);
-  if (it == Commands().end()) {
+  // Two-word commands first ("endpoint status"), then one-word ones.
+  const CommandInfo* cmd = nullptr;
+  size_t used = 0;
+  if (words.size() >= 2) {
+    auto it = Commands().find(words[0] + " " + words[1]);
+    if (it != Commands().end()) {
+      cmd = &it->second;
+      used = 2;
+    }
+  }
+  if (cmd == nullptr) {
+    auto it = Commands().find(words[0]);
+    if (it != Commands().end()) {
+      cmd = &it->second;
+      used = 1;
+    }
+  }
+  if (cmd == nullptr) {
     std::fprintf(stderr,
                  "Error: unknown command \"%s\" for \"lockctl\"\nRun "
                  "'lockctl --help' for the list of commands.\n",
-                 name.c_str());
+                 words[0].c_str());
     return 1;
   }
-  std::vector<std::string> rest(fs.args().begin() + 1, fs.args().end());
-  return it->second.run(g, rest);
+  Args rest(words.begin() + used, words.end());
+  rest.insert(rest.end(), command_flags.begin(), command_flags.end());
+  return cmd->run(g, rest);
 }
 
 }  // namespace
-}  // namespace lockd
+}  // namespace lockd::ctl
 
-int main(int argc, char** argv) { return lockd::Main(argc, argv); }
+int main(int argc, char** argv) { return lockd::ctl::Main(argc, argv); }

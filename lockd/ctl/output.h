@@ -1,0 +1,23 @@
+// Output helpers for lockctl: etcdctl's table look and sizes.
+#ifndef LOCKD_CTL_OUTPUT_H_
+#define LOCKD_CTL_OUTPUT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "google/protobuf/message.h"
+
+namespace lockd::ctl {
+
+// An ASCII table with a header row, as etcdctl -w table draws it.
+std::string RenderTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows);
+// "2.0 kB", "1.5 MB": decimal units, as etcdctl shows database sizes.
+std::string HumanBytes(int64_t bytes);
+// The message as one line of JSON, field names as in the .proto files.
+std::string ToJson(const google::protobuf::Message& m);
+
+}  // namespace lockd::ctl
+
+#endif  // LOCKD_CTL_OUTPUT_H_
