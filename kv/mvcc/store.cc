@@ -21,6 +21,8 @@
 // below compact_revision, and tombstones below it.
 #include "kv/mvcc/store.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -524,6 +526,47 @@ absl::StatusOr<mvccpb::KeyValue> MvccStore::GetAt(const std::string& key,
   }
   if (sink.kvs.empty()) return absl::NotFoundError("no such key at revision");
   return std::move(sink.kvs[0]);
+}
+
+absl::StatusOr<MvccStore::HashResult> MvccStore::HashKV(
+    int64_t revision) const {
+  SnapshotReader reader(db_);
+  uint64_t current = 1, compacted = 0;
+  for (auto [key, out] :
+       {std::pair<const char*, uint64_t*>{kMetaRevision, &current},
+        {kMetaCompactRevision, &compacted}}) {
+    absl::StatusOr<std::string> v = reader.Get(meta_cf_, key);
+    if (v.ok() && v->size() == 8) *out = ReadBigEndian64(*v);
+  }
+  HashResult result;
+  result.revision = revision <= 0 ? static_cast<int64_t>(current) : revision;
+  result.compact_revision = static_cast<int64_t>(compacted);
+  if (result.revision > static_cast<int64_t>(current)) return ErrFutureRev();
+  if (result.revision < result.compact_revision) return ErrCompacted();
+  uLong crc = crc32(0L, Z_NULL, 0);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(history_cf_);
+  for (it->Seek(EncodeRevision(Revision{result.compact_revision + 1, 0}));
+       it->Valid(); it->Next()) {
+    if (DecodeRevision(View(it->key())).main > result.revision) break;
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(it->key().data()),
+                static_cast<uInt>(it->key().size()));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(it->value().data()),
+                static_cast<uInt>(it->value().size()));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "hash");
+  result.hash = static_cast<uint32_t>(crc);
+  return result;
+}
+
+absl::Status MvccStore::Defragment() {
+  rocksdb::CompactRangeOptions options;
+  options.bottommost_level_compaction =
+      rocksdb::BottommostLevelCompaction::kForce;
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    rocksdb::Status s = db_->CompactRange(options, h, nullptr, nullptr);
+    if (!s.ok()) return FromRocks(s, "defragment");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MvccStore::LeaseKeys(int64_t lease_id,

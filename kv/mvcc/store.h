@@ -90,6 +90,22 @@ class MvccStore {
   absl::StatusOr<mvccpb::KeyValue> GetAt(const std::string& key,
                                          int64_t revision) const;
 
+  // A checksum of the history in (compact_revision(), revision], the same on
+  // every member that applied the same log whatever its physical compaction
+  // progress: CRC-32 over each revision's key bytes and stored record.
+  // revision <= 0 means the current one. Errors: ErrFutureRev,
+  // ErrCompacted (revision below the compact revision).
+  struct HashResult {
+    uint32_t hash = 0;
+    int64_t revision = 0;          // the revision hashed up to
+    int64_t compact_revision = 0;  // the lower bound (exclusive)
+  };
+  absl::StatusOr<HashResult> HashKV(int64_t revision) const;
+
+  // Compacts RocksDB's files (reclaiming space of deleted data) while reads
+  // and writes go on. Blocks the caller until done.
+  absl::Status Defragment();
+
   // Keys attached to `lease_id`, in key order.
   absl::Status LeaseKeys(int64_t lease_id,
                          std::vector<std::string>* keys) const;

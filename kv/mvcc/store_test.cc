@@ -338,6 +338,52 @@ TEST_F(StoreTest, Commit_AppliedIndexSurvivesReopenUncommittedDoesNot) {
   EXPECT_EQ(Range("a").kvs(0).value(), "1");
 }
 
+TEST_F(StoreTest, HashKV_SameHistorySameHashWhateverPhysicalCompaction) {
+  std::string other_dir = dir_ + "-twin";
+  auto twin_or = MvccStore::Open(other_dir);
+  ASSERT_TRUE(twin_or.ok());
+  std::unique_ptr<MvccStore> twin = *std::move(twin_or);
+  // Apply the same log to both stores.
+  auto apply = [&](MvccStore* s, uint64_t index, const std::string& k,
+                   const std::string& v) {
+    etcdserverpb::PutRequest req;
+    req.set_key(k);
+    req.set_value(v);
+    etcdserverpb::PutResponse resp;
+    auto b = s->BeginApply(&leases_);
+    ASSERT_TRUE(b->Put(req, &resp).ok());
+    ASSERT_TRUE(b->Commit(index).ok());
+  };
+  for (uint64_t i = 1; i <= 20; ++i) {
+    apply(store_.get(), i, "k" + std::to_string(i % 4), std::to_string(i));
+    apply(twin.get(), i, "k" + std::to_string(i % 4), std::to_string(i));
+  }
+  for (MvccStore* s : {store_.get(), twin.get()}) {
+    etcdserverpb::CompactionRequest c;
+    c.set_revision(10);
+    etcdserverpb::CompactionResponse cr;
+    auto b = s->BeginApply(&leases_);
+    ASSERT_TRUE(b->Compact(c, &cr).ok());
+    ASSERT_TRUE(b->Commit(21).ok());
+  }
+  // Only one of them has reclaimed the space.
+  absl::StatusOr<bool> done;
+  do {
+    done = store_->CompactSome(2);
+    ASSERT_TRUE(done.ok());
+  } while (!*done);
+  auto a = store_->HashKV(0), b = twin->HashKV(0);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->hash, b->hash);
+  EXPECT_EQ(a->revision, 21);
+  // A different history hashes differently.
+  apply(twin.get(), 22, "diverged", "x");
+  EXPECT_NE(twin->HashKV(0)->hash, a->hash);
+  EXPECT_EQ(twin->HashKV(21)->hash, a->hash);
+  EXPECT_TRUE(store_->Defragment().ok());
+  EXPECT_EQ(store_->HashKV(0)->hash, a->hash);
+}
+
 TEST_F(StoreTest, History_EventsInOrderAndCompacted) {
   ASSERT_TRUE(Put("a", "1").ok());    // 2
   ASSERT_TRUE(Put("b", "1").ok());    // 3
@@ -480,8 +526,15 @@ TEST_F(StoreTest, RandomOps_MatchModelAtEveryRevisionThroughCompaction) {
   }
 
   // And all of it survives a reopen.
+  auto hash_before = store_->HashKV(0);
+  ASSERT_TRUE(hash_before.ok());
   Reopen();
   check_from(compact_at);
+  auto hash_after = store_->HashKV(0);
+  ASSERT_TRUE(hash_after.ok());
+  EXPECT_EQ(hash_after->hash, hash_before->hash);
+  EXPECT_EQ(hash_after->compact_revision, compact_at);
+  EXPECT_EQ(store_->HashKV(compact_at - 1).status(), ErrCompacted());
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "lockd/server/services.h"
 
+#include "absl/time/clock.h"
 #include "lockd/version.h"
 
 namespace lockd {
@@ -28,6 +29,87 @@ grpc::Status MaintenanceService::Status(grpc::ServerContext*,
     resp->set_dbsize(size);
     resp->set_dbsizeinuse(size);
   }
+  return grpc::Status::OK;
+}
+
+void MaintenanceService::FillFullHeader(etcdserverpb::ResponseHeader* h) const {
+  FillHeader(*config_, h);
+  h->set_raft_term(node_->term());
+  h->set_revision(store_->revision());
+}
+
+namespace {
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+}  // namespace
+
+grpc::Status MaintenanceService::Hash(grpc::ServerContext*,
+                                      const etcdserverpb::HashRequest*,
+                                      etcdserverpb::HashResponse* resp) {
+  absl::StatusOr<kv::MvccStore::HashResult> h = store_->HashKV(0);
+  if (!h.ok()) return ToGrpc(h.status());
+  FillFullHeader(resp->mutable_header());
+  resp->mutable_header()->set_revision(h->revision);
+  resp->set_hash(h->hash);
+  return grpc::Status::OK;
+}
+
+grpc::Status MaintenanceService::HashKV(grpc::ServerContext*,
+                                        const etcdserverpb::HashKVRequest* req,
+                                        etcdserverpb::HashKVResponse* resp) {
+  absl::StatusOr<kv::MvccStore::HashResult> h = store_->HashKV(req->revision());
+  if (!h.ok()) return ToGrpc(h.status());
+  FillFullHeader(resp->mutable_header());
+  resp->set_hash(h->hash);
+  resp->set_compact_revision(h->compact_revision);
+  resp->set_hash_revision(h->revision);
+  return grpc::Status::OK;
+}
+
+grpc::Status MaintenanceService::Defragment(
+    grpc::ServerContext*, const etcdserverpb::DefragmentRequest*,
+    etcdserverpb::DefragmentResponse* resp) {
+  // RocksDB compacts its files while reads and writes continue.
+  if (absl::Status s = store_->Defragment(); !s.ok()) return ToGrpc(s);
+  FillFullHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status MaintenanceService::MoveLeader(
+    grpc::ServerContext* ctx, const etcdserverpb::MoveLeaderRequest* req,
+    etcdserverpb::MoveLeaderResponse* resp) {
+  if (!node_->is_leader()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "etcdserver: not leader");
+  }
+  bool known = false;
+  for (const MemberConfig& m : config_->members)
+    known |= m.id == req->targetid();
+  if (!known) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "etcdserver: member not found");
+  }
+  if (req->targetid() != config_->member_id) {
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    if (absl::Status s = node_->TransferLeadership(req->targetid(), deadline);
+        !s.ok()) {
+      return ToGrpc(s);
+    }
+    // Done when the target leads; a transfer aborts after an election
+    // timeout if the target cannot catch up.
+    while (node_->leader() != req->targetid()) {
+      if (absl::Now() > deadline || ctx->IsCancelled()) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "etcdserver: request timed out, leader transfer "
+                            "took too long");
+      }
+      (void)node_->WaitForLeaderChange(absl::Now() + absl::Milliseconds(100));
+    }
+  }
+  FillFullHeader(resp->mutable_header());
   return grpc::Status::OK;
 }
 

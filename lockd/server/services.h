@@ -21,18 +21,32 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
  public:
   explicit MaintenanceService(const ServerConfig* config) : config_(config) {}
   // Must be called before the service is registered.
-  void Attach(const raft::RaftNode* node, const kv::MvccStore* store) {
+  void Attach(raft::RaftNode* node, kv::MvccStore* store) {
     node_ = node;
     store_ = store;
   }
   grpc::Status Status(grpc::ServerContext* ctx,
                       const etcdserverpb::StatusRequest* req,
                       etcdserverpb::StatusResponse* resp) override;
+  grpc::Status Hash(grpc::ServerContext* ctx,
+                    const etcdserverpb::HashRequest* req,
+                    etcdserverpb::HashResponse* resp) override;
+  grpc::Status HashKV(grpc::ServerContext* ctx,
+                      const etcdserverpb::HashKVRequest* req,
+                      etcdserverpb::HashKVResponse* resp) override;
+  grpc::Status Defragment(grpc::ServerContext* ctx,
+                          const etcdserverpb::DefragmentRequest* req,
+                          etcdserverpb::DefragmentResponse* resp) override;
+  grpc::Status MoveLeader(grpc::ServerContext* ctx,
+                          const etcdserverpb::MoveLeaderRequest* req,
+                          etcdserverpb::MoveLeaderResponse* resp) override;
 
  private:
+  void FillFullHeader(etcdserverpb::ResponseHeader* h) const;
+
   const ServerConfig* config_;
-  const raft::RaftNode* node_ = nullptr;
-  const kv::MvccStore* store_ = nullptr;
+  raft::RaftNode* node_ = nullptr;
+  kv::MvccStore* store_ = nullptr;
 };
 
 class ClusterService final : public etcdserverpb::Cluster::Service {

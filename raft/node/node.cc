@@ -189,6 +189,18 @@ absl::Status RaftNode::WaitForLeader(absl::Time deadline) {
   return absl::OkStatus();
 }
 
+absl::Status RaftNode::WaitForLeaderChange(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t was = leader_for_waiters_;
+  auto changed = [this, was]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return leader_for_waiters_ != was || stop_;
+  };
+  if (!mu_.AwaitWithDeadline(absl::Condition(&changed), deadline)) {
+    return absl::DeadlineExceededError("leader unchanged");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RaftNode::TransferLeadership(uint64_t transferee,
                                           absl::Time deadline) {
   Input in;

@@ -99,6 +99,10 @@ class RaftNode final : public MessageHandler {
   // deadline.
   absl::Status WaitForLeader(absl::Time deadline);
 
+  // Waits until the leader differs from the one known at the call (or the
+  // deadline passes; then kDeadlineExceeded).
+  absl::Status WaitForLeaderChange(absl::Time deadline);
+
   // Waits until the applied index reaches `index`.
   absl::Status WaitApplied(uint64_t index, absl::Time deadline);
 

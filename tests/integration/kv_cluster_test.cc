@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -236,6 +237,64 @@ TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
     }
   }
   EXPECT_EQ(writer.acked().size(), 150u);
+
+  // Members agree byte for byte: the same HashKV at the same revision (a
+  // member still catching up answers "future revision" until it has it).
+  CommandResult status =
+      Etcdctl(cluster.member(0).endpoint(), {"get", "d/00000", "-w", "json"});
+  size_t at = status.out.find("\"revision\":");
+  ASSERT_NE(at, std::string::npos) << status.out;
+  int64_t rev = std::strtoll(status.out.c_str() + at + 11, nullptr, 10);
+  std::set<uint32_t> hashes;
+  for (int i = 0; i < cluster.size(); ++i) {
+    auto stub = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(
+        cluster.member(i).endpoint(), grpc::InsecureChannelCredentials()));
+    etcdserverpb::HashKVResponse resp;
+    grpc::Status st;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(5));
+      etcdserverpb::HashKVRequest req;
+      req.set_revision(rev);
+      st = stub->HashKV(&ctx, req, &resp);
+      if (st.ok()) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    hashes.insert(resp.hash());
+  }
+  EXPECT_EQ(hashes.size(), 1u) << "members diverged at revision " << rev;
+}
+
+TEST(KvClusterTest, Etcdctl_MoveLeaderAndDefrag) {
+  LocalCluster cluster(3, "moveleader");
+  ASSERT_TRUE(cluster.StartAll().ok());
+  uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
+  ASSERT_NE(leader, 0u);
+  int li = cluster.MemberIndexOf(leader);
+  int target = (li + 1) % 3;
+  CommandResult list = Etcdctl(cluster.member(target).endpoint(),
+                               {"endpoint", "status", "-w", "json"});
+  size_t at = list.out.find("\"member_id\":");
+  ASSERT_NE(at, std::string::npos) << list.out;
+  uint64_t target_id = std::strtoull(list.out.c_str() + at + 12, nullptr, 10);
+  CommandResult move = Etcdctl(
+      cluster.endpoints(), {"move-leader", absl::StrFormat("%x", target_id)});
+  ASSERT_EQ(move.exit_code, 0) << move.err;
+  EXPECT_NE(move.out.find("Leadership transferred"), std::string::npos)
+      << move.out;
+  EXPECT_EQ(cluster.WaitForLeader(absl::Seconds(10)), target_id);
+  // Writes keep working under the new leader; defragmenting does not stop
+  // them.
+  ASSERT_EQ(Etcdctl(cluster.endpoints(), {"put", "after-move", "1"}).exit_code,
+            0);
+  CommandResult defrag = Etcdctl(cluster.endpoints(), {"defrag"});
+  EXPECT_EQ(defrag.exit_code, 0) << defrag.err;
+  EXPECT_EQ(
+      Etcdctl(cluster.endpoints(), {"get", "after-move", "--print-value-only"})
+          .out,
+      "1\n");
 }
 
 }  // namespace
