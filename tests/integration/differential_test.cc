@@ -1,0 +1,129 @@
+// The same etcdctl session against Debian's etcd 3.4 and against lockd, one
+// member each, started fresh: every command's exit code, output and error
+// must match once member/cluster IDs and raft terms are masked. Revisions
+// are not masked: lockd numbers history exactly as etcd does.
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tests/harness/cluster.h"
+#include "tests/harness/process.h"
+
+namespace lockd::testing {
+namespace {
+
+struct Step {
+  std::vector<std::string> args;
+  std::string stdin_text;
+};
+
+CommandResult RunStep(const std::string& endpoint, const Step& step) {
+  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoint,
+                                   "--dial-timeout=5s",
+                                   "--command-timeout=10s"};
+  argv.insert(argv.end(), step.args.begin(), step.args.end());
+  absl::StatusOr<CommandResult> r =
+      RunCommand(argv, absl::Seconds(30), {"ETCDCTL_API=3"}, step.stdin_text);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : CommandResult{};
+}
+
+// Masks what legitimately differs between two clusters.
+std::string Normalize(std::string s) {
+  static const std::regex kIds(
+      R"re("(cluster_id|member_id|raft_term)":[0-9]+)re");
+  s = std::regex_replace(s, kIds, "\"$1\":N");
+  // etcdctl's client retry warnings carry timestamps and random ids.
+  static const std::regex kWarn(R"re(\{"level":"warn".*\}\n?)re");
+  s = std::regex_replace(s, kWarn, "");
+  return s;
+}
+
+TEST(DifferentialTest, SameEtcdctlSession_SameAnswers) {
+  // etcd 3.4 from Debian, on ports of our choosing.
+  int etcd_client = PickFreePort(), etcd_peer = PickFreePort();
+  std::string etcd_curl = absl::StrCat("http://127.0.0.1:", etcd_client);
+  std::string etcd_purl = absl::StrCat("http://127.0.0.1:", etcd_peer);
+  Subprocess etcd;
+  const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  ASSERT_TRUE(etcd.Start({"/usr/bin/etcd", "--name=e1",
+                          "--data-dir=" + TempDir("etcd-e1"),
+                          "--listen-client-urls=" + etcd_curl,
+                          "--advertise-client-urls=" + etcd_curl,
+                          "--listen-peer-urls=" + etcd_purl,
+                          "--initial-advertise-peer-urls=" + etcd_purl,
+                          "--initial-cluster=e1=" + etcd_purl},
+                         {}, outputs ? absl::StrCat(outputs, "/etcd.log") : "")
+                  .ok());
+  ASSERT_TRUE(
+      etcd.WaitForOutput("ready to serve client requests", absl::Seconds(30)))
+      << etcd.output();
+
+  LocalCluster lockd(1, "diff");
+  ASSERT_TRUE(lockd.StartAll().ok());
+  ASSERT_NE(lockd.WaitForLeader(absl::Seconds(30)), 0u);
+
+  const std::vector<Step> session = {
+      {{"put", "a", "1"}},
+      {{"put", "a", "2", "--prev-kv"}},
+      {{"put", "b", "3"}},
+      {{"put", "c/x", "4"}},
+      {{"put", "c/y", "5"}},
+      {{"get", "a"}},
+      {{"get", "a", "-w", "json"}},
+      {{"get", "a", "--rev=2"}},
+      {{"get", "a", "--rev=2", "-w", "json"}},
+      {{"get", "c/", "--prefix", "-w", "json"}},
+      {{"get", "a", "c"}},
+      {{"get", "b", "--from-key", "--keys-only"}},
+      {{"get", "", "--from-key", "--limit=2", "-w", "json"}},
+      {{"get", "c/", "--prefix", "--sort-by=VALUE", "--order=DESCEND"}},
+      {{"get", "c/", "--prefix", "--sort-by=CREATE", "--order=ASCEND",
+        "--print-value-only"}},
+      {{"get", "nothing-here"}},
+      {{"get", "nothing-here", "-w", "json"}},
+      {{"get", "a", "--consistency=s", "-w", "json"}},
+      {{"txn"}, "value(\"a\") = \"2\"\n\nput a 3\nget b\n\nput a fail\n\n"},
+      {{"txn", "-w", "json"}, "version(\"a\") > \"5\"\n\nput a x\n\nget a\n\n"},
+      {{"txn"},
+       "mod(\"c/x\") < \"100\"\ncreate(\"b\") = \"4\"\n\ndel c/ "
+       "--prefix\n\n\n"},
+      {{"get", "", "--from-key", "-w", "json"}},
+      {{"del", "a", "--prev-kv"}},
+      {{"del", "a"}},
+      {{"del", "", "--from-key", "-w", "json"}},
+      {{"put", "d", "6"}},
+      {{"compaction", "4"}},
+      {{"get", "a", "--rev=3"}},
+      {{"get", "d", "--rev=3"}},
+      {{"get", "d", "--rev=100"}},
+      {{"compaction", "2"}},
+      {{"compaction", "100"}},
+      {{"put", "", "empty-key"}},
+      {{"get", "d", "-w", "json"}},
+  };
+
+  int answered = 0;  // steps where lockd printed something on stdout
+  const std::string etcd_ep = absl::StrCat("127.0.0.1:", etcd_client);
+  const std::string lockd_ep = lockd.member(0).endpoint();
+  for (size_t i = 0; i < session.size(); ++i) {
+    const Step& step = session[i];
+    CommandResult want = RunStep(etcd_ep, step);
+    CommandResult got = RunStep(lockd_ep, step);
+    std::string what =
+        absl::StrCat("step ", i, ": etcdctl ", absl::StrJoin(step.args, " "));
+    EXPECT_EQ(got.exit_code, want.exit_code)
+        << what << "\netcd: " << want.err << "\nlockd: " << got.err;
+    EXPECT_EQ(Normalize(got.out), Normalize(want.out)) << what;
+    EXPECT_EQ(Normalize(got.err), Normalize(want.err)) << what;
+    if (!got.out.empty()) ++answered;
+    if (i == 5) EXPECT_EQ(got.out, "a\n2\n");  // not vacuous
+  }
+  EXPECT_GE(answered, 26);
+  etcd.Stop();
+}
+
+}  // namespace
+}  // namespace lockd::testing
