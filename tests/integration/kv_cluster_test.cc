@@ -165,6 +165,27 @@ TEST(KvClusterTest, Lockctl_KvAndClusterCommands) {
       << down.err;
 }
 
+TEST(KvClusterTest, OversizedRequest_RefusedWithEtcdErrorNothingStored) {
+  LocalCluster cluster(1, "toolarge");
+  ASSERT_TRUE(cluster.StartMember(0, {"--max-request-bytes=4096"}).ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  const std::string ep = cluster.member(0).endpoint();
+  // etcdctl reads the value from standard input when it is not given.
+  CommandResult big = Etcdctl(ep, {"put", "big"}, std::string(8000, 'x'));
+  EXPECT_NE(big.exit_code, 0);
+  EXPECT_NE(big.err.find("etcdserver: request is too large"), std::string::npos)
+      << big.err;
+  EXPECT_EQ(Etcdctl(ep, {"get", "big"}).out, "");
+  // Just under the limit is fine.
+  CommandResult ok = Etcdctl(ep, {"put", "small"}, std::string(3000, 'y'));
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  // Far beyond it, gRPC itself refuses the message, as with etcd.
+  CommandResult huge =
+      Etcdctl(ep, {"put", "huge"}, std::string(700 * 1024, 'z'));
+  EXPECT_NE(huge.exit_code, 0);
+  EXPECT_EQ(Etcdctl(ep, {"get", "huge"}).out, "");
+}
+
 // A client that writes key after key, retrying on another member when one
 // fails, and remembers what was acknowledged.
 class Writer {
