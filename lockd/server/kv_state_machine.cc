@@ -18,11 +18,17 @@ class NoLeases final : public kv::LeaseOracle {
 
 absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   static const NoLeases kNoLeases;
+  // Entries the store already holds (its applied index travels with its
+  // data) are skipped, so replay is exactly-once by index: after a restart,
+  // and after installing a snapshot newer than the log position.
+  const uint64_t already = store_->applied_index();
+  if (entries.back().index <= already) return absl::OkStatus();
   std::unique_ptr<kv::ApplyBatch> batch = store_->BeginApply(&kNoLeases);
   // Results are handed to waiters only after the batch is durable in the
   // store (so a client never sees a write a reader on this member can't).
   std::vector<std::pair<uint64_t, ApplyResult>> mine;
   for (const raft::Entry& e : entries) {
+    if (e.index <= already) continue;
     if (e.type != raft::EntryType::kNormal || e.data.empty()) continue;
     internal::Request req;
     if (!req.ParseFromString(e.data) || req.version() != 1) {
