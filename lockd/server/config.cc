@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 
 #include "absl/strings/numbers.h"
@@ -16,6 +18,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "etcdserverpb/rpc.pb.h"
+#include "lockdpb/internal.pb.h"
 
 namespace lockd {
 namespace {
@@ -306,6 +310,79 @@ absl::Status ValidateConfig(ServerConfig& c, bool listen_client_set,
       c.members.begin(), c.members.end(),
       [](const MemberConfig& a, const MemberConfig& b) { return a.id < b.id; });
   c.cluster_id = ComputeClusterId(ids);
+  return absl::OkStatus();
+}
+
+absl::Status LoadOrStoreIdentity(const std::string& dir, ServerConfig& config,
+                                 bool* restarted) {
+  const std::string path = dir + "/identity";
+  std::ifstream in(path, std::ios::binary);
+  if (in.good()) {
+    std::string bytes((std::istreambuf_iterator<char>(in)),
+                      std::istreambuf_iterator<char>());
+    internal::MemberIdentity id;
+    if (!id.ParseFromString(bytes) || id.version() != 1 ||
+        id.member_id() == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot read ", path,
+          ": the data directory is damaged or from another program"));
+    }
+    if (id.name() != config.name) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", dir, " belongs to member \"", id.name(),
+          "\", not \"", config.name, "\": fix --name or --data-dir"));
+    }
+    config.member_id = id.member_id();
+    config.cluster_id = id.cluster_id();
+    config.members.clear();
+    for (const etcdserverpb::Member& m : id.members()) {
+      MemberConfig mc;
+      mc.name = m.name();
+      mc.id = m.id();
+      for (const std::string& u : m.peerurls()) {
+        absl::StatusOr<Url> url = ParseUrl(u);
+        if (!url.ok()) return url.status();
+        mc.peer_urls.push_back(*url);
+      }
+      config.members.push_back(std::move(mc));
+    }
+    *restarted = true;
+    return absl::OkStatus();
+  }
+  internal::MemberIdentity id;
+  id.set_version(1);
+  id.set_member_id(config.member_id);
+  id.set_cluster_id(config.cluster_id);
+  id.set_name(config.name);
+  for (const MemberConfig& m : config.members) {
+    etcdserverpb::Member* out = id.add_members();
+    out->set_id(m.id);
+    out->set_name(m.name);
+    for (const Url& u : m.peer_urls) out->add_peerurls(u.ToString());
+  }
+  // Write, sync, rename, sync the directory: the file is whole or absent.
+  const std::string tmp = path + ".tmp";
+  std::string bytes = id.SerializeAsString();
+  int fd = open(tmp.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+  if (fd < 0 ||
+      write(fd, bytes.data(), bytes.size()) !=
+          static_cast<ssize_t>(bytes.size()) ||
+      fsync(fd) != 0) {
+    if (fd >= 0) close(fd);
+    return absl::InternalError(
+        absl::StrCat("write ", tmp, ": ", std::strerror(errno)));
+  }
+  close(fd);
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(
+        absl::StrCat("rename ", tmp, ": ", std::strerror(errno)));
+  }
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  *restarted = false;
   return absl::OkStatus();
 }
 

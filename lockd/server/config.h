@@ -81,6 +81,15 @@ uint64_t ComputeMemberId(const std::vector<Url>& peer_urls,
                          const std::string& cluster_token);
 uint64_t ComputeClusterId(std::vector<uint64_t> member_ids);
 
+// On first start, writes the member's identity (IDs and the bootstrap
+// membership) to <dir>/identity atomically; on later starts, replaces the
+// identity fields of `config` with the stored ones, so changed
+// --initial-cluster* flags cannot change who a member is. Sets
+// `*restarted`. Errors: kFailedPrecondition when the stored identity names
+// another member (--name differs) or is unreadable; kInternal for I/O.
+absl::Status LoadOrStoreIdentity(const std::string& dir, ServerConfig& config,
+                                 bool* restarted);
+
 // Creates the data directory (mode 0700) if needed and checks that it is a
 // writable directory. Errors: kFailedPrecondition, "cannot access data
 // directory: ...".

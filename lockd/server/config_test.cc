@@ -149,5 +149,42 @@ TEST(PrepareDataDirTest, PrepareDataDir_CreatesAndRejectsFiles) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(IdentityTest, LoadOrStoreIdentity_RestartIgnoresChangedFlags) {
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/ident";
+  ASSERT_TRUE(PrepareDataDir(dir).ok());
+  ServerConfig first = ThreeMembers();
+  ASSERT_TRUE(ValidateConfig(first, true, true).ok());
+  bool restarted = true;
+  ASSERT_TRUE(LoadOrStoreIdentity(dir, first, &restarted).ok());
+  EXPECT_FALSE(restarted);
+
+  // Same member, restarted with another token and cluster list.
+  ServerConfig again = ThreeMembers();
+  again.initial_cluster_token = "something-else";
+  again.initial_cluster = "m2=http://127.0.0.1:22380";
+  ASSERT_TRUE(ValidateConfig(again, true, true).ok());
+  ASSERT_NE(again.member_id, first.member_id);
+  ASSERT_TRUE(LoadOrStoreIdentity(dir, again, &restarted).ok());
+  EXPECT_TRUE(restarted);
+  EXPECT_EQ(again.member_id, first.member_id);
+  EXPECT_EQ(again.cluster_id, first.cluster_id);
+  ASSERT_EQ(again.members.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(again.members[i].id, first.members[i].id);
+    EXPECT_EQ(again.members[i].peer_urls, first.members[i].peer_urls);
+  }
+
+  // Another member's data directory is refused.
+  ServerConfig other = ThreeMembers();
+  other.name = "m1";
+  other.initial_advertise_peer_urls = "http://127.0.0.1:12380";
+  ASSERT_TRUE(ValidateConfig(other, true, true).ok());
+  absl::Status s = LoadOrStoreIdentity(dir, other, &restarted);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("belongs to member \"m2\""),
+            absl::string_view::npos)
+      << s;
+}
+
 }  // namespace
 }  // namespace lockd

@@ -87,6 +87,17 @@ absl::Status Server::OpenStorage() {
        {member_dir, member_dir + "/raft", member_dir + "/kv"}) {
     if (absl::Status s = PrepareDataDir(dir); !s.ok()) return s;
   }
+  bool restarted = false;
+  if (absl::Status s = LoadOrStoreIdentity(member_dir, config_, &restarted);
+      !s.ok()) {
+    return s;
+  }
+  if (restarted) {
+    Logf(LogLevel::kInfo, "server",
+         "restarting member %x of cluster %x from %s; the --initial-cluster "
+         "flags are ignored",
+         config_.member_id, config_.cluster_id, config_.data_dir);
+  }
   absl::StatusOr<std::unique_ptr<kv::MvccStore>> store =
       kv::MvccStore::Open(member_dir + "/kv");
   if (!store.ok()) return store.status();
