@@ -33,6 +33,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/table.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_buffer_manager.h"
 
@@ -556,6 +557,16 @@ absl::StatusOr<MvccStore::HashResult> MvccStore::HashKV(
   if (!it->status().ok()) return FromRocks(it->status(), "hash");
   result.hash = static_cast<uint32_t>(crc);
   return result;
+}
+
+absl::Status MvccStore::Checkpoint(const std::string& dir) const {
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_, &raw);
+  if (!s.ok()) return FromRocks(s, "checkpoint");
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  s = checkpoint->CreateCheckpoint(dir);
+  if (!s.ok()) return FromRocks(s, "checkpoint " + dir);
+  return absl::OkStatus();
 }
 
 absl::Status MvccStore::Defragment() {

@@ -102,6 +102,11 @@ class MvccStore {
   };
   absl::StatusOr<HashResult> HashKV(int64_t revision) const;
 
+  // Writes a consistent copy of the store (a RocksDB checkpoint: hard links
+  // where possible) into `dir`, which must not exist. Writers are not
+  // stopped. The copy includes the applied index it reflects.
+  absl::Status Checkpoint(const std::string& dir) const;
+
   // Compacts RocksDB's files (reclaiming space of deleted data) while reads
   // and writes go on. Blocks the caller until done.
   absl::Status Defragment();

@@ -183,6 +183,29 @@ absl::StatusOr<etcdserverpb::StatusResponse> Client::Status(size_t endpoint) {
   return resp;
 }
 
+absl::Status Client::Snapshot(
+    size_t endpoint,
+    const std::function<bool(const std::string&, uint64_t)>& on_chunk) {
+  Endpoint& ep = *conns_.at(endpoint);
+  if (!ep.channel->WaitForConnected(
+          absl::ToChronoTime(absl::Now() + options_.dial_timeout))) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot connect to ", endpoints_[endpoint],
+        ": check that the member is running and the endpoint is right"));
+  }
+  grpc::ClientContext ctx;
+  auto reader = ep.maintenance->Snapshot(&ctx, etcdserverpb::SnapshotRequest());
+  etcdserverpb::SnapshotResponse resp;
+  while (reader->Read(&resp)) {
+    if (!on_chunk(resp.blob(), resp.remaining_bytes())) {
+      ctx.TryCancel();
+      (void)reader->Finish();
+      return absl::CancelledError("snapshot download stopped");
+    }
+  }
+  return FromGrpc(reader->Finish());
+}
+
 absl::Status Client::Health(size_t endpoint) {
   Endpoint& ep = *conns_.at(endpoint);
   grpc::ClientContext ctx;

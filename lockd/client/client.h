@@ -8,6 +8,7 @@
 #define LOCKD_CLIENT_CLIENT_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +57,14 @@ class Client {
   // A linearizable read of key "health", as etcdctl checks health: OK when
   // the member can reach a quorum.
   absl::Status Health(size_t endpoint);
+
+  // Streams a snapshot of the member at `endpoint`: `on_chunk` gets each
+  // piece and the bytes still to come, and may return false to stop (then
+  // kCancelled). No deadline beyond the dial timeout: snapshots are large.
+  absl::Status Snapshot(
+      size_t endpoint,
+      const std::function<bool(const std::string& chunk, uint64_t remaining)>&
+          on_chunk);
 
   const std::vector<std::string>& endpoints() const { return endpoints_; }
 

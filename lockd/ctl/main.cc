@@ -1,7 +1,11 @@
 // lockctl: the operator's command line for a lockd cluster (and anything
 // speaking the etcd v3 API). Global flags, commands and output formats
 // follow etcdctl's.
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <string>
@@ -13,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "kv/snapshot/archive.h"
 #include "lockd/client/client.h"
 #include "lockd/ctl/output.h"
 #include "lockd/util/flags.h"
@@ -363,6 +368,77 @@ int MemberList(const Globals& g, const Args& in) {
   return 0;
 }
 
+int SnapshotSave(const Globals& g, const Args& in) {
+  FlagSet fs("lockctl snapshot save", "");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (args.size() != 1) {
+    return Fail("snapshot save takes a file name: lockctl snapshot save FILE");
+  }
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  if ((*c)->endpoints().size() != 1) {
+    return Fail(
+        "a snapshot must come from one member: give exactly one endpoint "
+        "with --endpoints");
+  }
+  const std::string path = args[0];
+  const std::string part = path + ".part";
+  FILE* out = std::fopen(part.c_str(), "wb");
+  if (out == nullptr) {
+    return Fail(absl::StrCat("cannot create ", part, ": ", std::strerror(errno),
+                             " (check the directory exists and is writable)"));
+  }
+  const bool tty = isatty(STDERR_FILENO);
+  uint64_t received = 0;
+  int last_decile = -1;
+  bool write_failed = false;
+  absl::Status s =
+      (*c)->Snapshot(0, [&](const std::string& chunk, uint64_t remaining) {
+        if (std::fwrite(chunk.data(), 1, chunk.size(), out) != chunk.size()) {
+          write_failed = true;
+          return false;
+        }
+        received += chunk.size();
+        uint64_t total = received + remaining;
+        int pct = total == 0 ? 100 : static_cast<int>(received * 100 / total);
+        if (tty) {
+          std::fprintf(stderr, "\rDownloading snapshot: %s / %s (%d%%)   ",
+                       HumanBytes(received).c_str(), HumanBytes(total).c_str(),
+                       pct);
+        } else if (pct / 10 != last_decile) {
+          last_decile = pct / 10;
+          std::fprintf(stderr, "Downloading snapshot: %s / %s (%d%%)\n",
+                       HumanBytes(received).c_str(), HumanBytes(total).c_str(),
+                       pct);
+        }
+        return true;
+      });
+  if (tty) std::fprintf(stderr, "\n");
+  bool flushed = std::fflush(out) == 0 && fsync(fileno(out)) == 0;
+  std::fclose(out);
+  if (write_failed || !flushed) {
+    std::remove(part.c_str());
+    return Fail(absl::StrCat("writing ", part, " failed: ",
+                             std::strerror(errno), " (is the disk full?)"));
+  }
+  if (!s.ok()) {
+    std::remove(part.c_str());
+    return FailStatus(s);
+  }
+  if (absl::Status v = kv::VerifyArchiveFile(part); !v.ok()) {
+    std::remove(part.c_str());
+    return Fail(absl::StrCat("the downloaded snapshot is damaged (",
+                             v.message(), "); try again"));
+  }
+  if (std::rename(part.c_str(), path.c_str()) != 0) {
+    return Fail(absl::StrCat("cannot rename ", part, " to ", path, ": ",
+                             std::strerror(errno)));
+  }
+  std::printf("Snapshot saved at %s\n", path.c_str());
+  return 0;
+}
+
 int Version(const Globals&, const Args& args) {
   if (!args.empty()) return Fail("version takes no arguments");
   std::printf("lockctl version: %s\nAPI version: %s\n", kLockdVersion,
@@ -387,6 +463,8 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"endpoint health",
        {"Checks the health of the endpoints", EndpointHealth}},
       {"member list", {"Lists all members in the cluster", MemberList}},
+      {"snapshot save",
+       {"Stores a snapshot of one member to a file", SnapshotSave}},
       {"version", {"Prints the version of lockctl", Version}},
   };
   return *commands;

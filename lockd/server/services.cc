@@ -1,6 +1,10 @@
 #include "lockd/server/services.h"
 
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "kv/snapshot/archive.h"
 #include "lockd/version.h"
 
 namespace lockd {
@@ -75,6 +79,59 @@ grpc::Status MaintenanceService::Defragment(
   // RocksDB compacts its files while reads and writes continue.
   if (absl::Status s = store_->Defragment(); !s.ok()) return ToGrpc(s);
   FillFullHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status MaintenanceService::Snapshot(
+    grpc::ServerContext* ctx, const etcdserverpb::SnapshotRequest*,
+    grpc::ServerWriter<etcdserverpb::SnapshotResponse>* writer) {
+  // Each snapshot holds a checkpoint on disk while it streams: bound them.
+  constexpr int kMaxConcurrent = 2;
+  if (snapshots_in_flight_.fetch_add(1) >= kMaxConcurrent) {
+    snapshots_in_flight_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "etcdserver: too many requests (a snapshot is "
+                        "already being taken; retry when it is done)");
+  }
+  const std::string dir = absl::StrCat(config_->data_dir, "/member/snap-",
+                                       getpid(), "-", snapshot_seq_++);
+  auto cleanup = [&] {
+    kv::RemoveFlatDir(dir);
+    snapshots_in_flight_.fetch_sub(1);
+  };
+  if (absl::Status s = store_->Checkpoint(dir); !s.ok()) {
+    cleanup();
+    return ToGrpc(s);
+  }
+  absl::StatusOr<std::unique_ptr<kv::ArchiveReader>> reader =
+      kv::ArchiveReader::Open(dir);
+  if (!reader.ok()) {
+    cleanup();
+    return ToGrpc(reader.status());
+  }
+  uint64_t remaining = (*reader)->total_bytes();
+  while (true) {
+    if (ctx->IsCancelled()) {
+      cleanup();
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    }
+    etcdserverpb::SnapshotResponse resp;
+    std::string* blob = resp.mutable_blob();
+    absl::StatusOr<bool> more = (*reader)->Next(1 << 20, blob);
+    if (!more.ok()) {
+      cleanup();
+      return ToGrpc(more.status());
+    }
+    remaining -= blob->size();
+    resp.set_remaining_bytes(remaining);
+    FillFullHeader(resp.mutable_header());
+    if (!writer->Write(resp)) {
+      cleanup();
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    }
+    if (!*more) break;
+  }
+  cleanup();
   return grpc::Status::OK;
 }
 

@@ -7,6 +7,8 @@
 #ifndef LOCKD_SERVER_SERVICES_H_
 #define LOCKD_SERVER_SERVICES_H_
 
+#include <atomic>
+
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
@@ -37,6 +39,11 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
   grpc::Status Defragment(grpc::ServerContext* ctx,
                           const etcdserverpb::DefragmentRequest* req,
                           etcdserverpb::DefragmentResponse* resp) override;
+  // Streams a consistent copy of the key-value state (see
+  // kv/snapshot/archive.h) in chunks, remaining_bytes counting down.
+  grpc::Status Snapshot(
+      grpc::ServerContext* ctx, const etcdserverpb::SnapshotRequest* req,
+      grpc::ServerWriter<etcdserverpb::SnapshotResponse>* writer) override;
   grpc::Status MoveLeader(grpc::ServerContext* ctx,
                           const etcdserverpb::MoveLeaderRequest* req,
                           etcdserverpb::MoveLeaderResponse* resp) override;
@@ -47,6 +54,8 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
   const ServerConfig* config_;
   raft::RaftNode* node_ = nullptr;
   kv::MvccStore* store_ = nullptr;
+  std::atomic<int> snapshots_in_flight_{0};
+  std::atomic<uint64_t> snapshot_seq_{0};
 };
 
 class ClusterService final : public etcdserverpb::Cluster::Service {

@@ -150,6 +150,21 @@ TEST(KvClusterTest, Lockctl_KvAndClusterCommands) {
   ASSERT_EQ(members.exit_code, 0) << members.err;
   EXPECT_EQ(std::count(members.out.begin(), members.out.end(), '\n'), 3);
 
+  // A snapshot of one member, with progress on stderr; etcdctl takes lockd
+  // snapshots too.
+  std::string snap = TempDir("snaps") + "/lockctl.snap";
+  CommandResult save =
+      Lockctl(cluster.member(0).endpoint(), {"snapshot", "save", snap});
+  ASSERT_EQ(save.exit_code, 0) << save.err;
+  EXPECT_EQ(save.out, "Snapshot saved at " + snap + "\n");
+  EXPECT_NE(save.err.find("Downloading snapshot"), std::string::npos);
+  CommandResult multi = Lockctl(all, {"snapshot", "save", snap + "2"});
+  EXPECT_EQ(multi.exit_code, 1);
+  EXPECT_NE(multi.err.find("exactly one endpoint"), std::string::npos);
+  CommandResult etcd_save = Etcdctl(cluster.member(1).endpoint(),
+                                    {"snapshot", "save", snap + ".etcdctl"});
+  EXPECT_EQ(etcd_save.exit_code, 0) << etcd_save.err;
+
   EXPECT_EQ(Lockctl(all, {"del", "app/", "--prefix"}).out, "2\n");
   EXPECT_EQ(Lockctl(all, {"compaction", "3"}).out, "compacted revision 3\n");
   CommandResult old = Lockctl(all, {"get", "app/a", "--rev=2"});
