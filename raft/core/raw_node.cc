@@ -234,32 +234,38 @@ NodeStatus RawNode::GetStatus() const {
   return st;
 }
 
-absl::Status BootstrapStorage(MemoryStorage* storage,
-                              const std::vector<uint64_t>& voters) {
+absl::StatusOr<BootstrapImage> MakeBootstrapImage(
+    std::vector<uint64_t> voters) {
   if (voters.empty()) return absl::InvalidArgumentError("no voters");
-  if (storage->LastIndex() != 0 || !storage->hard_state().IsEmpty()) {
-    return absl::FailedPreconditionError("storage is not empty");
-  }
-  ConfState cs;
-  cs.voters = voters;
-  std::sort(cs.voters.begin(), cs.voters.end());
-  cs.voters.erase(std::unique(cs.voters.begin(), cs.voters.end()),
-                  cs.voters.end());
-  std::vector<Entry> ents;
-  for (size_t i = 0; i < cs.voters.size(); ++i) {
+  std::sort(voters.begin(), voters.end());
+  voters.erase(std::unique(voters.begin(), voters.end()), voters.end());
+  BootstrapImage image;
+  image.conf_state.voters = voters;
+  for (size_t i = 0; i < voters.size(); ++i) {
     ConfChange cc;
-    cc.changes.push_back({ConfChangeType::kAddNode, cs.voters[i]});
+    cc.changes.push_back({ConfChangeType::kAddNode, voters[i]});
     Entry e;
     e.term = 1;
     e.index = i + 1;
     e.type = EntryType::kConfChange;
     e.data = EncodeConfChange(cc);
-    ents.push_back(std::move(e));
+    image.entries.push_back(std::move(e));
   }
-  absl::Status s = storage->Append(ents);
+  image.hard_state = HardState{1, kNone, image.entries.size()};
+  return image;
+}
+
+absl::Status BootstrapStorage(MemoryStorage* storage,
+                              const std::vector<uint64_t>& voters) {
+  if (storage->LastIndex() != 0 || !storage->hard_state().IsEmpty()) {
+    return absl::FailedPreconditionError("storage is not empty");
+  }
+  absl::StatusOr<BootstrapImage> image = MakeBootstrapImage(voters);
+  if (!image.ok()) return image.status();
+  absl::Status s = storage->Append(image->entries);
   if (!s.ok()) return s;
-  storage->SetConfState(cs);
-  storage->SetHardState(HardState{1, kNone, ents.size()});
+  storage->SetConfState(image->conf_state);
+  storage->SetHardState(image->hard_state);
   return absl::OkStatus();
 }
 

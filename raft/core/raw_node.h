@@ -190,6 +190,18 @@ class RawNode {
   ReadyRecord record_;
 };
 
+// The initial state of a brand-new cluster member: the voter set as a
+// ConfState plus one AddNode conf change entry per voter at term 1, all
+// committed. Replaying the entries rebuilds the configuration, so nodes
+// added later learn the initial membership from the log. Errors:
+// kInvalidArgument for an empty voter set.
+struct BootstrapImage {
+  ConfState conf_state;
+  std::vector<Entry> entries;
+  HardState hard_state;
+};
+absl::StatusOr<BootstrapImage> MakeBootstrapImage(std::vector<uint64_t> voters);
+
 // Writes the initial state of a brand-new cluster member into `storage`:
 // the voter set as a ConfState plus one AddNode conf change entry per voter
 // at term 1, committed. Replaying the entries rebuilds the configuration,

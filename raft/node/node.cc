@@ -10,26 +10,16 @@
 namespace lockd::raft {
 namespace {
 
-// Writes a brand-new member's log: the initial voters as committed
-// configuration entries, the same image BootstrapStorage gives MemoryStorage.
+// Writes a brand-new member's log: the same image BootstrapStorage gives
+// MemoryStorage.
 absl::Status Bootstrap(DiskStorage* storage, std::vector<uint64_t> voters) {
-  std::sort(voters.begin(), voters.end());
-  voters.erase(std::unique(voters.begin(), voters.end()), voters.end());
-  ConfState cs;
-  cs.voters = voters;
-  std::vector<Entry> entries;
-  for (size_t i = 0; i < voters.size(); ++i) {
-    ConfChange cc;
-    cc.changes.push_back({ConfChangeType::kAddNode, voters[i]});
-    Entry e;
-    e.term = 1;
-    e.index = i + 1;
-    e.type = EntryType::kConfChange;
-    e.data = EncodeConfChange(cc);
-    entries.push_back(std::move(e));
+  absl::StatusOr<BootstrapImage> image = MakeBootstrapImage(std::move(voters));
+  if (!image.ok()) return image.status();
+  if (absl::Status s = storage->SetInitialConfState(image->conf_state);
+      !s.ok()) {
+    return s;
   }
-  if (absl::Status s = storage->SetInitialConfState(cs); !s.ok()) return s;
-  return storage->Save(HardState{1, kNone, entries.size()}, entries, Snapshot(),
+  return storage->Save(image->hard_state, image->entries, Snapshot(),
                        /*sync=*/true);
 }
 
