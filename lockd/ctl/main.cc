@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "kv/snapshot/archive.h"
 #include "lockd/client/client.h"
@@ -100,17 +101,25 @@ void PrintKvs(const etcdserverpb::RangeResponse& r, bool keys_only,
   }
 }
 
-int Get(const Globals& g, const Args& in) {
-  bool prefix = false, from_key = false, keys_only = false, value_only = false,
-       count_only = false;
+struct GetPrint {
+  bool keys_only = false;
+  bool value_only = false;
+  bool count_only = false;
+};
+
+// Parses `get` arguments into a request; false (after printing the error)
+// on bad input.
+bool BuildGet(const Args& in, etcdserverpb::RangeRequest* req,
+              GetPrint* print) {
+  bool prefix = false, from_key = false;
   int64_t rev = 0, limit = 0;
   std::string consistency = "l", sort_by = "", order = "";
   FlagSet fs("lockctl get", "");
   fs.Bool("prefix", &prefix, "Get keys with this prefix.");
   fs.Bool("from-key", &from_key, "Get keys >= the given key.");
-  fs.Bool("keys-only", &keys_only, "Get only the keys.");
-  fs.Bool("print-value-only", &value_only, "Print only the values.");
-  fs.Bool("count-only", &count_only, "Get only the number of keys.");
+  fs.Bool("keys-only", &print->keys_only, "Get only the keys.");
+  fs.Bool("print-value-only", &print->value_only, "Print only the values.");
+  fs.Bool("count-only", &print->count_only, "Get only the number of keys.");
   fs.Int64("rev", &rev, "Revision to read at (0: the latest).");
   fs.Int64("limit", &limit, "Maximum number of results.");
   fs.String("consistency", &consistency,
@@ -118,25 +127,26 @@ int Get(const Globals& g, const Args& in) {
   fs.String("sort-by", &sort_by, "KEY, CREATE, MODIFY, VALUE or VERSION.");
   fs.String("order", &order, "ASCEND or DESCEND.");
   Args args;
-  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (!ParseCommandFlags(fs, in, &args)) return false;
   if (args.empty() || args.size() > 2) {
-    return Fail(
+    Fail(
         "get takes a key and an optional range end: lockctl get KEY "
         "[RANGE_END]");
+    return false;
   }
-  etcdserverpb::RangeRequest req;
-  req.set_key(args[0]);
-  if (args.size() == 2) req.set_range_end(args[1]);
-  if (prefix) req.set_range_end(PrefixEnd(args[0]));
-  if (from_key) req.set_range_end(std::string(1, '\0'));
-  req.set_revision(rev);
-  req.set_limit(limit);
-  req.set_keys_only(keys_only);
-  req.set_count_only(count_only);
+  req->set_key(args[0]);
+  if (args.size() == 2) req->set_range_end(args[1]);
+  if (prefix) req->set_range_end(PrefixEnd(args[0]));
+  if (from_key) req->set_range_end(std::string(1, '\0'));
+  req->set_revision(rev);
+  req->set_limit(limit);
+  req->set_keys_only(print->keys_only);
+  req->set_count_only(print->count_only);
   if (consistency == "s") {
-    req.set_serializable(true);
+    req->set_serializable(true);
   } else if (consistency != "l") {
-    return Fail("--consistency must be l or s");
+    Fail("--consistency must be l or s");
+    return false;
   }
   static const std::map<std::string, etcdserverpb::RangeRequest::SortTarget>
       kTargets = {{"KEY", etcdserverpb::RangeRequest::KEY},
@@ -146,33 +156,49 @@ int Get(const Globals& g, const Args& in) {
                   {"VERSION", etcdserverpb::RangeRequest::VERSION}};
   if (!sort_by.empty()) {
     auto it = kTargets.find(sort_by);
-    if (it == kTargets.end())
-      return Fail("bad --sort-by: use KEY, CREATE, MODIFY, VALUE or VERSION");
-    req.set_sort_target(it->second);
-    req.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
+    if (it == kTargets.end()) {
+      Fail("bad --sort-by: use KEY, CREATE, MODIFY, VALUE or VERSION");
+      return false;
+    }
+    req->set_sort_target(it->second);
+    req->set_sort_order(etcdserverpb::RangeRequest::ASCEND);
   }
   if (order == "DESCEND") {
-    req.set_sort_order(etcdserverpb::RangeRequest::DESCEND);
+    req->set_sort_order(etcdserverpb::RangeRequest::DESCEND);
   } else if (order == "ASCEND") {
-    req.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
+    req->set_sort_order(etcdserverpb::RangeRequest::ASCEND);
   } else if (!order.empty()) {
-    return Fail("bad --order: use ASCEND or DESCEND");
+    Fail("bad --order: use ASCEND or DESCEND");
+    return false;
   }
+  return true;
+}
+
+void PrintGet(const etcdserverpb::RangeResponse& r, const GetPrint& print) {
+  if (print.count_only) {
+    std::printf("%lld\n", static_cast<long long>(r.count()));
+  } else {
+    PrintKvs(r, print.keys_only, print.value_only);
+  }
+}
+
+int Get(const Globals& g, const Args& in) {
+  etcdserverpb::RangeRequest req;
+  GetPrint print;
+  if (!BuildGet(in, &req, &print)) return 1;
   auto c = Connect(g);
   if (!c.ok()) return FailStatus(c.status());
   auto r = (*c)->Range(req);
   if (!r.ok()) return FailStatus(r.status());
   if (g.write_out == "json") {
     std::printf("%s\n", ToJson(*r).c_str());
-  } else if (count_only) {
-    std::printf("%lld\n", static_cast<long long>(r->count()));
   } else {
-    PrintKvs(*r, keys_only, value_only);
+    PrintGet(*r, print);
   }
   return 0;
 }
 
-int Put(const Globals& g, const Args& in) {
+bool BuildPut(const Args& in, etcdserverpb::PutRequest* req) {
   bool prev_kv = false, ignore_value = false, ignore_lease = false;
   std::string lease_hex;
   FlagSet fs("lockctl put", "");
@@ -181,70 +207,250 @@ int Put(const Globals& g, const Args& in) {
   fs.Bool("ignore-value", &ignore_value, "Keep the current value.");
   fs.Bool("ignore-lease", &ignore_lease, "Keep the current lease.");
   Args args;
-  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (!ParseCommandFlags(fs, in, &args)) return false;
   if (args.size() != (ignore_value ? 1u : 2u)) {
-    return Fail("put takes a key and a value: lockctl put KEY VALUE");
+    Fail("put takes a key and a value: lockctl put KEY VALUE");
+    return false;
   }
-  etcdserverpb::PutRequest req;
-  req.set_key(args[0]);
-  if (!ignore_value) req.set_value(args[1]);
-  req.set_prev_kv(prev_kv);
-  req.set_ignore_value(ignore_value);
-  req.set_ignore_lease(ignore_lease);
+  req->set_key(args[0]);
+  if (!ignore_value) req->set_value(args[1]);
+  req->set_prev_kv(prev_kv);
+  req->set_ignore_value(ignore_value);
+  req->set_ignore_lease(ignore_lease);
   if (!lease_hex.empty()) {
     uint64_t lease;
     if (!absl::SimpleHexAtoi(lease_hex, &lease)) {
-      return Fail(
-          "--lease takes a hexadecimal lease ID, e.g. 694d71ddacfda227");
+      Fail("--lease takes a hexadecimal lease ID, e.g. 694d71ddacfda227");
+      return false;
     }
-    req.set_lease(static_cast<int64_t>(lease));
+    req->set_lease(static_cast<int64_t>(lease));
   }
+  return true;
+}
+
+void PrintPut(const etcdserverpb::PutResponse& r) {
+  std::printf("OK\n");
+  if (r.has_prev_kv()) {
+    std::printf("%s\n%s\n", r.prev_kv().key().c_str(),
+                r.prev_kv().value().c_str());
+  }
+}
+
+int Put(const Globals& g, const Args& in) {
+  etcdserverpb::PutRequest req;
+  if (!BuildPut(in, &req)) return 1;
   auto c = Connect(g);
   if (!c.ok()) return FailStatus(c.status());
   auto r = (*c)->Put(req);
   if (!r.ok()) return FailStatus(r.status());
   if (g.write_out == "json") {
     std::printf("%s\n", ToJson(*r).c_str());
-    return 0;
-  }
-  std::printf("OK\n");
-  if (r->has_prev_kv()) {
-    std::printf("%s\n%s\n", r->prev_kv().key().c_str(),
-                r->prev_kv().value().c_str());
+  } else {
+    PrintPut(*r);
   }
   return 0;
 }
 
-int Del(const Globals& g, const Args& in) {
+bool BuildDel(const Args& in, etcdserverpb::DeleteRangeRequest* req) {
   bool prefix = false, prev_kv = false, from_key = false;
   FlagSet fs("lockctl del", "");
   fs.Bool("prefix", &prefix, "Delete keys with this prefix.");
   fs.Bool("from-key", &from_key, "Delete keys >= the given key.");
   fs.Bool("prev-kv", &prev_kv, "Return the deleted key-value pairs.");
   Args args;
-  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (!ParseCommandFlags(fs, in, &args)) return false;
   if (args.empty() || args.size() > 2) {
-    return Fail(
+    Fail(
         "del takes a key and an optional range end: lockctl del KEY "
         "[RANGE_END]");
+    return false;
   }
+  req->set_key(args[0]);
+  if (args.size() == 2) req->set_range_end(args[1]);
+  if (prefix) req->set_range_end(PrefixEnd(args[0]));
+  if (from_key) req->set_range_end(std::string(1, '\0'));
+  req->set_prev_kv(prev_kv);
+  return true;
+}
+
+void PrintDel(const etcdserverpb::DeleteRangeResponse& r) {
+  std::printf("%lld\n", static_cast<long long>(r.deleted()));
+  for (const auto& kv : r.prev_kvs()) {
+    std::printf("%s\n%s\n", kv.key().c_str(), kv.value().c_str());
+  }
+}
+
+int Del(const Globals& g, const Args& in) {
   etcdserverpb::DeleteRangeRequest req;
-  req.set_key(args[0]);
-  if (args.size() == 2) req.set_range_end(args[1]);
-  if (prefix) req.set_range_end(PrefixEnd(args[0]));
-  if (from_key) req.set_range_end(std::string(1, '\0'));
-  req.set_prev_kv(prev_kv);
+  if (!BuildDel(in, &req)) return 1;
   auto c = Connect(g);
   if (!c.ok()) return FailStatus(c.status());
   auto r = (*c)->DeleteRange(req);
   if (!r.ok()) return FailStatus(r.status());
   if (g.write_out == "json") {
     std::printf("%s\n", ToJson(*r).c_str());
+  } else {
+    PrintDel(*r);
+  }
+  return 0;
+}
+
+// Splits a line into words; double quotes group words and may contain
+// backslash escapes, as etcdctl's txn lines do.
+Args Words(const std::string& line) {
+  Args out;
+  std::string cur;
+  bool in_word = false, quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quoted) {
+      if (c == '\\' && i + 1 < line.size()) {
+        cur.push_back(line[++i]);
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        cur.push_back(c);
+      }
+    } else if (c == '"') {
+      quoted = true;
+      in_word = true;
+    } else if (c == ' ' || c == '\t') {
+      if (in_word) out.push_back(cur);
+      cur.clear();
+      in_word = false;
+    } else {
+      cur.push_back(c);
+      in_word = true;
+    }
+  }
+  if (in_word) out.push_back(cur);
+  return out;
+}
+
+// target("key") op "value", e.g. value("a") = "1", version("a") > "3".
+bool ParseCompare(const std::string& line, etcdserverpb::Compare* cmp) {
+  size_t lp = line.find('(');
+  size_t rp = line.find(')', lp == std::string::npos ? 0 : lp);
+  if (lp == std::string::npos || rp == std::string::npos) return false;
+  std::string target = line.substr(0, lp);
+  Args key = Words(line.substr(lp + 1, rp - lp - 1));
+  Args rest = Words(line.substr(rp + 1));
+  if (key.size() != 1 || rest.size() != 2) return false;
+  static const std::map<std::string, etcdserverpb::Compare::CompareResult>
+      kOps = {{"=", etcdserverpb::Compare::EQUAL},
+              {"!=", etcdserverpb::Compare::NOT_EQUAL},
+              {"<", etcdserverpb::Compare::LESS},
+              {">", etcdserverpb::Compare::GREATER}};
+  auto op = kOps.find(rest[0]);
+  if (op == kOps.end()) return false;
+  cmp->set_key(key[0]);
+  cmp->set_result(op->second);
+  const std::string& v = rest[1];
+  int64_t n = 0;
+  if (target == "val" || target == "value") {
+    cmp->set_target(etcdserverpb::Compare::VALUE);
+    cmp->set_value(v);
+    return true;
+  }
+  if (!absl::SimpleAtoi(v, &n)) return false;
+  if (target == "ver" || target == "version") {
+    cmp->set_target(etcdserverpb::Compare::VERSION);
+    cmp->set_version(n);
+  } else if (target == "c" || target == "create") {
+    cmp->set_target(etcdserverpb::Compare::CREATE);
+    cmp->set_create_revision(n);
+  } else if (target == "m" || target == "mod") {
+    cmp->set_target(etcdserverpb::Compare::MOD);
+    cmp->set_mod_revision(n);
+  } else if (target == "lease") {
+    cmp->set_target(etcdserverpb::Compare::LEASE);
+    cmp->set_lease(n);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Reads lines up to the next empty line (or the end of input).
+std::vector<std::string> ReadSection() {
+  std::vector<std::string> lines;
+  char buf[64 * 1024];
+  while (std::fgets(buf, sizeof(buf), stdin) != nullptr) {
+    std::string line = std::string(absl::StripAsciiWhitespace(buf));
+    if (line.empty()) break;
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+bool ParseOp(const std::string& line, etcdserverpb::RequestOp* op) {
+  Args words = Words(line);
+  if (words.size() < 2) return false;
+  Args rest(words.begin() + 1, words.end());
+  if (words[0] == "get") {
+    GetPrint unused;
+    return BuildGet(rest, op->mutable_request_range(), &unused);
+  }
+  if (words[0] == "put") return BuildPut(rest, op->mutable_request_put());
+  if (words[0] == "del") {
+    return BuildDel(rest, op->mutable_request_delete_range());
+  }
+  return false;
+}
+
+// Reads compares, then success ops, then failure ops from standard input,
+// each section ending with an empty line, as etcdctl txn does.
+int Txn(const Globals& g, const Args& in) {
+  FlagSet fs("lockctl txn", "");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (!args.empty())
+    return Fail("txn takes no arguments; it reads standard input");
+  const bool tty = isatty(STDIN_FILENO);
+  etcdserverpb::TxnRequest req;
+  if (tty) std::printf("compares:\n");
+  for (const std::string& line : ReadSection()) {
+    if (!ParseCompare(line, req.add_compare())) {
+      return Fail(absl::StrCat("malformed comparison: ", line,
+                               " (e.g. value(\"key\") = \"v\")"));
+    }
+  }
+  for (auto* branch : {req.mutable_success(), req.mutable_failure()}) {
+    if (tty) {
+      std::printf(branch == req.mutable_success()
+                      ? "\nsuccess requests (get, put, del):\n"
+                      : "\nfailure requests (get, put, del):\n");
+    }
+    for (const std::string& line : ReadSection()) {
+      if (!ParseOp(line, branch->Add())) {
+        return Fail(absl::StrCat("invalid txn request: ", line));
+      }
+    }
+  }
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->Txn(req);
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
     return 0;
   }
-  std::printf("%lld\n", static_cast<long long>(r->deleted()));
-  for (const auto& kv : r->prev_kvs()) {
-    std::printf("%s\n%s\n", kv.key().c_str(), kv.value().c_str());
+  std::printf("%s\n", r->succeeded() ? "SUCCESS" : "FAILURE");
+  const auto& ops = r->succeeded() ? req.success() : req.failure();
+  for (int i = 0; i < r->responses_size(); ++i) {
+    std::printf("\n");
+    const etcdserverpb::ResponseOp& resp = r->responses(i);
+    if (resp.has_response_put()) {
+      PrintPut(resp.response_put());
+    } else if (resp.has_response_delete_range()) {
+      PrintDel(resp.response_delete_range());
+    } else if (resp.has_response_range()) {
+      GetPrint print;
+      const auto& rr = ops.Get(i).request_range();
+      print.keys_only = rr.keys_only();
+      print.count_only = rr.count_only();
+      PrintGet(resp.response_range(), print);
+    }
   }
   return 0;
 }
@@ -463,6 +669,7 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"endpoint health",
        {"Checks the health of the endpoints", EndpointHealth}},
       {"member list", {"Lists all members in the cluster", MemberList}},
+      {"txn", {"Txn processes all the requests in one transaction", Txn}},
       {"snapshot save",
        {"Stores a snapshot of one member to a file", SnapshotSave}},
       {"version", {"Prints the version of lockctl", Version}},

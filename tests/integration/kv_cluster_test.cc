@@ -113,11 +113,13 @@ TEST(KvClusterTest, Etcdctl_EveryOperationThroughEveryMember) {
 }
 
 CommandResult Lockctl(const std::string& endpoints,
-                      const std::vector<std::string>& args) {
+                      const std::vector<std::string>& args,
+                      const std::string& stdin_text = "") {
   std::vector<std::string> argv = {Runfile("lockd/lockctl"),
                                    "--endpoints=" + endpoints};
   argv.insert(argv.end(), args.begin(), args.end());
-  absl::StatusOr<CommandResult> r = RunCommand(argv, absl::Seconds(30));
+  absl::StatusOr<CommandResult> r =
+      RunCommand(argv, absl::Seconds(30), {}, stdin_text);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? *r : CommandResult{};
 }
@@ -149,6 +151,19 @@ TEST(KvClusterTest, Lockctl_KvAndClusterCommands) {
   CommandResult members = Lockctl(all, {"member", "list"});
   ASSERT_EQ(members.exit_code, 0) << members.err;
   EXPECT_EQ(std::count(members.out.begin(), members.out.end(), '\n'), 3);
+
+  // txn reads etcdctl's script format and prints what etcdctl prints.
+  const std::string script =
+      "value(\"app/a\") = \"2\"\n\nput app/t 1\nget app/b\ndel none\n\n"
+      "put app/f 1\n\n";
+  CommandResult ltxn = Lockctl(all, {"txn"}, script);
+  ASSERT_EQ(ltxn.exit_code, 0) << ltxn.err;
+  EXPECT_EQ(ltxn.out, "SUCCESS\n\nOK\n\napp/b\n3\n\n0\n");
+  EXPECT_EQ(Etcdctl(all, {"txn"}, script).out, ltxn.out);
+  CommandResult bad = Lockctl(all, {"txn"}, "bogus(\"a\") = \"1\"\n\n\n\n");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("malformed comparison"), std::string::npos);
+  EXPECT_EQ(Lockctl(all, {"del", "app/t"}).out, "1\n");
 
   // A snapshot of one member, with progress on stderr; etcdctl takes lockd
   // snapshots too.
