@@ -6,6 +6,7 @@
 //            "revision"         -> u64: current main revision
 //            "compact_revision" -> u64: revisions below it are unreadable
 //            "compact_done"     -> u64: history below it is physically gone
+//            "alarms"           -> etcdserverpb.AlarmResponse (alarms only)
 //   history  main:u64 sub:u64   -> flag:1 ('p' put | 't' tombstone)
 //                                  mvccpb.KeyValue (a tombstone has only key
 //                                  and mod_revision)
@@ -46,6 +47,7 @@ constexpr char kMetaAppliedIndex[] = "applied_index";
 constexpr char kMetaRevision[] = "revision";
 constexpr char kMetaCompactRevision[] = "compact_revision";
 constexpr char kMetaCompactDone[] = "compact_done";
+constexpr char kMetaAlarms[] = "alarms";
 
 constexpr char kPutFlag = 'p';
 constexpr char kTombstoneFlag = 't';
@@ -393,6 +395,9 @@ absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf_options.write_buffer_size = options.memtable_bytes / 4;
   cf_options.max_write_buffer_number = 2;
+  // Memtables grow in arena blocks; small ones keep a small store small
+  // (in memory and in the size the space quota measures).
+  cf_options.arena_block_size = 64 << 10;
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
@@ -455,6 +460,19 @@ absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
         {kMetaRevision, &rev},
         {kMetaCompactRevision, &compact}}) {
     if (absl::Status st = read_u64(key, out); !st.ok()) return st;
+  }
+  std::string alarm_bytes;
+  s = store->db_->Get(rocksdb::ReadOptions(), store->meta_cf_, kMetaAlarms,
+                      &alarm_bytes);
+  if (s.ok()) {
+    etcdserverpb::AlarmResponse alarms;
+    if (!alarms.ParseFromString(alarm_bytes)) {
+      return absl::InternalError("corrupt store: meta alarms");
+    }
+    absl::MutexLock lock(&store->alarms_mu_);
+    store->alarms_.assign(alarms.alarms().begin(), alarms.alarms().end());
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read meta");
   }
   store->applied_index_ = applied;
   // As in etcd, an empty store is at revision 1; the first write makes 2.
@@ -593,6 +611,11 @@ absl::Status MvccStore::LeaseKeys(int64_t lease_id,
   return absl::OkStatus();
 }
 
+std::vector<etcdserverpb::AlarmMember> MvccStore::Alarms() const {
+  absl::MutexLock lock(&alarms_mu_);
+  return alarms_;
+}
+
 std::unique_ptr<ApplyBatch> MvccStore::BeginApply(const LeaseOracle* leases) {
   bool was_open = batch_open_.exchange(true);
   if (was_open) {
@@ -666,16 +689,16 @@ absl::StatusOr<bool> MvccStore::CompactSome(size_t max_keys) {
 }
 
 uint64_t MvccStore::ApproximateSizeBytes() const {
-  uint64_t sst = 0, wal = 0;
-  db_->GetIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
-  db_->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &wal);
+  // Files on disk plus what is still in memtables, over every column family.
   uint64_t total = 0;
   for (rocksdb::ColumnFamilyHandle* h : handles_) {
-    uint64_t v = 0;
-    db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v);
-    total += v;
+    uint64_t sst = 0, mem = 0;
+    db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
+    db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables,
+                        &mem);
+    total += sst + mem;
   }
-  return std::max(sst, total) + wal;
+  return total;
 }
 
 // ---------------------------------------------------------------------------
@@ -699,7 +722,8 @@ ApplyBatch::ApplyBatch(MvccStore* store, const LeaseOracle* leases)
     : store_(store),
       impl_(std::make_unique<Impl>(store->db_)),
       revision_(store->revision()),
-      compact_revision_(store->compact_revision()) {
+      compact_revision_(store->compact_revision()),
+      alarms_(store->Alarms()) {
   impl_->leases = leases;
 }
 
@@ -795,9 +819,32 @@ absl::Status ApplyBatch::RangeLocked(const etcdserverpb::RangeRequest& req,
   return s;
 }
 
+namespace {
+
+bool NoSpace(const std::vector<etcdserverpb::AlarmMember>& alarms) {
+  for (const auto& a : alarms) {
+    if (a.alarm() == etcdserverpb::NOSPACE) return true;
+  }
+  return false;
+}
+
+// True when no branch of the txn (nested ones included) writes.
+bool TxnReadOnly(const etcdserverpb::TxnRequest& t) {
+  for (const auto* branch : {&t.success(), &t.failure()}) {
+    for (const etcdserverpb::RequestOp& op : *branch) {
+      if (op.has_request_put() || op.has_request_delete_range()) return false;
+      if (op.has_request_txn() && !TxnReadOnly(op.request_txn())) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::Status ApplyBatch::PutLocked(const etcdserverpb::PutRequest& req,
                                    etcdserverpb::PutResponse* resp) {
   if (req.key().empty()) return ErrEmptyKey();
+  if (NoSpace(alarms_)) return ErrNoSpace();
   absl::StatusOr<std::string> prev_bytes =
       impl_->reader.Get(store_->latest_cf_, req.key());
   if (!prev_bytes.ok() && !absl::IsNotFound(prev_bytes.status())) {
@@ -925,7 +972,54 @@ absl::Status ApplyBatch::DeleteRange(
 
 absl::Status ApplyBatch::Txn(const etcdserverpb::TxnRequest& req,
                              etcdserverpb::TxnResponse* resp) {
+  if (NoSpace(alarms_) && !TxnReadOnly(req)) return ErrNoSpace();
   return ApplyOne([&] { return TxnLocked(req, resp); });
+}
+
+absl::Status ApplyBatch::Alarm(const etcdserverpb::AlarmRequest& req,
+                               etcdserverpb::AlarmResponse* resp) {
+  auto match = [&](const etcdserverpb::AlarmMember& a) {
+    return a.memberid() == req.memberid() && a.alarm() == req.alarm();
+  };
+  switch (req.action()) {
+    case etcdserverpb::AlarmRequest::GET:
+      break;
+    case etcdserverpb::AlarmRequest::ACTIVATE:
+      if (req.alarm() == etcdserverpb::NONE) {
+        return absl::InvalidArgumentError("etcdserver: no alarm given");
+      }
+      if (std::none_of(alarms_.begin(), alarms_.end(), match)) {
+        etcdserverpb::AlarmMember a;
+        a.set_memberid(req.memberid());
+        a.set_alarm(req.alarm());
+        alarms_.push_back(a);
+        alarms_changed_ = true;
+      }
+      break;
+    case etcdserverpb::AlarmRequest::DEACTIVATE: {
+      auto it = std::remove_if(alarms_.begin(), alarms_.end(), [&](auto& a) {
+        // Disarming with NONE clears the member's alarms of every kind.
+        return a.memberid() == req.memberid() &&
+               (req.alarm() == etcdserverpb::NONE || a.alarm() == req.alarm());
+      });
+      if (it != alarms_.end()) {
+        alarms_.erase(it, alarms_.end());
+        alarms_changed_ = true;
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("etcdserver: unknown alarm action");
+  }
+  for (const auto& a : alarms_) {
+    if (req.action() == etcdserverpb::AlarmRequest::GET &&
+        (req.memberid() != 0 && a.memberid() != req.memberid())) {
+      continue;
+    }
+    *resp->add_alarms() = a;
+  }
+  resp->mutable_header()->set_revision(revision_);
+  return absl::OkStatus();
 }
 
 absl::Status ApplyBatch::Range(const etcdserverpb::RangeRequest& req,
@@ -992,6 +1086,11 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
   b.Put(store_->meta_cf_, kMetaRevision, U64(static_cast<uint64_t>(revision_)));
   b.Put(store_->meta_cf_, kMetaCompactRevision,
         U64(static_cast<uint64_t>(compact_revision_)));
+  if (alarms_changed_) {
+    etcdserverpb::AlarmResponse alarms;
+    for (const auto& a : alarms_) *alarms.add_alarms() = a;
+    b.Put(store_->meta_cf_, kMetaAlarms, alarms.SerializeAsString());
+  }
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.sync;
   rocksdb::Status s = store_->db_->Write(wo, b.GetWriteBatch());
@@ -1000,6 +1099,10 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
   if (!s.ok()) return FromRocks(s, "apply write");
   store_->revision_ = revision_;
   store_->compact_revision_ = compact_revision_;
+  if (alarms_changed_) {
+    absl::MutexLock lock(&store_->alarms_mu_);
+    store_->alarms_ = alarms_;
+  }
   store_->applied_index_ = applied_index;
   return absl::OkStatus();
 }

@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/mvcc/keys.h"
 #include "mvccpb/kv.pb.h"
@@ -123,6 +124,9 @@ class MvccStore {
   // most `max_keys` keys per call. Returns true when nothing is left to do.
   absl::StatusOr<bool> CompactSome(size_t max_keys);
 
+  // Active alarms (replicated state: raised and cleared through the log).
+  std::vector<etcdserverpb::AlarmMember> Alarms() const;
+
   int64_t revision() const { return revision_.load(); }
   int64_t compact_revision() const { return compact_revision_.load(); }
   uint64_t applied_index() const { return applied_index_.load(); }
@@ -150,6 +154,8 @@ class MvccStore {
   // CompactSome's resume point: an index key, empty to start over.
   std::string compact_cursor_;
   int64_t compact_cursor_revision_ = 0;
+  mutable absl::Mutex alarms_mu_;
+  std::vector<etcdserverpb::AlarmMember> alarms_ ABSL_GUARDED_BY(alarms_mu_);
 };
 
 // Applies committed requests in order. Each method applies one request
@@ -176,6 +182,13 @@ class ApplyBatch {
   // A Range that sees this batch's writes (for serialized reads).
   absl::Status Range(const etcdserverpb::RangeRequest& req,
                      etcdserverpb::RangeResponse* resp);
+  // etcd's Alarm: ACTIVATE adds (member, alarm), DEACTIVATE removes it,
+  // GET lists. While NOSPACE is active, Put and any Txn that writes fail
+  // with ErrNoSpace; reads, deletes and compaction still work, so operators
+  // can free space.
+  absl::Status Alarm(const etcdserverpb::AlarmRequest& req,
+                     etcdserverpb::AlarmResponse* resp);
+
   // Deletes every key attached to `lease_id` in one revision (lease revoke
   // and expiry). Returns the number deleted.
   absl::StatusOr<int64_t> DeleteLeaseKeys(int64_t lease_id);
@@ -214,6 +227,8 @@ class ApplyBatch {
   std::unique_ptr<Impl> impl_;
   int64_t revision_;
   int64_t compact_revision_;
+  std::vector<etcdserverpb::AlarmMember> alarms_;
+  bool alarms_changed_ = false;
 };
 
 }  // namespace lockd::kv

@@ -384,6 +384,51 @@ TEST_F(StoreTest, HashKV_SameHistorySameHashWhateverPhysicalCompaction) {
   EXPECT_EQ(store_->HashKV(0)->hash, a->hash);
 }
 
+TEST_F(StoreTest, Alarm_NoSpaceBlocksWritesNotReadsOrDeletes) {
+  ASSERT_TRUE(Put("a", "1").ok());
+  etcdserverpb::AlarmRequest on;
+  on.set_action(etcdserverpb::AlarmRequest::ACTIVATE);
+  on.set_memberid(9);
+  on.set_alarm(etcdserverpb::NOSPACE);
+  etcdserverpb::AlarmResponse ar;
+  auto b = store_->BeginApply(&leases_);
+  ASSERT_TRUE(b->Alarm(on, &ar).ok());
+  ASSERT_EQ(ar.alarms_size(), 1);
+  // Later requests in the same batch already see the alarm.
+  etcdserverpb::PutRequest put;
+  put.set_key("b");
+  etcdserverpb::PutResponse pr;
+  EXPECT_EQ(b->Put(put, &pr), ErrNoSpace());
+  ASSERT_TRUE(b->Commit(++index_).ok());
+  ASSERT_EQ(store_->Alarms().size(), 1u);
+
+  b = store_->BeginApply(&leases_);
+  etcdserverpb::TxnRequest writes;
+  writes.add_failure()->mutable_request_put()->set_key("c");
+  etcdserverpb::TxnResponse tr;
+  EXPECT_EQ(b->Txn(writes, &tr), ErrNoSpace());
+  etcdserverpb::TxnRequest reads;
+  reads.add_success()->mutable_request_range()->set_key("a");
+  EXPECT_TRUE(b->Txn(reads, &tr).ok());
+  etcdserverpb::DeleteRangeRequest del;
+  del.set_key("a");
+  etcdserverpb::DeleteRangeResponse dr;
+  EXPECT_TRUE(b->DeleteRange(del, &dr).ok());
+  ASSERT_TRUE(b->Commit(++index_).ok());
+
+  // Alarms are replicated state: they survive a restart.
+  Reopen();
+  ASSERT_EQ(store_->Alarms().size(), 1u);
+  EXPECT_EQ(store_->Alarms()[0].memberid(), 9u);
+  etcdserverpb::AlarmRequest off = on;
+  off.set_action(etcdserverpb::AlarmRequest::DEACTIVATE);
+  b = store_->BeginApply(&leases_);
+  ASSERT_TRUE(b->Alarm(off, &ar).ok());
+  EXPECT_TRUE(b->Put(put, &pr).ok());
+  ASSERT_TRUE(b->Commit(++index_).ok());
+  EXPECT_TRUE(store_->Alarms().empty());
+}
+
 TEST_F(StoreTest, History_EventsInOrderAndCompacted) {
   ASSERT_TRUE(Put("a", "1").ok());    // 2
   ASSERT_TRUE(Put("b", "1").ok());    // 3

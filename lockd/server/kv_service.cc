@@ -65,26 +65,23 @@ void KvService::FillHeader(etcdserverpb::ResponseHeader* h) const {
   if (h->revision() == 0) h->set_revision(store_->revision());
 }
 
-etcdserverpb::KV::Stub* KvService::LeaderStub(uint64_t leader) {
+std::shared_ptr<grpc::Channel> KvService::LeaderChannel(uint64_t leader) {
   absl::MutexLock lock(&stubs_mu_);
-  auto it = stubs_.find(leader);
-  if (it != stubs_.end()) return it->second.get();
+  auto it = channels_.find(leader);
+  if (it != channels_.end()) return it->second;
   for (const MemberConfig& m : config_->members) {
     if (m.id != leader || m.peer_urls.empty()) continue;
     auto channel = grpc::CreateChannel(m.peer_urls[0].HostPort(),
                                        grpc::InsecureChannelCredentials());
-    auto stub = etcdserverpb::KV::NewStub(channel);
-    auto* raw = stub.get();
-    stubs_[leader] = std::move(stub);
-    return raw;
+    channels_[leader] = channel;
+    return channel;
   }
   return nullptr;
 }
 
-grpc::Status KvService::Replicate(
-    grpc::ServerContext* ctx, internal::Request req, ApplyResult* result,
-    const std::function<grpc::Status(etcdserverpb::KV::Stub*,
-                                     grpc::ClientContext*)>& forward) {
+grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
+                                  internal::Request req, ApplyResult* result,
+                                  const Forward& forward) {
   absl::Time deadline = Deadline(ctx);
   // During an election, wait for its outcome as etcd does, rather than
   // failing the call.
@@ -92,12 +89,12 @@ grpc::Status KvService::Replicate(
   if (!node_->is_leader()) {
     uint64_t leader = node_->leader();
     if (leader == 0 || Forwarded(ctx)) return NotLeader(leader);
-    etcdserverpb::KV::Stub* stub = LeaderStub(leader);
-    if (stub == nullptr) return NotLeader(0);
+    std::shared_ptr<grpc::Channel> channel = LeaderChannel(leader);
+    if (channel == nullptr) return NotLeader(0);
     grpc::ClientContext fwd;
     fwd.set_deadline(absl::ToChronoTime(deadline));
     fwd.AddMetadata(kForwardedKey, "1");
-    return forward(stub, &fwd);
+    return forward(channel, &fwd);
   }
 
   uint64_t id = next_id_.fetch_add(1);
@@ -172,11 +169,12 @@ grpc::Status KvService::Write(
   internal::Request r;
   wrap(&r);
   ApplyResult result;
-  grpc::Status st =
-      Replicate(ctx, std::move(r), &result,
-                [&](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c) {
-                  return (stub->*forward)(c, req, resp);
-                });
+  grpc::Status st = Replicate(ctx, std::move(r), &result,
+                              [&](const std::shared_ptr<grpc::Channel>& channel,
+                                  grpc::ClientContext* c) {
+                                auto stub = etcdserverpb::KV::NewStub(channel);
+                                return (stub.get()->*forward)(c, req, resp);
+                              });
   if (!st.ok()) return st;
   // Forwarded calls come back filled; local ones from the apply result.
   if (!resp->has_header()) *resp = std::move(result.*result_field);
@@ -188,6 +186,7 @@ grpc::Status KvService::Put(grpc::ServerContext* ctx,
                             const etcdserverpb::PutRequest* req,
                             etcdserverpb::PutResponse* resp) {
   if (absl::Status s = kv::ValidatePut(*req); !s.ok()) return ToGrpc(s);
+  if (OverQuota(ctx, req->ByteSizeLong())) return ToGrpc(kv::ErrNoSpace());
   return Write(
       ctx, *req, resp, [&](internal::Request* r) { *r->mutable_put() = *req; },
       &ApplyResult::put, &etcdserverpb::KV::Stub::Put);
@@ -213,9 +212,57 @@ grpc::Status KvService::Txn(grpc::ServerContext* ctx,
       !s.ok()) {
     return ToGrpc(s);
   }
+  if (OverQuota(ctx, req->ByteSizeLong())) return ToGrpc(kv::ErrNoSpace());
   return Write(
       ctx, *req, resp, [&](internal::Request* r) { *r->mutable_txn() = *req; },
       &ApplyResult::txn, &etcdserverpb::KV::Stub::Txn);
+}
+
+bool KvService::OverQuota(grpc::ServerContext* ctx, size_t request_bytes) {
+  // etcd's default quota: 2 GiB.
+  const uint64_t quota =
+      config_->quota_backend_bytes > 0
+          ? static_cast<uint64_t>(config_->quota_backend_bytes)
+          : uint64_t{2} << 30;
+  if (store_->ApproximateSizeBytes() + request_bytes <= quota) return false;
+  for (const auto& a : store_->Alarms()) {
+    if (a.alarm() == etcdserverpb::NOSPACE) return true;  // already raised
+  }
+  etcdserverpb::AlarmRequest alarm;
+  alarm.set_action(etcdserverpb::AlarmRequest::ACTIVATE);
+  alarm.set_memberid(config_->member_id);
+  alarm.set_alarm(etcdserverpb::NOSPACE);
+  etcdserverpb::AlarmResponse ignored;
+  (void)Alarm(ctx, &alarm, &ignored);
+  return true;
+}
+
+grpc::Status KvService::Alarm(grpc::ServerContext* ctx,
+                              const etcdserverpb::AlarmRequest* req,
+                              etcdserverpb::AlarmResponse* resp) {
+  if (req->action() == etcdserverpb::AlarmRequest::GET) {
+    for (const auto& a : store_->Alarms()) {
+      if (req->memberid() == 0 || a.memberid() == req->memberid()) {
+        *resp->add_alarms() = a;
+      }
+    }
+    FillHeader(resp->mutable_header());
+    return grpc::Status::OK;
+  }
+  internal::Request r;
+  *r.mutable_alarm() = *req;
+  ApplyResult result;
+  grpc::Status st =
+      Replicate(ctx, std::move(r), &result,
+                [&](const std::shared_ptr<grpc::Channel>& channel,
+                    grpc::ClientContext* c) {
+                  return etcdserverpb::Maintenance::NewStub(channel)->Alarm(
+                      c, *req, resp);
+                });
+  if (!st.ok()) return st;
+  if (!resp->has_header()) *resp = std::move(result.alarm);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
 }
 
 grpc::Status KvService::Compact(grpc::ServerContext* ctx,

@@ -45,13 +45,21 @@ class KvService final : public etcdserverpb::KV::Service {
                        const etcdserverpb::CompactionRequest* req,
                        etcdserverpb::CompactionResponse* resp) override;
 
+  // Maintenance.Alarm's replicated part (ACTIVATE, DEACTIVATE); GET is
+  // answered from local state.
+  grpc::Status Alarm(grpc::ServerContext* ctx,
+                     const etcdserverpb::AlarmRequest* req,
+                     etcdserverpb::AlarmResponse* resp);
+
  private:
   // Replicates `req` and waits for its result (on the leader), or forwards
   // the original call to the leader via `forward`.
-  grpc::Status Replicate(
-      grpc::ServerContext* ctx, internal::Request req, ApplyResult* result,
-      const std::function<grpc::Status(etcdserverpb::KV::Stub*,
-                                       grpc::ClientContext*)>& forward);
+  using Forward = std::function<grpc::Status(
+      const std::shared_ptr<grpc::Channel>&, grpc::ClientContext*)>;
+  grpc::Status Replicate(grpc::ServerContext* ctx, internal::Request req,
+                         ApplyResult* result, const Forward& forward);
+  // Over the space quota: raises the NOSPACE alarm (once) and says so.
+  bool OverQuota(grpc::ServerContext* ctx, size_t request_bytes);
   // A write's common path: wrap it as a log command, replicate (or forward
   // with `forward`), and answer from the apply result's `result_field`.
   template <typename Req, typename Resp>
@@ -61,7 +69,7 @@ class KvService final : public etcdserverpb::KV::Service {
                      grpc::Status (etcdserverpb::KV::Stub::*forward)(
                          grpc::ClientContext*, const Req&, Resp*));
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
-  etcdserverpb::KV::Stub* LeaderStub(uint64_t leader);
+  std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
   const ServerConfig* config_;
   raft::RaftNode* node_;
@@ -70,7 +78,7 @@ class KvService final : public etcdserverpb::KV::Service {
   absl::Mutex* compaction_mu_;
   std::atomic<uint64_t> next_id_;
   absl::Mutex stubs_mu_;
-  std::map<uint64_t, std::unique_ptr<etcdserverpb::KV::Stub>> stubs_
+  std::map<uint64_t, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(stubs_mu_);
 };
 

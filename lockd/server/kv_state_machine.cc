@@ -53,6 +53,9 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
       case internal::Request::kCompaction:
         r.status = batch->Compact(req.compaction(), &r.compaction);
         break;
+      case internal::Request::kAlarm:
+        r.status = batch->Alarm(req.alarm(), &r.alarm);
+        break;
       default:
         r.status = absl::InvalidArgumentError("empty command");
         break;

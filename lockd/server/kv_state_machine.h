@@ -30,6 +30,7 @@ struct ApplyResult {
   etcdserverpb::DeleteRangeResponse delete_range;
   etcdserverpb::TxnResponse txn;
   etcdserverpb::CompactionResponse compaction;
+  etcdserverpb::AlarmResponse alarm;
 };
 
 class KvStateMachine final : public raft::StateMachine {

@@ -74,7 +74,10 @@ void ConfigureBuilder(grpc::ServerBuilder& builder,
 }  // namespace
 
 Server::Server(ServerConfig config)
-    : config_(std::move(config)), maintenance_(&config_), cluster_(&config_) {}
+    : config_(std::move(config)),
+      maintenance_(&config_),
+      peer_maintenance_(&config_),
+      cluster_(&config_) {}
 
 Server::~Server() {
   Shutdown(absl::ZeroDuration());
@@ -140,11 +143,12 @@ absl::Status Server::OpenStorage() {
       transport_->AddPeer(m.id, m.peer_urls[0].HostPort());
     }
   }
-  maintenance_.Attach(node_.get(), store_.get());
   kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
                                     state_machine_.get(), &compaction_mu_);
   peer_kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
                                          state_machine_.get(), &compaction_mu_);
+  maintenance_.Attach(node_.get(), store_.get(), kv_.get());
+  peer_maintenance_.Attach(node_.get(), store_.get(), peer_kv_.get());
   return absl::OkStatus();
 }
 
@@ -220,6 +224,7 @@ absl::Status Server::Start() {
   peer_builder.RegisterService(transport_->service());
   // Followers forward client writes to the leader's peer port.
   peer_builder.RegisterService(peer_kv_.get());
+  peer_builder.RegisterService(&peer_maintenance_);
   peer_server_ = peer_builder.BuildAndStart();
   if (peer_server_ == nullptr) {
     client_server_->Shutdown();

@@ -95,6 +95,8 @@ class Server {
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread compactor_;
   MaintenanceService maintenance_;
+  // A second instance for the peer port, where followers forward alarms.
+  MaintenanceService peer_maintenance_;
   ClusterService cluster_;
   std::unique_ptr<grpc::Server> client_server_;
   std::unique_ptr<grpc::Server> peer_server_;

@@ -12,6 +12,7 @@
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
+#include "lockd/server/kv_service.h"
 #include "raft/node/node.h"
 
 namespace lockd {
@@ -23,9 +24,10 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
  public:
   explicit MaintenanceService(const ServerConfig* config) : config_(config) {}
   // Must be called before the service is registered.
-  void Attach(raft::RaftNode* node, kv::MvccStore* store) {
+  void Attach(raft::RaftNode* node, kv::MvccStore* store, KvService* kv) {
     node_ = node;
     store_ = store;
+    kv_ = kv;
   }
   grpc::Status Status(grpc::ServerContext* ctx,
                       const etcdserverpb::StatusRequest* req,
@@ -44,6 +46,11 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
   grpc::Status Snapshot(
       grpc::ServerContext* ctx, const etcdserverpb::SnapshotRequest* req,
       grpc::ServerWriter<etcdserverpb::SnapshotResponse>* writer) override;
+  grpc::Status Alarm(grpc::ServerContext* ctx,
+                     const etcdserverpb::AlarmRequest* req,
+                     etcdserverpb::AlarmResponse* resp) override {
+    return kv_->Alarm(ctx, req, resp);
+  }
   grpc::Status MoveLeader(grpc::ServerContext* ctx,
                           const etcdserverpb::MoveLeaderRequest* req,
                           etcdserverpb::MoveLeaderResponse* resp) override;
@@ -54,6 +61,7 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
   const ServerConfig* config_;
   raft::RaftNode* node_ = nullptr;
   kv::MvccStore* store_ = nullptr;
+  KvService* kv_ = nullptr;
   std::atomic<int> snapshots_in_flight_{0};
   std::atomic<uint64_t> snapshot_seq_{0};
 };

@@ -216,6 +216,42 @@ TEST(KvClusterTest, OversizedRequest_RefusedWithEtcdErrorNothingStored) {
   EXPECT_EQ(Etcdctl(ep, {"get", "huge"}).out, "");
 }
 
+TEST(KvClusterTest, Quota_NoSpaceAlarmRaisedAndCleared) {
+  LocalCluster cluster(1, "quota");
+  ASSERT_TRUE(cluster.StartMember(0, {"--quota-backend-bytes=1000000"}).ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  const std::string ep = cluster.member(0).endpoint();
+  const std::string value(10000, 'v');
+  int accepted = 0;
+  CommandResult put;
+  for (int i = 0; i < 200; ++i) {
+    put = Etcdctl(ep, {"put", absl::StrCat("k", i)}, value);
+    if (put.exit_code != 0) break;
+    ++accepted;
+  }
+  // About 1 MB of data went in, then etcd's error.
+  EXPECT_GT(accepted, 10);
+  EXPECT_LT(accepted, 200);
+  EXPECT_NE(put.err.find("etcdserver: mvcc: database space exceeded"),
+            std::string::npos)
+      << put.err;
+  CommandResult alarms = Etcdctl(ep, {"alarm", "list"});
+  EXPECT_NE(alarms.out.find("alarm:NOSPACE"), std::string::npos) << alarms.out;
+  // Reads and deletes still work, so the operator can free space.
+  EXPECT_EQ(Etcdctl(ep, {"get", "k0", "--keys-only"}).out, "k0\n\n");
+  ASSERT_EQ(Etcdctl(ep, {"del", "k", "--prefix"}).exit_code, 0);
+  CommandResult rev = Etcdctl(ep, {"get", "k0", "-w", "json"});
+  size_t at = rev.out.find("\"revision\":");
+  ASSERT_NE(at, std::string::npos);
+  std::string current =
+      std::to_string(std::strtoll(rev.out.c_str() + at + 11, nullptr, 10));
+  ASSERT_EQ(Etcdctl(ep, {"compaction", current, "--physical"}).exit_code, 0);
+  ASSERT_EQ(Etcdctl(ep, {"defrag"}).exit_code, 0);
+  ASSERT_EQ(Etcdctl(ep, {"alarm", "disarm"}).exit_code, 0);
+  EXPECT_EQ(Etcdctl(ep, {"alarm", "list"}).out, "");
+  EXPECT_EQ(Etcdctl(ep, {"put", "after", "ok"}).exit_code, 0);
+}
+
 // A client that writes key after key, retrying on another member when one
 // fails, and remembers what was acknowledged.
 class Writer {
