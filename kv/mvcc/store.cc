@@ -694,8 +694,7 @@ uint64_t MvccStore::ApproximateSizeBytes() const {
   for (rocksdb::ColumnFamilyHandle* h : handles_) {
     uint64_t sst = 0, mem = 0;
     db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
-    db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables,
-                        &mem);
+    db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &mem);
     total += sst + mem;
   }
   return total;
