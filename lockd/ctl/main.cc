@@ -101,6 +101,39 @@ void PrintKvs(const etcdserverpb::RangeResponse& r, bool keys_only,
   }
 }
 
+// KEY [RANGE_END] with --prefix / --from-key, as etcdctl's get and del take
+// them. False (after printing the error) on bad arguments.
+bool KeyRange(const char* command, const Args& args, bool prefix, bool from_key,
+              std::string* key, std::string* range_end) {
+  if (args.empty() || args.size() > 2) {
+    Fail(absl::StrCat(command,
+                      " takes a key and an optional range end: "
+                      "lockctl ",
+                      command, " KEY [RANGE_END]"));
+    return false;
+  }
+  *key = args[0];
+  if (args.size() == 2) *range_end = args[1];
+  if (prefix) *range_end = PrefixEnd(args[0]);
+  if (from_key) *range_end = std::string(1, '\0');
+  return true;
+}
+
+// Connects, makes one call, and prints its response as JSON or with `print`.
+template <typename Call, typename Print>
+int CallAndPrint(const Globals& g, Call&& call, Print&& print) {
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = call(**c);
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
+  } else {
+    print(*r);
+  }
+  return 0;
+}
+
 struct GetPrint {
   bool keys_only = false;
   bool value_only = false;
@@ -128,16 +161,10 @@ bool BuildGet(const Args& in, etcdserverpb::RangeRequest* req,
   fs.String("order", &order, "ASCEND or DESCEND.");
   Args args;
   if (!ParseCommandFlags(fs, in, &args)) return false;
-  if (args.empty() || args.size() > 2) {
-    Fail(
-        "get takes a key and an optional range end: lockctl get KEY "
-        "[RANGE_END]");
+  if (!KeyRange("get", args, prefix, from_key, req->mutable_key(),
+                req->mutable_range_end())) {
     return false;
   }
-  req->set_key(args[0]);
-  if (args.size() == 2) req->set_range_end(args[1]);
-  if (prefix) req->set_range_end(PrefixEnd(args[0]));
-  if (from_key) req->set_range_end(std::string(1, '\0'));
   req->set_revision(rev);
   req->set_limit(limit);
   req->set_keys_only(print->keys_only);
@@ -186,16 +213,9 @@ int Get(const Globals& g, const Args& in) {
   etcdserverpb::RangeRequest req;
   GetPrint print;
   if (!BuildGet(in, &req, &print)) return 1;
-  auto c = Connect(g);
-  if (!c.ok()) return FailStatus(c.status());
-  auto r = (*c)->Range(req);
-  if (!r.ok()) return FailStatus(r.status());
-  if (g.write_out == "json") {
-    std::printf("%s\n", ToJson(*r).c_str());
-  } else {
-    PrintGet(*r, print);
-  }
-  return 0;
+  return CallAndPrint(
+      g, [&](client::Client& c) { return c.Range(req); },
+      [&](const etcdserverpb::RangeResponse& r) { PrintGet(r, print); });
 }
 
 bool BuildPut(const Args& in, etcdserverpb::PutRequest* req) {
@@ -239,16 +259,8 @@ void PrintPut(const etcdserverpb::PutResponse& r) {
 int Put(const Globals& g, const Args& in) {
   etcdserverpb::PutRequest req;
   if (!BuildPut(in, &req)) return 1;
-  auto c = Connect(g);
-  if (!c.ok()) return FailStatus(c.status());
-  auto r = (*c)->Put(req);
-  if (!r.ok()) return FailStatus(r.status());
-  if (g.write_out == "json") {
-    std::printf("%s\n", ToJson(*r).c_str());
-  } else {
-    PrintPut(*r);
-  }
-  return 0;
+  return CallAndPrint(
+      g, [&](client::Client& c) { return c.Put(req); }, PrintPut);
 }
 
 bool BuildDel(const Args& in, etcdserverpb::DeleteRangeRequest* req) {
@@ -259,16 +271,10 @@ bool BuildDel(const Args& in, etcdserverpb::DeleteRangeRequest* req) {
   fs.Bool("prev-kv", &prev_kv, "Return the deleted key-value pairs.");
   Args args;
   if (!ParseCommandFlags(fs, in, &args)) return false;
-  if (args.empty() || args.size() > 2) {
-    Fail(
-        "del takes a key and an optional range end: lockctl del KEY "
-        "[RANGE_END]");
+  if (!KeyRange("del", args, prefix, from_key, req->mutable_key(),
+                req->mutable_range_end())) {
     return false;
   }
-  req->set_key(args[0]);
-  if (args.size() == 2) req->set_range_end(args[1]);
-  if (prefix) req->set_range_end(PrefixEnd(args[0]));
-  if (from_key) req->set_range_end(std::string(1, '\0'));
   req->set_prev_kv(prev_kv);
   return true;
 }
@@ -283,16 +289,8 @@ void PrintDel(const etcdserverpb::DeleteRangeResponse& r) {
 int Del(const Globals& g, const Args& in) {
   etcdserverpb::DeleteRangeRequest req;
   if (!BuildDel(in, &req)) return 1;
-  auto c = Connect(g);
-  if (!c.ok()) return FailStatus(c.status());
-  auto r = (*c)->DeleteRange(req);
-  if (!r.ok()) return FailStatus(r.status());
-  if (g.write_out == "json") {
-    std::printf("%s\n", ToJson(*r).c_str());
-  } else {
-    PrintDel(*r);
-  }
-  return 0;
+  return CallAndPrint(
+      g, [&](client::Client& c) { return c.DeleteRange(req); }, PrintDel);
 }
 
 // Splits a line into words; double quotes group words and may contain
