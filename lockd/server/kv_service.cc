@@ -86,7 +86,13 @@ grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
   // During an election, wait for its outcome as etcd does, rather than
   // failing the call.
   (void)node_->WaitForLeader(deadline);
-  if (!node_->is_leader()) {
+  // Forwarding can race with a leader change: the member we believe leads
+  // may have just handed over. It then refuses the write before proposing
+  // it ("leader changed" / "no leader"), so trying the new leader cannot
+  // apply it twice. Anything else, including a timeout after proposing, is
+  // returned as it is.
+  constexpr int kMaxForwards = 5;
+  for (int attempt = 1; !node_->is_leader(); ++attempt) {
     uint64_t leader = node_->leader();
     if (leader == 0 || Forwarded(ctx)) return NotLeader(leader);
     std::shared_ptr<grpc::Channel> channel = LeaderChannel(leader);
@@ -94,7 +100,19 @@ grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
     grpc::ClientContext fwd;
     fwd.set_deadline(absl::ToChronoTime(deadline));
     fwd.AddMetadata(kForwardedKey, "1");
-    return forward(channel, &fwd);
+    grpc::Status st = forward(channel, &fwd);
+    const bool refused_before_proposing =
+        st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+        (st.error_message() == "etcdserver: leader changed" ||
+         st.error_message() == "etcdserver: no leader");
+    if (!refused_before_proposing || attempt == kMaxForwards ||
+        absl::Now() >= deadline) {
+      return st;
+    }
+    // The new leader's first heartbeat tells us who it is.
+    (void)node_->WaitForLeaderChange(
+        std::min(deadline, absl::Now() + absl::Milliseconds(500)));
+    (void)node_->WaitForLeader(deadline);
   }
 
   uint64_t id = next_id_.fetch_add(1);
