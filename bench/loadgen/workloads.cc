@@ -624,37 +624,36 @@ void RevokeLeases(const Env& env, const std::vector<int64_t>& ids) {
 // ---------------------------------------------------------------------------
 // Workloads.
 
-absl::Status RunPut(const Env& env, Result* r) {
+// One op per client, all issuing `kind` requests for the measured phase.
+template <typename MakeOp>
+absl::Status RunClients(const Env& env, const std::string& kind, Result* r,
+                        MakeOp&& make_op) {
   std::vector<std::unique_ptr<ClientOp>> ops;
   for (uint64_t i = 0; i < env.config.clients; ++i) {
-    ops.push_back(std::make_unique<PutOp>(env, i, false));
+    ops.push_back(make_op(i));
   }
   Phase phase(env.config);
-  RunUnary(env, ops, {"put"}, r);
+  RunUnary(env, ops, {kind}, r);
   phase.End(r);
   return absl::OkStatus();
+}
+
+absl::Status RunPut(const Env& env, Result* r) {
+  return RunClients(env, "put", r, [&](uint64_t i) {
+    return std::make_unique<PutOp>(env, i, false);
+  });
 }
 
 absl::Status RunRange(const Env& env, Result* r) {
-  std::vector<std::unique_ptr<ClientOp>> ops;
-  for (uint64_t i = 0; i < env.config.clients; ++i) {
-    ops.push_back(std::make_unique<RangeOp>(env, i));
-  }
-  Phase phase(env.config);
-  RunUnary(env, ops, {"range"}, r);
-  phase.End(r);
-  return absl::OkStatus();
+  return RunClients(env, "range", r, [&](uint64_t i) {
+    return std::make_unique<RangeOp>(env, i);
+  });
 }
 
 absl::Status RunTxnPut(const Env& env, Result* r) {
-  std::vector<std::unique_ptr<ClientOp>> ops;
-  for (uint64_t i = 0; i < env.config.clients; ++i) {
-    ops.push_back(std::make_unique<TxnPutOp>(env, i));
-  }
-  Phase phase(env.config);
-  RunUnary(env, ops, {"txn-put"}, r);
-  phase.End(r);
-  return absl::OkStatus();
+  return RunClients(env, "txn-put", r, [&](uint64_t i) {
+    return std::make_unique<TxnPutOp>(env, i);
+  });
 }
 
 absl::Status RunLeaseKeepAlive(const Env& env, Result* r) {

@@ -245,6 +245,18 @@ absl::Status ScanRange(const Families& f, KvReader& reader,
   return absl::OkStatus();
 }
 
+// The current and compact revisions as of the reader's snapshot, so that
+// they agree with the data read through it.
+void ReadRevisions(KvReader& reader, rocksdb::ColumnFamilyHandle* meta,
+                   uint64_t* current, uint64_t* compacted) {
+  for (auto [key, out] :
+       {std::pair<const char*, uint64_t*>{kMetaRevision, current},
+        {kMetaCompactRevision, compacted}}) {
+    absl::StatusOr<std::string> v = reader.Get(meta, key);
+    if (v.ok() && v->size() == 8) *out = ReadBigEndian64(*v);
+  }
+}
+
 template <typename Key>
 void StableSortBy(std::vector<mvccpb::KeyValue>& kvs, bool descend, Key key) {
   std::stable_sort(kvs.begin(), kvs.end(),
@@ -494,12 +506,7 @@ absl::Status MvccStore::Range(const etcdserverpb::RangeRequest& req,
   SnapshotReader reader(db_);
   // The revision and the data come from the same snapshot.
   uint64_t current = 1, compacted = 0;
-  for (auto [key, out] :
-       {std::pair<const char*, uint64_t*>{kMetaRevision, &current},
-        {kMetaCompactRevision, &compacted}}) {
-    absl::StatusOr<std::string> v = reader.Get(meta_cf_, key);
-    if (v.ok() && v->size() == 8) *out = ReadBigEndian64(*v);
-  }
+  ReadRevisions(reader, meta_cf_, &current, &compacted);
   Families f{history_cf_, index_cf_, latest_cf_, lease_cf_};
   absl::Status s = DoRange(f, reader, static_cast<int64_t>(current),
                            static_cast<int64_t>(compacted), req, resp);
@@ -551,12 +558,7 @@ absl::StatusOr<MvccStore::HashResult> MvccStore::HashKV(
     int64_t revision) const {
   SnapshotReader reader(db_);
   uint64_t current = 1, compacted = 0;
-  for (auto [key, out] :
-       {std::pair<const char*, uint64_t*>{kMetaRevision, &current},
-        {kMetaCompactRevision, &compacted}}) {
-    absl::StatusOr<std::string> v = reader.Get(meta_cf_, key);
-    if (v.ok() && v->size() == 8) *out = ReadBigEndian64(*v);
-  }
+  ReadRevisions(reader, meta_cf_, &current, &compacted);
   HashResult result;
   result.revision = revision <= 0 ? static_cast<int64_t>(current) : revision;
   result.compact_revision = static_cast<int64_t>(compacted);

@@ -77,6 +77,9 @@ class KvService final : public etcdserverpb::KV::Service {
   KvStateMachine* state_machine_;
   absl::Mutex* compaction_mu_;
   std::atomic<uint64_t> next_id_;
+  // The store's size as the quota check last read it, and when.
+  std::atomic<uint64_t> size_bytes_{0};
+  std::atomic<int64_t> size_checked_ns_{0};
   absl::Mutex stubs_mu_;
   std::map<uint64_t, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(stubs_mu_);
