@@ -56,11 +56,23 @@ absl::Status ProbeBind(const Url& url) {
   return status;
 }
 
+constexpr int kIdleServerThreadsMax = 512;
+
 void ConfigureBuilder(grpc::ServerBuilder& builder,
                       const ServerConfig& config) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes) +
                                    kGrpcOverheadBytes);
   builder.SetMaxSendMessageSize(INT32_MAX);
+  // The sync server runs each call on a thread that blocks until the write
+  // commits. With gRPC's default of at most 2 idle polling threads, every
+  // finished call's thread exits and the next call spawns a new one; under
+  // hundreds of concurrent writes that thread churn cost more CPU than the
+  // writes. Keep enough idle threads to cover a burst.
+  builder.SetSyncServerOption(
+      grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 4);
+  builder.SetSyncServerOption(
+      grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+      kIdleServerThreadsMax);
   // Let clients ping every 5 s (etcd's --grpc-keepalive-min-time) even
   // without calls in flight, so their keepalives detect dead members.
   builder.AddChannelArgument(
