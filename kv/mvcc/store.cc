@@ -7,6 +7,7 @@
 //            "compact_revision" -> u64: revisions below it are unreadable
 //            "compact_done"     -> u64: history below it is physically gone
 //            "alarms"           -> etcdserverpb.AlarmResponse (alarms only)
+//            "record/" name     -> bytes of a layer above (PutRecord)
 //   history  main:u64 sub:u64   -> flag:1 ('p' put | 't' tombstone)
 //                                  mvccpb.KeyValue (a tombstone has only key
 //                                  and mod_revision)
@@ -48,6 +49,7 @@ constexpr char kMetaRevision[] = "revision";
 constexpr char kMetaCompactRevision[] = "compact_revision";
 constexpr char kMetaCompactDone[] = "compact_done";
 constexpr char kMetaAlarms[] = "alarms";
+constexpr char kMetaRecordPrefix[] = "record/";
 
 constexpr char kPutFlag = 'p';
 constexpr char kTombstoneFlag = 't';
@@ -1068,6 +1070,20 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
   });
   if (!s.ok()) return s;
   return deleted;
+}
+
+void ApplyBatch::PutRecord(const std::string& name, const std::string& value) {
+  impl_->batch.Put(store_->meta_cf_, kMetaRecordPrefix + name, value);
+}
+
+absl::StatusOr<std::string> MvccStore::GetRecord(
+    const std::string& name) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_,
+                               kMetaRecordPrefix + name, &value);
+  if (s.IsNotFound()) return absl::NotFoundError("no record " + name);
+  if (!s.ok()) return FromRocks(s, "record");
+  return value;
 }
 
 std::vector<mvccpb::Event> ApplyBatch::TakeEvents() {

@@ -127,6 +127,11 @@ class MvccStore {
   // Active alarms (replicated state: raised and cleared through the log).
   std::vector<etcdserverpb::AlarmMember> Alarms() const;
 
+  // A small record of a layer above (e.g. the cluster's member table), kept
+  // with the data so it is replicated, snapshotted and restored with it.
+  // Written through ApplyBatch::PutRecord. Errors: kNotFound, kInternal.
+  absl::StatusOr<std::string> GetRecord(const std::string& name) const;
+
   int64_t revision() const { return revision_.load(); }
   int64_t compact_revision() const { return compact_revision_.load(); }
   uint64_t applied_index() const { return applied_index_.load(); }
@@ -188,6 +193,9 @@ class ApplyBatch {
   // can free space.
   absl::Status Alarm(const etcdserverpb::AlarmRequest& req,
                      etcdserverpb::AlarmResponse* resp);
+
+  // Writes a record (see MvccStore::GetRecord) in this batch's atomic write.
+  void PutRecord(const std::string& name, const std::string& value);
 
   // Deletes every key attached to `lease_id` in one revision (lease revoke
   // and expiry). Returns the number deleted.

@@ -338,6 +338,28 @@ TEST_F(StoreTest, Commit_AppliedIndexSurvivesReopenUncommittedDoesNot) {
   EXPECT_EQ(Range("a").kvs(0).value(), "1");
 }
 
+TEST_F(StoreTest, PutRecord_CommittedWithTheBatchAndSurvivesReopen) {
+  EXPECT_TRUE(absl::IsNotFound(store_->GetRecord("members").status()));
+  {
+    auto b = store_->BeginApply(&leases_);
+    b->PutRecord("members", "v1");
+    // Not visible before Commit, and gone if the batch is dropped.
+  }
+  EXPECT_TRUE(absl::IsNotFound(store_->GetRecord("members").status()));
+  auto b = store_->BeginApply(&leases_);
+  b->PutRecord("members", "v2");
+  ASSERT_TRUE(b->Commit(++index_).ok());
+  b.reset();
+  Reopen();
+  absl::StatusOr<std::string> got = store_->GetRecord("members");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "v2");
+  EXPECT_EQ(store_->applied_index(), index_);
+  // Records do not show up as keys or revisions.
+  EXPECT_EQ(store_->revision(), 1);
+  EXPECT_EQ(Range("\0", "\xff").kvs_size(), 0);
+}
+
 TEST_F(StoreTest, HashKV_SameHistorySameHashWhateverPhysicalCompaction) {
   std::string other_dir = dir_ + "-twin";
   auto twin_or = MvccStore::Open(other_dir);
