@@ -235,7 +235,8 @@ NodeStatus RawNode::GetStatus() const {
 }
 
 absl::StatusOr<BootstrapImage> MakeBootstrapImage(
-    std::vector<uint64_t> voters) {
+    std::vector<uint64_t> voters,
+    const std::map<uint64_t, std::string>& contexts) {
   if (voters.empty()) return absl::InvalidArgumentError("no voters");
   std::sort(voters.begin(), voters.end());
   voters.erase(std::unique(voters.begin(), voters.end()), voters.end());
@@ -244,6 +245,9 @@ absl::StatusOr<BootstrapImage> MakeBootstrapImage(
   for (size_t i = 0; i < voters.size(); ++i) {
     ConfChange cc;
     cc.changes.push_back({ConfChangeType::kAddNode, voters[i]});
+    if (auto it = contexts.find(voters[i]); it != contexts.end()) {
+      cc.context = it->second;
+    }
     Entry e;
     e.term = 1;
     e.index = i + 1;

@@ -16,6 +16,7 @@
 #define LOCKD_RAFT_CORE_RAW_NODE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -194,13 +195,17 @@ class RawNode {
 // ConfState plus one AddNode conf change entry per voter at term 1, all
 // committed. Replaying the entries rebuilds the configuration, so nodes
 // added later learn the initial membership from the log. Errors:
-// kInvalidArgument for an empty voter set.
+// kInvalidArgument for an empty voter set. `contexts` optionally gives each
+// voter's conf change its context (e.g. the member's name and URLs, so every
+// member, including ones that join later and replay the log, learns them).
 struct BootstrapImage {
   ConfState conf_state;
   std::vector<Entry> entries;
   HardState hard_state;
 };
-absl::StatusOr<BootstrapImage> MakeBootstrapImage(std::vector<uint64_t> voters);
+absl::StatusOr<BootstrapImage> MakeBootstrapImage(
+    std::vector<uint64_t> voters,
+    const std::map<uint64_t, std::string>& contexts = {});
 
 // Writes the initial state of a brand-new cluster member into `storage`:
 // the voter set as a ConfState plus one AddNode conf change entry per voter

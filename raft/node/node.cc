@@ -12,8 +12,10 @@ namespace {
 
 // Writes a brand-new member's log: the same image BootstrapStorage gives
 // MemoryStorage.
-absl::Status Bootstrap(DiskStorage* storage, std::vector<uint64_t> voters) {
-  absl::StatusOr<BootstrapImage> image = MakeBootstrapImage(std::move(voters));
+absl::Status Bootstrap(DiskStorage* storage, std::vector<uint64_t> voters,
+                       const std::map<uint64_t, std::string>& contexts) {
+  absl::StatusOr<BootstrapImage> image =
+      MakeBootstrapImage(std::move(voters), contexts);
   if (!image.ok()) return image.status();
   if (absl::Status s = storage->SetInitialConfState(image->conf_state);
       !s.ok()) {
@@ -31,14 +33,15 @@ absl::StatusOr<std::unique_ptr<RaftNode>> RaftNode::Create(
   HardState hs;
   ConfState cs;
   if (absl::Status s = storage->InitialState(&hs, &cs); !s.ok()) return s;
-  if (storage->LastIndex() == 0 && hs.IsEmpty()) {
+  if (storage->LastIndex() == 0 && hs.IsEmpty() && !options.join_existing) {
     if (options.bootstrap_voters.empty()) {
       return absl::FailedPreconditionError(
           "the raft log is empty and there is no initial cluster to "
           "bootstrap: start a new cluster with --initial-cluster-state=new, "
           "or add this member to an existing cluster first");
     }
-    if (absl::Status s = Bootstrap(storage, options.bootstrap_voters);
+    if (absl::Status s = Bootstrap(storage, options.bootstrap_voters,
+                                   options.bootstrap_contexts);
         !s.ok()) {
       return s;
     }
@@ -143,6 +146,25 @@ absl::Status RaftNode::Propose(std::string data, absl::Time deadline) {
   return Call(std::move(in), deadline).status();
 }
 
+absl::Status RaftNode::ProposeConfChange(const ConfChange& cc,
+                                         absl::Time deadline) {
+  Input in;
+  in.kind = Input::kConfChange;
+  in.conf_change = cc;
+  return Call(std::move(in), deadline).status();
+}
+
+absl::StatusOr<NodeStatus> RaftNode::Status(absl::Time deadline) {
+  Input in;
+  in.kind = Input::kStatus;
+  auto out = std::make_shared<NodeStatus>();
+  in.status_out = out;
+  if (absl::Status s = Call(std::move(in), deadline).status(); !s.ok()) {
+    return s;
+  }
+  return *out;
+}
+
 absl::Status RaftNode::ReadBarrier(absl::Time deadline) {
   Input in;
   in.kind = Input::kRead;
@@ -240,6 +262,13 @@ void RaftNode::HandleInput(Input& in) {
     case Input::kTransfer:
       in.done(raw_->TransferLeadership(in.target), 0);
       break;
+    case Input::kConfChange:
+      in.done(raw_->ProposeConfChange(in.conf_change), 0);
+      break;
+    case Input::kStatus:
+      *in.status_out = raw_->GetStatus();
+      in.done(absl::OkStatus(), 0);
+      break;
   }
 }
 
@@ -286,7 +315,7 @@ bool RaftNode::HandleReady(Ready rd) {
     return false;
   }
   if (!rd.committed_entries.empty()) {
-    for (const Entry& e : rd.committed_entries) {
+    for (Entry& e : rd.committed_entries) {
       if (e.type != EntryType::kConfChange) continue;
       absl::StatusOr<ConfChange> cc = DecodeConfChange(e.data);
       if (!cc.ok()) {
@@ -298,6 +327,9 @@ bool RaftNode::HandleReady(Ready rd) {
       if (!cs.ok()) {
         Logf(LogLevel::kWarning, "raft", "conf change at %d rejected: %s",
              e.index, std::string(cs.status().message()));
+        // Every member rejects it alike; the state machine sees no change.
+        e.type = EntryType::kNormal;
+        e.data.clear();
       }
     }
     if (absl::Status as = state_machine_->Apply(rd.committed_entries);

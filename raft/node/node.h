@@ -45,7 +45,8 @@ class StateMachine {
   virtual uint64_t AppliedIndex() const = 0;
   // Applies committed entries in index order. Conf-change entries are
   // included (the node has already applied them to the core) so the state
-  // machine's applied index covers every entry. An error means the state
+  // machine's applied index covers every entry; one the core rejected
+  // arrives as an empty normal entry. An error means the state
   // machine's storage failed: the process aborts (continuing could
   // acknowledge writes that were never stored).
   virtual absl::Status Apply(const std::vector<Entry>& entries) = 0;
@@ -68,6 +69,12 @@ struct NodeOptions {
   // A new cluster's voters: when the log is empty, it is bootstrapped with
   // them. Empty for a member joining an existing cluster.
   std::vector<uint64_t> bootstrap_voters;
+  // Context of each bootstrap voter's conf change entry (see
+  // MakeBootstrapImage).
+  std::map<uint64_t, std::string> bootstrap_contexts;
+  // A member added to a running cluster: it starts with an empty log and
+  // configuration and learns both from the leader.
+  bool join_existing = false;
 };
 
 class RaftNode final : public MessageHandler {
@@ -106,6 +113,14 @@ class RaftNode final : public MessageHandler {
   // Waits until the applied index reaches `index`.
   absl::Status WaitApplied(uint64_t index, absl::Time deadline);
 
+  // Proposes a membership change (leader only). OK means appended; the
+  // change takes effect when the entry is applied. Errors as Propose.
+  absl::Status ProposeConfChange(const ConfChange& cc, absl::Time deadline);
+
+  // The core's status, including (on the leader) every peer's replication
+  // progress. Errors: kUnavailable (stopped), kDeadlineExceeded.
+  absl::StatusOr<NodeStatus> Status(absl::Time deadline);
+
   // Asks the leader to hand leadership to `transferee`.
   absl::Status TransferLeadership(uint64_t transferee, absl::Time deadline);
 
@@ -122,9 +137,19 @@ class RaftNode final : public MessageHandler {
 
  private:
   struct Input {
-    enum Kind { kMessage, kPropose, kRead, kTransfer } kind;
+    enum Kind {
+      kMessage,
+      kPropose,
+      kRead,
+      kTransfer,
+      kConfChange,
+      kStatus
+    } kind;
     Message message;
     std::string data;
+    ConfChange conf_change;
+    // Where kStatus puts the status before calling done.
+    std::shared_ptr<NodeStatus> status_out;
     uint64_t target = 0;
     // Completion for kPropose/kTransfer (status) and kRead (status + index).
     std::function<void(absl::Status, uint64_t)> done;
