@@ -127,16 +127,17 @@ int Main(int argc, char** argv) {
 
   Logf(LogLevel::kInfo, "lockd", "lockd %s (etcd API %s) starting",
        kLockdVersion, kEtcdApiVersion);
-  Logf(LogLevel::kInfo, "lockd",
-       "name=%s data-dir=%s member-id=%016x cluster-id=%016x members=%d",
-       config.name, config.data_dir, config.member_id, config.cluster_id,
-       static_cast<int>(config.members.size()));
-
   Server server(config);
   if (absl::Status s = server.Start(); !s.ok()) {
     Logf(LogLevel::kError, "lockd", "%s", std::string(s.message()));
     return 1;
   }
+  // The IDs are known only now: a restarted member reads them from its data
+  // directory, a joining one learns them from the cluster.
+  Logf(LogLevel::kInfo, "lockd",
+       "name=%s data-dir=%s member-id=%016x cluster-id=%016x",
+       server.config().name, server.config().data_dir,
+       server.config().member_id, server.config().cluster_id);
 
   int sig = 0;
   sigwait(&stop_signals, &sig);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kv/mvcc/errors.h"
@@ -47,12 +48,13 @@ grpc::Status NotLeader(uint64_t leader) {
 
 KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
                      kv::MvccStore* store, KvStateMachine* state_machine,
-                     absl::Mutex* compaction_mu)
+                     absl::Mutex* compaction_mu, const Membership* membership)
     : config_(config),
       node_(node),
       store_(store),
       state_machine_(state_machine),
       compaction_mu_(compaction_mu),
+      membership_(membership),
       // Ids only need to be unique among this member's waiting requests;
       // a random start keeps a restarted member from reusing live ones.
       next_id_(std::random_device{}() |
@@ -66,22 +68,53 @@ void KvService::FillHeader(etcdserverpb::ResponseHeader* h) const {
 }
 
 std::shared_ptr<grpc::Channel> KvService::LeaderChannel(uint64_t leader) {
-  absl::MutexLock lock(&stubs_mu_);
-  auto it = channels_.find(leader);
-  if (it != channels_.end()) return it->second;
-  for (const MemberConfig& m : config_->members) {
-    if (m.id != leader || m.peer_urls.empty()) continue;
-    auto channel = grpc::CreateChannel(m.peer_urls[0].HostPort(),
-                                       grpc::InsecureChannelCredentials());
-    channels_[leader] = channel;
-    return channel;
+  std::string address;
+  if (std::optional<etcdserverpb::Member> m = membership_->Find(leader);
+      m.has_value() && m->peerurls_size() > 0) {
+    absl::StatusOr<Url> url = ParseUrl(m->peerurls(0));
+    if (url.ok()) address = url->HostPort();
   }
-  return nullptr;
+  if (address.empty()) {
+    // Before this member has applied the member table (e.g. while a joining
+    // member replays the log), the static configuration knows the bootstrap
+    // members.
+    for (const MemberConfig& m : config_->members) {
+      if (m.id == leader && !m.peer_urls.empty()) {
+        address = m.peer_urls[0].HostPort();
+      }
+    }
+  }
+  if (address.empty()) return nullptr;
+  absl::MutexLock lock(&stubs_mu_);
+  std::shared_ptr<grpc::Channel>& channel = channels_[address];
+  if (channel == nullptr) {
+    channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  }
+  return channel;
 }
 
 grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
                                   internal::Request req, ApplyResult* result,
                                   const Forward& forward) {
+  return ReplicateWith(
+      ctx,
+      [&](uint64_t id, absl::Time deadline) -> absl::Status {
+        req.set_version(1);
+        req.set_origin_member(config_->member_id);
+        req.set_id(id);
+        std::string data = req.SerializeAsString();
+        if (data.size() > config_->max_request_bytes) {
+          return absl::InvalidArgumentError("etcdserver: request is too large");
+        }
+        return node_->Propose(std::move(data), deadline);
+      },
+      result, forward);
+}
+
+grpc::Status KvService::ReplicateWith(grpc::ServerContext* ctx,
+                                      const Proposer& propose,
+                                      ApplyResult* result,
+                                      const Forward& forward) {
   absl::Time deadline = Deadline(ctx);
   // During an election, wait for its outcome as etcd does, rather than
   // failing the call.
@@ -116,15 +149,6 @@ grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
   }
 
   uint64_t id = next_id_.fetch_add(1);
-  req.set_version(1);
-  req.set_origin_member(config_->member_id);
-  req.set_id(id);
-  std::string data = req.SerializeAsString();
-  if (data.size() > config_->max_request_bytes) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "etcdserver: request is too large");
-  }
-
   struct Wait {
     absl::Mutex mu;
     bool done ABSL_GUARDED_BY(mu) = false;
@@ -136,10 +160,14 @@ grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
     wait->result = std::move(r);
     wait->done = true;
   });
-  absl::Status s = node_->Propose(std::move(data), deadline);
+  absl::Status s = propose(id, deadline);
   if (!s.ok()) {
     state_machine_->Cancel(id);
-    if (absl::IsUnavailable(s)) return NotLeader(node_->leader());
+    // The node's own refusals name no etcd error; a proposer's checks do.
+    if (absl::IsUnavailable(s) &&
+        !absl::StartsWith(s.message(), "etcdserver: ")) {
+      return NotLeader(node_->leader());
+    }
     if (absl::IsDeadlineExceeded(s)) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "etcdserver: request timed out");

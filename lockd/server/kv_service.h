@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -19,15 +20,17 @@
 #include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
 #include "lockd/server/kv_state_machine.h"
+#include "lockd/server/membership.h"
 #include "raft/node/node.h"
 
 namespace lockd {
 
 class KvService final : public etcdserverpb::KV::Service {
  public:
+  // `membership` tells where the leader's peer port is.
   KvService(const ServerConfig* config, raft::RaftNode* node,
             kv::MvccStore* store, KvStateMachine* state_machine,
-            absl::Mutex* compaction_mu);
+            absl::Mutex* compaction_mu, const Membership* membership);
 
   grpc::Status Range(grpc::ServerContext* ctx,
                      const etcdserverpb::RangeRequest* req,
@@ -51,13 +54,21 @@ class KvService final : public etcdserverpb::KV::Service {
                      const etcdserverpb::AlarmRequest* req,
                      etcdserverpb::AlarmResponse* resp);
 
- private:
   // Replicates `req` and waits for its result (on the leader), or forwards
-  // the original call to the leader via `forward`.
+  // the original call to the leader's peer port via `forward`.
   using Forward = std::function<grpc::Status(
       const std::shared_ptr<grpc::Channel>&, grpc::ClientContext*)>;
   grpc::Status Replicate(grpc::ServerContext* ctx, internal::Request req,
                          ApplyResult* result, const Forward& forward);
+  // As Replicate, for anything proposed another way: on the leader,
+  // `propose(id, deadline)` proposes an entry whose applied result answers
+  // waiter `id` (see KvStateMachine::Register); it may refuse with its own
+  // error, which is returned as it is.
+  using Proposer = std::function<absl::Status(uint64_t id, absl::Time)>;
+  grpc::Status ReplicateWith(grpc::ServerContext* ctx, const Proposer& propose,
+                             ApplyResult* result, const Forward& forward);
+
+ private:
   // Over the space quota: raises the NOSPACE alarm (once) and says so.
   bool OverQuota(grpc::ServerContext* ctx, size_t request_bytes);
   // A write's common path: wrap it as a log command, replicate (or forward
@@ -76,12 +87,14 @@ class KvService final : public etcdserverpb::KV::Service {
   kv::MvccStore* store_;
   KvStateMachine* state_machine_;
   absl::Mutex* compaction_mu_;
+  const Membership* membership_;
   std::atomic<uint64_t> next_id_;
   // The store's size as the quota check last read it, and when.
   std::atomic<uint64_t> size_bytes_{0};
   std::atomic<int64_t> size_checked_ns_{0};
   absl::Mutex stubs_mu_;
-  std::map<uint64_t, std::shared_ptr<grpc::Channel>> channels_
+  // By peer address ("host:port").
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(stubs_mu_);
 };
 

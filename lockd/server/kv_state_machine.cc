@@ -1,5 +1,6 @@
 #include "lockd/server/kv_state_machine.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -27,8 +28,34 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   // Results are handed to waiters only after the batch is durable in the
   // store (so a client never sees a write a reader on this member can't).
   std::vector<std::pair<uint64_t, ApplyResult>> mine;
+  MemberList table;
+  bool table_changed = false;
+  if (membership_ != nullptr) table = membership_->Members();
   for (const raft::Entry& e : entries) {
     if (e.index <= already) continue;
+    if (e.type == raft::EntryType::kConfChange) {
+      // The node applied it to raft already (a change raft rejected reaches
+      // us as an empty normal entry).
+      absl::StatusOr<raft::ConfChange> cc = raft::DecodeConfChange(e.data);
+      internal::MemberChange context;
+      if (!cc.ok() ||
+          (!cc->context.empty() && !context.ParseFromString(cc->context))) {
+        Logf(LogLevel::kError, "apply",
+             "conf change entry %d has a context this lockd cannot read; "
+             "the member table skips it",
+             e.index);
+        continue;
+      }
+      if (membership_ == nullptr) continue;
+      ApplyConfChangeToTable(*cc, context, &table);
+      table_changed = true;
+      if (context.origin_member() == member_id_ && context.id() != 0) {
+        ApplyResult r;
+        r.members = table;
+        mine.emplace_back(context.id(), std::move(r));
+      }
+      continue;
+    }
     if (e.type != raft::EntryType::kNormal || e.data.empty()) continue;
     internal::Request req;
     if (!req.ParseFromString(e.data) || req.version() != 1) {
@@ -56,6 +83,26 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
       case internal::Request::kAlarm:
         r.status = batch->Alarm(req.alarm(), &r.alarm);
         break;
+      case internal::Request::kMemberUpdate:
+      case internal::Request::kMemberAttributes: {
+        const uint64_t id = req.has_member_update()
+                                ? req.member_update().id()
+                                : req.member_attributes().id();
+        auto it = std::find_if(table.begin(), table.end(),
+                               [id](const auto& m) { return m.id() == id; });
+        if (it == table.end()) {
+          r.status = absl::NotFoundError("etcdserver: member not found");
+        } else if (req.has_member_update()) {
+          it->mutable_peerurls()->CopyFrom(req.member_update().peerurls());
+        } else {
+          it->set_name(req.member_attributes().name());
+          it->mutable_clienturls()->CopyFrom(
+              req.member_attributes().clienturls());
+        }
+        if (r.status.ok()) table_changed = true;
+        r.members = table;
+        break;
+      }
       default:
         r.status = absl::InvalidArgumentError("empty command");
         break;
@@ -64,7 +111,11 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
       mine.emplace_back(req.id(), std::move(r));
     }
   }
+  if (table_changed) batch->PutRecord(kMembersRecord, EncodeMemberTable(table));
   if (absl::Status s = batch->Commit(entries.back().index); !s.ok()) return s;
+  if (table_changed && membership_ != nullptr) {
+    membership_->Replace(std::move(table));
+  }
   for (auto& [id, result] : mine) {
     std::function<void(ApplyResult)> done;
     {

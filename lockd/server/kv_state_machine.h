@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/mvcc/store.h"
+#include "lockd/server/membership.h"
 #include "lockdpb/internal.pb.h"
 #include "raft/node/node.h"
 
@@ -31,12 +32,17 @@ struct ApplyResult {
   etcdserverpb::TxnResponse txn;
   etcdserverpb::CompactionResponse compaction;
   etcdserverpb::AlarmResponse alarm;
+  // Membership changes: the member table after the change.
+  MemberList members;
 };
 
 class KvStateMachine final : public raft::StateMachine {
  public:
-  KvStateMachine(uint64_t member_id, kv::MvccStore* store)
-      : member_id_(member_id), store_(store) {}
+  // `membership` (may be null in tests of the KV path alone) is kept in step
+  // with applied membership entries.
+  KvStateMachine(uint64_t member_id, kv::MvccStore* store,
+                 Membership* membership = nullptr)
+      : member_id_(member_id), store_(store), membership_(membership) {}
 
   // raft::StateMachine.
   uint64_t AppliedIndex() const override { return store_->applied_index(); }
@@ -51,6 +57,7 @@ class KvStateMachine final : public raft::StateMachine {
  private:
   const uint64_t member_id_;
   kv::MvccStore* store_;
+  Membership* membership_;
   absl::Mutex mu_;
   std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
       ABSL_GUARDED_BY(mu_);

@@ -8,11 +8,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "lockd/util/log.h"
 
 namespace lockd {
@@ -58,6 +62,9 @@ absl::Status ProbeBind(const Url& url) {
 
 constexpr int kIdleServerThreadsMax = 512;
 
+// How long a removed member still gets raft traffic (see UpdatePeers).
+constexpr absl::Duration kRemovedPeerGrace = absl::Seconds(30);
+
 void ConfigureBuilder(grpc::ServerBuilder& builder,
                       const ServerConfig& config) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes) +
@@ -89,7 +96,8 @@ Server::Server(ServerConfig config)
     : config_(std::move(config)),
       maintenance_(&config_),
       peer_maintenance_(&config_),
-      cluster_(&config_) {}
+      cluster_(&config_),
+      peer_cluster_(&config_) {}
 
 Server::~Server() {
   Shutdown(absl::ZeroDuration());
@@ -103,6 +111,10 @@ absl::Status Server::OpenStorage() {
     if (absl::Status s = PrepareDataDir(dir); !s.ok()) return s;
   }
   bool restarted = false;
+  if (config_.initial_cluster_state == "existing" &&
+      access((member_dir + "/identity").c_str(), F_OK) != 0) {
+    if (absl::Status s = JoinFromPeers(); !s.ok()) return s;
+  }
   if (absl::Status s = LoadOrStoreIdentity(member_dir, config_, &restarted);
       !s.ok()) {
     return s;
@@ -122,8 +134,9 @@ absl::Status Server::OpenStorage() {
   if (!log.ok()) return log.status();
   log_ = *std::move(log);
 
-  state_machine_ =
-      std::make_unique<KvStateMachine>(config_.member_id, store_.get());
+  if (absl::Status s = membership_.Load(*store_); !s.ok()) return s;
+  state_machine_ = std::make_unique<KvStateMachine>(config_.member_id,
+                                                    store_.get(), &membership_);
   raft::TransportOptions topts;
   topts.cluster_id = config_.cluster_id;
   topts.self_id = config_.member_id;
@@ -139,7 +152,16 @@ absl::Status Server::OpenStorage() {
   if (config_.initial_cluster_state == "new") {
     for (const MemberConfig& m : config_.members) {
       nopts.bootstrap_voters.push_back(m.id);
+      internal::MemberChange context;
+      context.set_version(1);
+      etcdserverpb::Member* member = context.mutable_member();
+      member->set_id(m.id);
+      member->set_name(m.name);
+      for (const Url& u : m.peer_urls) member->add_peerurls(u.ToString());
+      nopts.bootstrap_contexts[m.id] = context.SerializeAsString();
     }
+  } else {
+    nopts.join_existing = true;
   }
   // The node is the transport's handler; it exists only after the
   // transport, so a forwarding shim is not needed: create the node with the
@@ -150,18 +172,184 @@ absl::Status Server::OpenStorage() {
   if (!node.ok()) return node.status();
   node_ = *std::move(node);
   relay_.Attach(node_.get());
-  for (const MemberConfig& m : config_.members) {
-    if (m.id != config_.member_id && !m.peer_urls.empty()) {
-      transport_->AddPeer(m.id, m.peer_urls[0].HostPort());
+  // Peers come from the applied member table; until this member has applied
+  // one (a new member replaying the log), from the static configuration.
+  if (membership_.Known()) {
+    UpdatePeers(membership_.Members());
+  } else {
+    for (const MemberConfig& m : config_.members) {
+      if (m.id != config_.member_id && !m.peer_urls.empty()) {
+        transport_->AddPeer(m.id, m.peer_urls[0].HostPort());
+        absl::MutexLock lock(&peers_mu_);
+        peers_[m.id] = m.peer_urls[0].HostPort();
+      }
     }
   }
+  membership_.SetListener(
+      [this](const MemberList& members) { UpdatePeers(members); });
   kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
-                                    state_machine_.get(), &compaction_mu_);
+                                    state_machine_.get(), &compaction_mu_,
+                                    &membership_);
   peer_kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
-                                         state_machine_.get(), &compaction_mu_);
-  maintenance_.Attach(node_.get(), store_.get(), kv_.get());
-  peer_maintenance_.Attach(node_.get(), store_.get(), peer_kv_.get());
+                                         state_machine_.get(), &compaction_mu_,
+                                         &membership_);
+  maintenance_.Attach(node_.get(), store_.get(), kv_.get(), &membership_);
+  peer_maintenance_.Attach(node_.get(), store_.get(), peer_kv_.get(),
+                           &membership_);
+  cluster_.Attach(node_.get(), kv_.get(), &membership_);
+  peer_cluster_.Attach(node_.get(), peer_kv_.get(), &membership_);
+  peer_service_ = std::make_unique<PeerService>(&peer_cluster_);
   return absl::OkStatus();
+}
+
+absl::Status Server::JoinFromPeers() {
+  std::vector<std::string> mine;
+  for (const Url& u : config_.advertise_peer) mine.push_back(u.ToString());
+  std::sort(mine.begin(), mine.end());
+  std::string tried;
+  for (const MemberConfig& m : config_.members) {
+    if (m.name == config_.name || m.peer_urls.empty()) continue;
+    const std::string address = m.peer_urls[0].HostPort();
+    auto stub = etcdserverpb::Cluster::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
+    etcdserverpb::MemberListRequest req;
+    req.set_linearizable(true);
+    etcdserverpb::MemberListResponse resp;
+    grpc::Status st = stub->MemberList(&ctx, req, &resp);
+    if (!st.ok()) {
+      absl::StrAppend(&tried, tried.empty() ? "" : "; ", address, ": ",
+                      st.error_message());
+      continue;
+    }
+    std::vector<MemberConfig> members;
+    uint64_t self = 0;
+    for (const etcdserverpb::Member& r : resp.members()) {
+      MemberConfig mc;
+      mc.id = r.id();
+      mc.name = r.name();
+      std::vector<std::string> urls(r.peerurls().begin(), r.peerurls().end());
+      std::sort(urls.begin(), urls.end());
+      for (const std::string& u : urls) {
+        absl::StatusOr<Url> url = ParseUrl(u);
+        if (url.ok()) mc.peer_urls.push_back(*url);
+      }
+      if (urls == mine) {
+        self = r.id();
+        mc.name = config_.name;
+      }
+      members.push_back(std::move(mc));
+    }
+    if (self == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "this member's peer URLs (", absl::StrJoin(mine, ","),
+          ") are not in the cluster's member list (asked ", address,
+          "): add it first with `lockctl member add ", config_.name,
+          " --peer-urls=", absl::StrJoin(mine, ","), "`"));
+    }
+    config_.member_id = self;
+    config_.cluster_id = resp.header().cluster_id();
+    config_.members = std::move(members);
+    Logf(LogLevel::kInfo, "server",
+         "joining cluster %x as member %x (learned from %s)",
+         config_.cluster_id, config_.member_id, address);
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "cannot join the existing cluster: no member in --initial-cluster "
+      "answered (",
+      tried,
+      "); check that the cluster is running and --initial-cluster lists its "
+      "members' peer URLs"));
+}
+
+void Server::UpdatePeers(const MemberList& members) {
+  std::map<uint64_t, std::string> want;
+  for (const etcdserverpb::Member& m : members) {
+    if (m.id() == config_.member_id || m.peerurls_size() == 0) continue;
+    absl::StatusOr<Url> url = ParseUrl(m.peerurls(0));
+    if (url.ok()) want[m.id()] = url->HostPort();
+  }
+  absl::MutexLock lock(&peers_mu_);
+  for (const auto& [id, address] : peers_) {
+    if (!want.count(id)) {
+      // A voter's removal takes effect in raft only when the joint
+      // configuration is left, and the removed member learns that from
+      // the leader: keep talking to it for a while.
+      Logf(LogLevel::kInfo, "server", "member %x left the cluster", id);
+      retiring_peers_[id] = absl::Now() + kRemovedPeerGrace;
+    }
+  }
+  for (const auto& [id, address] : want) {
+    retiring_peers_.erase(id);
+    auto it = peers_.find(id);
+    if (it != peers_.end() && it->second == address) continue;
+    Logf(LogLevel::kInfo, "server", "peer %x is at %s", id, address);
+    transport_->AddPeer(id, address);
+  }
+  peers_ = std::move(want);
+  // A joining member replays the log and sees the table without itself
+  // first: only a member that was in the table can have been removed.
+  const bool member = membership_.Find(config_.member_id).has_value();
+  if (member) was_member_ = true;
+  if (was_member_ && !member && !removed_logged_) {
+    removed_logged_ = true;
+    Logf(LogLevel::kWarning, "server",
+         "this member (%x) has been removed from the cluster; it no longer "
+         "takes part in raft. Stop it, and remove its endpoint from clients",
+         config_.member_id);
+  }
+}
+
+void Server::RetirePeers() {
+  absl::MutexLock lock(&peers_mu_);
+  const absl::Time now = absl::Now();
+  for (auto it = retiring_peers_.begin(); it != retiring_peers_.end();) {
+    if (it->second > now) {
+      ++it;
+      continue;
+    }
+    transport_->RemovePeer(it->first);
+    it = retiring_peers_.erase(it);
+  }
+}
+
+void Server::PublishLoop() {
+  etcdserverpb::Member self;
+  self.set_id(config_.member_id);
+  self.set_name(config_.name);
+  for (const Url& u : config_.advertise_client) {
+    self.add_clienturls(u.ToString());
+  }
+  absl::Duration backoff = absl::Milliseconds(200);
+  while (true) {
+    std::optional<etcdserverpb::Member> current =
+        membership_.Find(config_.member_id);
+    if (current.has_value() && current->name() == self.name() &&
+        std::equal(current->clienturls().begin(), current->clienturls().end(),
+                   self.clienturls().begin(), self.clienturls().end())) {
+      return;
+    }
+    if (current.has_value() && node_->leader() != 0) {
+      grpc::ServerContext ctx;
+      etcdserverpb::MemberListResponse resp;
+      grpc::Status st = cluster_.Publish(&ctx, &self, &resp);
+      if (st.ok()) {
+        Logf(LogLevel::kInfo, "server",
+             "published name %s and client URLs to the cluster", self.name());
+        return;
+      }
+      Logf(LogLevel::kDebug, "server", "publishing attributes: %s",
+           st.error_message());
+    }
+    absl::MutexLock lock(&stop_mu_);
+    if (stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), backoff)) {
+      return;
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
 }
 
 void Server::CompactorLoop() {
@@ -173,6 +361,7 @@ void Server::CompactorLoop() {
       stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
       if (stopping_) return;
     }
+    RetirePeers();
     absl::MutexLock lock(&compaction_mu_);
     absl::StatusOr<bool> done = store_->CompactSome(1000);
     if (!done.ok()) {
@@ -237,6 +426,8 @@ absl::Status Server::Start() {
   // Followers forward client writes to the leader's peer port.
   peer_builder.RegisterService(peer_kv_.get());
   peer_builder.RegisterService(&peer_maintenance_);
+  peer_builder.RegisterService(&peer_cluster_);
+  peer_builder.RegisterService(peer_service_.get());
   peer_server_ = peer_builder.BuildAndStart();
   if (peer_server_ == nullptr) {
     client_server_->Shutdown();
@@ -248,6 +439,7 @@ absl::Status Server::Start() {
 
   node_->Start();
   compactor_ = std::thread([this] { CompactorLoop(); });
+  publisher_ = std::thread([this] { PublishLoop(); });
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
     Logf(LogLevel::kInfo, "server", "listening for peers on %s (port %d)",
          config_.listen_peer[i].ToString(), peer_ports_[i]);
@@ -266,6 +458,7 @@ void Server::Shutdown(absl::Duration grace) {
     stopping_ = true;
   }
   if (compactor_.joinable()) compactor_.join();
+  if (publisher_.joinable()) publisher_.join();
   auto deadline =
       std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace);
   if (client_server_ != nullptr) {

@@ -12,7 +12,9 @@
 #define LOCKD_SERVER_SERVER_H_
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -20,9 +22,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kv/mvcc/store.h"
+#include "lockd/server/cluster_service.h"
 #include "lockd/server/config.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
+#include "lockd/server/membership.h"
 #include "lockd/server/services.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
@@ -78,6 +82,16 @@ class Server {
 
  private:
   absl::Status OpenStorage();
+  // A member joining a running cluster learns its own ID and the cluster's
+  // from the members in --initial-cluster.
+  absl::Status JoinFromPeers();
+  // Adds and removes transport peers to match the member table.
+  void UpdatePeers(const MemberList& members);
+  // Disconnects removed members whose grace period is over.
+  void RetirePeers();
+  // Replicates this member's name and client URLs once a leader is known,
+  // unless the member table has them already.
+  void PublishLoop();
   void CompactorLoop();
 
   ServerConfig config_;
@@ -98,6 +112,19 @@ class Server {
   // A second instance for the peer port, where followers forward alarms.
   MaintenanceService peer_maintenance_;
   ClusterService cluster_;
+  // Second instances for the peer port, where members forward changes to
+  // the leader.
+  ClusterService peer_cluster_;
+  std::unique_ptr<PeerService> peer_service_;
+  Membership membership_;
+  std::thread publisher_;
+  absl::Mutex peers_mu_;
+  // The transport's peers: id -> "host:port".
+  std::map<uint64_t, std::string> peers_ ABSL_GUARDED_BY(peers_mu_);
+  // Removed members still connected, until when.
+  std::map<uint64_t, absl::Time> retiring_peers_ ABSL_GUARDED_BY(peers_mu_);
+  bool was_member_ ABSL_GUARDED_BY(peers_mu_) = false;
+  bool removed_logged_ ABSL_GUARDED_BY(peers_mu_) = false;
   std::unique_ptr<grpc::Server> client_server_;
   std::unique_ptr<grpc::Server> peer_server_;
   std::vector<int> client_ports_;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kv/snapshot/archive.h"
+#include "lockd/server/cluster_service.h"
 #include "lockd/version.h"
 
 namespace lockd {
@@ -142,49 +143,18 @@ grpc::Status MaintenanceService::MoveLeader(
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "etcdserver: not leader");
   }
-  bool known = false;
-  for (const MemberConfig& m : config_->members)
-    known |= m.id == req->targetid();
-  if (!known) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        "etcdserver: member not found");
+  std::optional<etcdserverpb::Member> target =
+      membership_->Find(req->targetid());
+  if (!target.has_value() || target->islearner()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "etcdserver: bad leader transferee");
   }
-  if (req->targetid() != config_->member_id) {
-    absl::Time deadline = absl::Now() + absl::Seconds(10);
-    if (absl::Status s = node_->TransferLeadership(req->targetid(), deadline);
-        !s.ok()) {
-      return ToGrpc(s);
-    }
-    // Done when the target leads; a transfer aborts after an election
-    // timeout if the target cannot catch up.
-    while (node_->leader() != req->targetid()) {
-      if (absl::Now() > deadline || ctx->IsCancelled()) {
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            "etcdserver: request timed out, leader transfer "
-                            "took too long");
-      }
-      (void)node_->WaitForLeaderChange(absl::Now() + absl::Milliseconds(100));
-    }
+  if (absl::Status s = MoveLeadership(node_, req->targetid(),
+                                      absl::Now() + absl::Seconds(10));
+      !s.ok()) {
+    return ToGrpc(s);
   }
   FillFullHeader(resp->mutable_header());
-  return grpc::Status::OK;
-}
-
-grpc::Status ClusterService::MemberList(
-    grpc::ServerContext*, const etcdserverpb::MemberListRequest*,
-    etcdserverpb::MemberListResponse* resp) {
-  FillHeader(*config_, resp->mutable_header());
-  for (const MemberConfig& m : config_->members) {
-    etcdserverpb::Member* out = resp->add_members();
-    out->set_id(m.id);
-    out->set_name(m.name);
-    for (const Url& u : m.peer_urls) out->add_peerurls(u.ToString());
-    if (m.id == config_->member_id) {
-      for (const Url& u : config_->advertise_client) {
-        out->add_clienturls(u.ToString());
-      }
-    }
-  }
   return grpc::Status::OK;
 }
 

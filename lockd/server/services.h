@@ -1,6 +1,5 @@
-// Maintenance.Status (from the raft node and the store) and
-// Cluster.MemberList (from the member's configuration). Methods not written
-// yet answer UNIMPLEMENTED.
+// etcd v3 Maintenance: status, hashes, defragmentation, snapshots, alarms and
+// leadership moves.
 //
 // Thread-safe: the services only read the immutable ServerConfig they are
 // given, which must outlive them.
@@ -13,6 +12,7 @@
 #include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
 #include "lockd/server/kv_service.h"
+#include "lockd/server/membership.h"
 #include "raft/node/node.h"
 
 namespace lockd {
@@ -24,10 +24,12 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
  public:
   explicit MaintenanceService(const ServerConfig* config) : config_(config) {}
   // Must be called before the service is registered.
-  void Attach(raft::RaftNode* node, kv::MvccStore* store, KvService* kv) {
+  void Attach(raft::RaftNode* node, kv::MvccStore* store, KvService* kv,
+              const Membership* membership) {
     node_ = node;
     store_ = store;
     kv_ = kv;
+    membership_ = membership;
   }
   grpc::Status Status(grpc::ServerContext* ctx,
                       const etcdserverpb::StatusRequest* req,
@@ -62,19 +64,9 @@ class MaintenanceService final : public etcdserverpb::Maintenance::Service {
   raft::RaftNode* node_ = nullptr;
   kv::MvccStore* store_ = nullptr;
   KvService* kv_ = nullptr;
+  const Membership* membership_ = nullptr;
   std::atomic<int> snapshots_in_flight_{0};
   std::atomic<uint64_t> snapshot_seq_{0};
-};
-
-class ClusterService final : public etcdserverpb::Cluster::Service {
- public:
-  explicit ClusterService(const ServerConfig* config) : config_(config) {}
-  grpc::Status MemberList(grpc::ServerContext* ctx,
-                          const etcdserverpb::MemberListRequest* req,
-                          etcdserverpb::MemberListResponse* resp) override;
-
- private:
-  const ServerConfig* config_;
 };
 
 }  // namespace lockd

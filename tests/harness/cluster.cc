@@ -20,18 +20,31 @@ std::string MemberSpec::endpoint() const {
   return absl::StrCat("127.0.0.1:", client_port);
 }
 
-LocalCluster::LocalCluster(int size, const std::string& tag) {
-  for (int i = 0; i < size; ++i) {
-    MemberSpec s;
-    s.name = absl::StrCat("m", i + 1);
-    s.client_port = PickFreePort();
-    do {
-      s.peer_port = PickFreePort();
-    } while (s.peer_port == s.client_port);
-    s.data_dir = TempDir(absl::StrCat(tag, "-", s.name));
-    specs_.push_back(s);
-    procs_.push_back(std::make_unique<Subprocess>());
-  }
+LocalCluster::LocalCluster(int size, const std::string& tag) : tag_(tag) {
+  for (int i = 0; i < size; ++i) AddSpec();
+}
+
+int LocalCluster::AddSpec() {
+  MemberSpec s;
+  s.name = absl::StrCat("m", specs_.size() + 1);
+  s.client_port = PickFreePort();
+  do {
+    s.peer_port = PickFreePort();
+  } while (s.peer_port == s.client_port);
+  s.data_dir = TempDir(absl::StrCat(tag_, "-", s.name));
+  specs_.push_back(s);
+  procs_.push_back(std::make_unique<Subprocess>());
+  return static_cast<int>(specs_.size()) - 1;
+}
+
+absl::StatusOr<CommandResult> RunEtcdctl(const std::string& endpoints,
+                                         const std::vector<std::string>& args,
+                                         const std::string& stdin_text) {
+  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoints,
+                                   "--dial-timeout=5s",
+                                   "--command-timeout=15s"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, absl::Seconds(30), {"ETCDCTL_API=3"}, stdin_text);
 }
 
 std::string LocalCluster::initial_cluster() const {

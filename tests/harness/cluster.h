@@ -35,6 +35,12 @@ class LocalCluster {
                            const std::vector<std::string>& extra_flags = {},
                            absl::Duration timeout = absl::Seconds(30));
   absl::Status StartAll();
+  // Adds a member spec (fresh ports and data directory) for a member to be
+  // added to the running cluster; returns its index. initial_cluster() now
+  // includes it, as a joining member's --initial-cluster must. Start it
+  // with StartMember(i, {"--initial-cluster-state=existing"}) after
+  // `member add`.
+  int AddSpec();
   // SIGTERM and wait; returns the exit code.
   int StopMember(int i);
 
@@ -52,9 +58,16 @@ class LocalCluster {
   std::string endpoints() const;  // all members, comma-separated
 
  private:
+  std::string tag_;
   std::vector<MemberSpec> specs_;
   std::vector<std::unique_ptr<Subprocess>> procs_;
 };
+
+// Runs Debian's etcdctl (API v3) against `endpoints` with short dial and
+// command timeouts.
+absl::StatusOr<CommandResult> RunEtcdctl(const std::string& endpoints,
+                                         const std::vector<std::string>& args,
+                                         const std::string& stdin_text = "");
 
 }  // namespace lockd::testing
 
