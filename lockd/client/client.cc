@@ -172,6 +172,66 @@ absl::StatusOr<etcdserverpb::MemberListResponse> Client::MemberList() {
   return resp;
 }
 
+absl::StatusOr<etcdserverpb::MemberAddResponse> Client::MemberAdd(
+    const etcdserverpb::MemberAddRequest& req) {
+  etcdserverpb::MemberAddResponse resp;
+  absl::Status s = WithRetry(false, [&](Endpoint& ep, grpc::ClientContext* c) {
+    return ep.cluster->MemberAdd(c, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::MemberRemoveResponse> Client::MemberRemove(
+    uint64_t id) {
+  etcdserverpb::MemberRemoveRequest req;
+  req.set_id(id);
+  etcdserverpb::MemberRemoveResponse resp;
+  absl::Status s = WithRetry(false, [&](Endpoint& ep, grpc::ClientContext* c) {
+    return ep.cluster->MemberRemove(c, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::MemberPromoteResponse> Client::MemberPromote(
+    uint64_t id) {
+  etcdserverpb::MemberPromoteRequest req;
+  req.set_id(id);
+  etcdserverpb::MemberPromoteResponse resp;
+  absl::Status s = WithRetry(false, [&](Endpoint& ep, grpc::ClientContext* c) {
+    return ep.cluster->MemberPromote(c, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::MemberUpdateResponse> Client::MemberUpdate(
+    const etcdserverpb::MemberUpdateRequest& req) {
+  etcdserverpb::MemberUpdateResponse resp;
+  absl::Status s = WithRetry(false, [&](Endpoint& ep, grpc::ClientContext* c) {
+    return ep.cluster->MemberUpdate(c, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::MoveLeaderResponse> Client::MoveLeader(
+    size_t endpoint, uint64_t target) {
+  Endpoint& ep = *conns_.at(endpoint);
+  grpc::ClientContext ctx;
+  // A transfer waits for the target to catch up: up to an election timeout
+  // or two beyond the usual call.
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.call_timeout +
+                                      absl::Seconds(10)));
+  etcdserverpb::MoveLeaderRequest req;
+  req.set_targetid(target);
+  etcdserverpb::MoveLeaderResponse resp;
+  absl::Status s = FromGrpc(ep.maintenance->MoveLeader(&ctx, req, &resp));
+  if (!s.ok()) return s;
+  return resp;
+}
+
 absl::StatusOr<etcdserverpb::StatusResponse> Client::Status(size_t endpoint) {
   Endpoint& ep = *conns_.at(endpoint);
   grpc::ClientContext ctx;

@@ -51,6 +51,18 @@ class Client {
   absl::StatusOr<etcdserverpb::CompactionResponse> Compact(
       const etcdserverpb::CompactionRequest& req);
   absl::StatusOr<etcdserverpb::MemberListResponse> MemberList();
+  // Membership changes; never retried once a member may have received them.
+  absl::StatusOr<etcdserverpb::MemberAddResponse> MemberAdd(
+      const etcdserverpb::MemberAddRequest& req);
+  absl::StatusOr<etcdserverpb::MemberRemoveResponse> MemberRemove(uint64_t id);
+  absl::StatusOr<etcdserverpb::MemberPromoteResponse> MemberPromote(
+      uint64_t id);
+  absl::StatusOr<etcdserverpb::MemberUpdateResponse> MemberUpdate(
+      const etcdserverpb::MemberUpdateRequest& req);
+  // Asks the member at `endpoint` (which must be the leader) to hand
+  // leadership to `target`.
+  absl::StatusOr<etcdserverpb::MoveLeaderResponse> MoveLeader(size_t endpoint,
+                                                              uint64_t target);
 
   // Per endpoint (index into endpoints()), no retry elsewhere.
   absl::StatusOr<etcdserverpb::StatusResponse> Status(size_t endpoint);

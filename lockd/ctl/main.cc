@@ -474,8 +474,43 @@ int Compaction(const Globals& g, const Args& in) {
   return 0;
 }
 
+// For `endpoint status/health`: the given endpoints, or with --cluster every
+// member's client URLs as the member list names them.
+absl::StatusOr<std::unique_ptr<client::Client>> ConnectEndpoints(
+    const Globals& g, const Args& in, const char* command) {
+  FlagSet fs(command, "");
+  bool cluster = false;
+  fs.Bool("cluster", &cluster,
+          "Use all endpoints from the cluster member list.");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) {
+    return absl::InvalidArgumentError("bad flags");
+  }
+  if (!args.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(command,
+                     " takes no arguments (endpoints come from "
+                     "--endpoints, or --cluster)"));
+  }
+  if (!cluster) return Connect(g);
+  auto seed = Connect(g);
+  if (!seed.ok()) return seed.status();
+  auto members = (*seed)->MemberList();
+  if (!members.ok()) return members.status();
+  std::vector<std::string> urls;
+  for (const auto& m : members->members()) {
+    for (const std::string& u : m.clienturls()) urls.push_back(u);
+  }
+  if (urls.empty()) {
+    return absl::UnavailableError("no member has published client URLs yet");
+  }
+  Globals all = g;
+  all.endpoints = absl::StrJoin(urls, ",");
+  return Connect(all);
+}
+
 int EndpointStatus(const Globals& g, const Args& in) {
-  auto c = Connect(g);
+  auto c = ConnectEndpoints(g, in, "lockctl endpoint status");
   if (!c.ok()) return FailStatus(c.status());
   std::vector<std::vector<std::string>> rows;
   std::string json = "[";
@@ -522,7 +557,7 @@ int EndpointStatus(const Globals& g, const Args& in) {
 }
 
 int EndpointHealth(const Globals& g, const Args& in) {
-  auto c = Connect(g);
+  auto c = ConnectEndpoints(g, in, "lockctl endpoint health");
   if (!c.ok()) return FailStatus(c.status());
   bool all_healthy = true;
   for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
@@ -570,6 +605,168 @@ int MemberList(const Globals& g, const Args& in) {
       std::printf("%s\n", absl::StrJoin(row, ", ").c_str());
   }
   return 0;
+}
+
+// A member ID as etcdctl takes it: hexadecimal. False after printing the
+// error.
+bool ParseMemberId(const std::string& text, const char* usage, uint64_t* id) {
+  if (text.empty() || !absl::SimpleHexAtoi(text, id) || *id == 0) {
+    Fail(absl::StrCat("bad member ID arg (", text,
+                      "), expecting ID in Hex: ", usage));
+    return false;
+  }
+  return true;
+}
+
+// --peer-urls: comma-separated, at least one.
+bool ParsePeerUrls(const std::string& text, std::vector<std::string>* urls) {
+  *urls = absl::StrSplit(text, ',', absl::SkipEmpty());
+  if (urls->empty()) {
+    Fail("member peer urls not provided: give --peer-urls=http://HOST:PORT");
+    return false;
+  }
+  return true;
+}
+
+int MemberAdd(const Globals& g, const Args& in) {
+  FlagSet fs("lockctl member add", "");
+  std::string peer_urls;
+  bool learner = false;
+  fs.String("peer-urls", &peer_urls, "Comma-separated peer URLs.");
+  fs.Bool("learner", &learner, "Add as a learner (non-voting) member.");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  if (args.size() != 1) {
+    return Fail(
+        "member name not provided: lockctl member add NAME "
+        "--peer-urls=http://HOST:PORT [--learner]");
+  }
+  etcdserverpb::MemberAddRequest req;
+  std::vector<std::string> urls;
+  if (!ParsePeerUrls(peer_urls, &urls)) return 1;
+  for (const auto& u : urls) req.add_peerurls(u);
+  req.set_islearner(learner);
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->MemberAdd(req);
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
+    return 0;
+  }
+  absl::PrintF("Member %16x added to cluster %16x\n", r->member().id(),
+               r->header().cluster_id());
+  // What the new member needs to start and join, as lockd's environment
+  // (each is also a flag: LOCKD_INITIAL_CLUSTER is --initial-cluster).
+  std::vector<std::string> cluster;
+  for (const auto& m : r->members()) {
+    const std::string name = m.id() == r->member().id() ? args[0] : m.name();
+    if (name.empty()) continue;  // another member that has not started yet
+    for (const std::string& u : m.peerurls()) {
+      cluster.push_back(absl::StrCat(name, "=", u));
+    }
+  }
+  std::printf("\nLOCKD_NAME=\"%s\"\n", args[0].c_str());
+  std::printf("LOCKD_INITIAL_CLUSTER=\"%s\"\n",
+              absl::StrJoin(cluster, ",").c_str());
+  std::printf("LOCKD_INITIAL_ADVERTISE_PEER_URLS=\"%s\"\n",
+              absl::StrJoin(urls, ",").c_str());
+  std::printf("LOCKD_INITIAL_CLUSTER_STATE=\"existing\"\n");
+  return 0;
+}
+
+// member remove / promote: one ID argument, a one-line report.
+int MemberById(const Globals& g, const Args& in, const char* command,
+               const char* done_verb) {
+  const std::string usage = absl::StrCat("lockctl member ", command, " ID");
+  if (in.size() != 1) {
+    return Fail(absl::StrCat("member ID is not provided: ", usage));
+  }
+  uint64_t id = 0;
+  if (!ParseMemberId(in[0], usage.c_str(), &id)) return 1;
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  uint64_t cluster_id = 0;
+  std::string json;
+  if (std::string(command) == "remove") {
+    auto r = (*c)->MemberRemove(id);
+    if (!r.ok()) return FailStatus(r.status());
+    cluster_id = r->header().cluster_id();
+    json = ToJson(*r);
+  } else {
+    auto r = (*c)->MemberPromote(id);
+    if (!r.ok()) return FailStatus(r.status());
+    cluster_id = r->header().cluster_id();
+    json = ToJson(*r);
+  }
+  if (g.write_out == "json") {
+    std::printf("%s\n", json.c_str());
+  } else {
+    absl::PrintF("Member %16x %s cluster %16x\n", id, done_verb, cluster_id);
+  }
+  return 0;
+}
+
+int MemberRemove(const Globals& g, const Args& in) {
+  return MemberById(g, in, "remove", "removed from");
+}
+
+int MemberPromote(const Globals& g, const Args& in) {
+  return MemberById(g, in, "promote", "promoted in");
+}
+
+int MemberUpdate(const Globals& g, const Args& in) {
+  FlagSet fs("lockctl member update", "");
+  std::string peer_urls;
+  fs.String("peer-urls", &peer_urls, "Comma-separated new peer URLs.");
+  Args args;
+  if (!ParseCommandFlags(fs, in, &args)) return 1;
+  const char* usage = "lockctl member update ID --peer-urls=http://HOST:PORT";
+  if (args.size() != 1) {
+    return Fail(absl::StrCat("member ID is not provided: ", usage));
+  }
+  etcdserverpb::MemberUpdateRequest req;
+  uint64_t id = 0;
+  if (!ParseMemberId(args[0], usage, &id)) return 1;
+  req.set_id(id);
+  std::vector<std::string> urls;
+  if (!ParsePeerUrls(peer_urls, &urls)) return 1;
+  for (const auto& u : urls) req.add_peerurls(u);
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  auto r = (*c)->MemberUpdate(req);
+  if (!r.ok()) return FailStatus(r.status());
+  if (g.write_out == "json") {
+    std::printf("%s\n", ToJson(*r).c_str());
+  } else {
+    absl::PrintF("Member %16x updated in cluster %16x\n", id,
+                 r->header().cluster_id());
+  }
+  return 0;
+}
+
+int MoveLeader(const Globals& g, const Args& in) {
+  const char* usage = "lockctl move-leader TRANSFEREE_ID";
+  if (in.size() != 1) {
+    return Fail(absl::StrCat("transferee ID is not provided: ", usage));
+  }
+  uint64_t target = 0;
+  if (!ParseMemberId(in[0], usage, &target)) return 1;
+  auto c = Connect(g);
+  if (!c.ok()) return FailStatus(c.status());
+  // The request must reach the leader: find it among the endpoints.
+  for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
+    auto st = (*c)->Status(i);
+    if (!st.ok() || st->leader() != st->header().member_id()) continue;
+    auto r = (*c)->MoveLeader(i, target);
+    if (!r.ok()) return FailStatus(r.status());
+    absl::PrintF("Leadership transferred from %x to %x\n", st->leader(),
+                 target);
+    return 0;
+  }
+  return Fail(
+      "no leader endpoint given: include the leader's endpoint in "
+      "--endpoints (lockctl endpoint status --cluster shows which it is)");
 }
 
 int SnapshotSave(const Globals& g, const Args& in) {
@@ -667,6 +864,12 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"endpoint health",
        {"Checks the health of the endpoints", EndpointHealth}},
       {"member list", {"Lists all members in the cluster", MemberList}},
+      {"member add", {"Adds a member into the cluster", MemberAdd}},
+      {"member remove", {"Removes a member from the cluster", MemberRemove}},
+      {"member promote",
+       {"Promotes a non-voting member in the cluster", MemberPromote}},
+      {"member update", {"Updates a member's peer URLs", MemberUpdate}},
+      {"move-leader", {"Transfers leadership to another member", MoveLeader}},
       {"txn", {"Txn processes all the requests in one transaction", Txn}},
       {"snapshot save",
        {"Stores a snapshot of one member to a file", SnapshotSave}},
