@@ -76,6 +76,11 @@ int Main(int argc, char** argv) {
   fs.Bool("pre-vote", &config.pre_vote,
           "Run a pre-vote phase before elections, so a rejoining member "
           "does not disrupt the cluster.");
+  fs.Duration("removed-member-grace", &config.removed_member_grace,
+              "After this member is removed from the cluster, how long its "
+              "client listener keeps relaying calls to the current members "
+              "(so clients with a static endpoint list keep working) before "
+              "it exits; 0 exits at once.");
   fs.String("log-level", &log_level, "Log level: debug, info, warn or error.");
   fs.Bool("version", &print_version, "Print the version and exit.");
 

@@ -57,20 +57,28 @@ void ClusterService::FillHeader(etcdserverpb::ResponseHeader* h) const {
 absl::Status ClusterService::CheckStarted(size_t voters_after,
                                           uint64_t leaving) {
   if (!config_->strict_reconfig_check) return absl::OkStatus();
-  absl::StatusOr<raft::NodeStatus> st =
-      node_->Status(absl::Now() + absl::Seconds(5));
-  if (!st.ok()) return st.status();
-  size_t started = 0;
-  for (const auto& [id, pr] : st->progress) {
-    if (id == leaving) continue;
-    if (id == config_->member_id || pr.recent_active) ++started;
+  // Raft marks a member active when it answers the leader; a leader learns
+  // that within a heartbeat of taking office, and forgets it at each
+  // check-quorum round until the next answer. So a member counts as started
+  // if it answers within an election timeout.
+  const absl::Time deadline =
+      absl::Now() + absl::Milliseconds(config_->election_timeout_ms);
+  while (true) {
+    absl::StatusOr<raft::NodeStatus> st =
+        node_->Status(absl::Now() + absl::Seconds(5));
+    if (!st.ok()) return st.status();
+    size_t started = 0;
+    for (const auto& [id, pr] : st->progress) {
+      if (id == leaving) continue;
+      if (id == config_->member_id || pr.recent_active) ++started;
+    }
+    if (started >= voters_after / 2 + 1) return absl::OkStatus();
+    if (absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(config_->heartbeat_interval_ms));
   }
-  if (started < voters_after / 2 + 1) {
-    return absl::FailedPreconditionError(
-        "etcdserver: re-configuration failed due to not enough started "
-        "members");
-  }
-  return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "etcdserver: re-configuration failed due to not enough started "
+      "members");
 }
 
 grpc::Status ClusterService::ChangeMembers(

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace lockd {
 
@@ -56,6 +57,9 @@ struct ServerConfig {
   int64_t quota_backend_bytes = 0;  // 0: the default quota
   bool strict_reconfig_check = true;
   bool pre_vote = true;
+  // How long a removed member keeps relaying its clients' calls to the
+  // current members before it exits; zero exits at once.
+  absl::Duration removed_member_grace = absl::Minutes(10);
 
   // Derived by Validate().
   std::vector<Url> listen_client;

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <netdb.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -296,11 +297,94 @@ void Server::UpdatePeers(const MemberList& members) {
   if (member) was_member_ = true;
   if (was_member_ && !member && !removed_logged_) {
     removed_logged_ = true;
-    Logf(LogLevel::kWarning, "server",
-         "this member (%x) has been removed from the cluster; it no longer "
-         "takes part in raft. Stop it, and remove its endpoint from clients",
-         config_.member_id);
+    StartRetire();
   }
+}
+
+void Server::StartRetire() {
+  absl::MutexLock lock(&stop_mu_);
+  if (stopping_ || retirer_.joinable()) return;
+  retirer_ = std::thread([this] { Retire(); });
+}
+
+void Server::Retire() {
+  const absl::Duration grace = config_.removed_member_grace;
+  std::vector<std::string> targets;
+  for (const etcdserverpb::Member& m : membership_.Members()) {
+    for (const std::string& u : m.clienturls()) {
+      absl::StatusOr<Url> url = ParseUrl(u);
+      if (url.ok()) targets.push_back(url->HostPort());
+    }
+  }
+  std::string plan;
+  if (grace <= absl::ZeroDuration()) {
+    plan = "it exits now (--removed-member-grace=0)";
+  } else if (targets.empty()) {
+    plan =
+        "no current member has published its client URLs to relay to, so "
+        "it exits now";
+  } else {
+    plan = absl::StrCat("for ", absl::FormatDuration(grace),
+                        " (--removed-member-grace) its client port relays "
+                        "calls to the current members (",
+                        absl::StrJoin(targets, ","), "), then it exits");
+  }
+  Logf(LogLevel::kWarning, "server",
+       "this member (%x) has been removed from the cluster; %s",
+       config_.member_id, plan);
+  if (grace > absl::ZeroDuration() && !targets.empty()) {
+    proxy_ = std::make_unique<RetiredProxy>(&config_, targets);
+    // The proxy takes over the client ports; calls and streams this member
+    // was serving itself end (clients retry, through the proxy).
+    auto build = [&]() {
+      grpc::ServerBuilder b;
+      ConfigureBuilder(b, config_);
+      for (size_t i = 0; i < config_.listen_client.size(); ++i) {
+        b.AddListeningPort(
+            absl::StrCat(config_.listen_client[i].host, ":", client_ports_[i]),
+            grpc::InsecureServerCredentials());
+      }
+      b.RegisterCallbackGenericService(proxy_.get());
+      return b.BuildAndStart();
+    };
+    std::unique_ptr<grpc::Server> old;
+    {
+      absl::MutexLock lock(&client_server_mu_);
+      old = std::move(client_server_);
+    }
+    if (old != nullptr) {
+      old->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      old->Wait();
+    }
+    std::unique_ptr<grpc::Server> proxy_server = build();
+    if (proxy_server == nullptr) {
+      Logf(LogLevel::kError, "server",
+           "cannot listen on the client ports for the proxy; exiting");
+    } else {
+      proxy_server->GetHealthCheckService()->SetServingStatus(false);
+      {
+        absl::MutexLock lock(&client_server_mu_);
+        client_server_ = std::move(proxy_server);
+      }
+      absl::MutexLock lock(&stop_mu_);
+      stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), grace);
+      if (stopping_) return;
+    }
+    proxy_->Close();
+    Logf(LogLevel::kWarning, "server",
+         "grace period over after relaying %d calls: answering \"the member "
+         "has been permanently removed from the cluster\" and exiting",
+         proxy_->relayed());
+  }
+  {
+    // Let clients see the answer before the port closes, as etcd waits a
+    // moment before stopping a removed member.
+    absl::MutexLock lock(&stop_mu_);
+    stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
+    if (stopping_) return;
+  }
+  // The main thread waits for SIGTERM and shuts the member down cleanly.
+  kill(getpid(), SIGTERM);
 }
 
 void Server::RetirePeers() {
@@ -323,7 +407,7 @@ void Server::PublishLoop() {
   for (const Url& u : config_.advertise_client) {
     self.add_clienturls(u.ToString());
   }
-  absl::Duration backoff = absl::Milliseconds(200);
+  absl::Duration backoff = absl::Milliseconds(50);
   while (true) {
     std::optional<etcdserverpb::Member> current =
         membership_.Find(config_.member_id);
@@ -459,12 +543,19 @@ void Server::Shutdown(absl::Duration grace) {
   }
   if (compactor_.joinable()) compactor_.join();
   if (publisher_.joinable()) publisher_.join();
+  if (retirer_.joinable() && retirer_.get_id() != std::this_thread::get_id()) {
+    retirer_.join();
+  }
   auto deadline =
       std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace);
-  if (client_server_ != nullptr) {
-    client_server_->Shutdown(deadline);
-    client_server_->Wait();
-    client_server_.reset();
+  std::unique_ptr<grpc::Server> client_server;
+  {
+    absl::MutexLock lock(&client_server_mu_);
+    client_server = std::move(client_server_);
+  }
+  if (client_server != nullptr) {
+    client_server->Shutdown(deadline);
+    client_server->Wait();
   }
   if (transport_ != nullptr) transport_->Stop();
   if (peer_server_ != nullptr) {

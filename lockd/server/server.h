@@ -27,6 +27,7 @@
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/membership.h"
+#include "lockd/server/proxy.h"
 #include "lockd/server/services.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
@@ -92,6 +93,10 @@ class Server {
   // Replicates this member's name and client URLs once a leader is known,
   // unless the member table has them already.
   void PublishLoop();
+  // Once this member is removed: swaps the client listener for a proxy to
+  // the current members for the grace period, then stops the process.
+  void StartRetire();
+  void Retire();
   void CompactorLoop();
 
   ServerConfig config_;
@@ -118,6 +123,10 @@ class Server {
   std::unique_ptr<PeerService> peer_service_;
   Membership membership_;
   std::thread publisher_;
+  std::thread retirer_;
+  std::unique_ptr<RetiredProxy> proxy_;
+  // Guards client_server_ against the retirer swapping it.
+  absl::Mutex client_server_mu_;
   absl::Mutex peers_mu_;
   // The transport's peers: id -> "host:port".
   std::map<uint64_t, std::string> peers_ ABSL_GUARDED_BY(peers_mu_);

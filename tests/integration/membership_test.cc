@@ -217,5 +217,59 @@ TEST(MembershipTest, StrictReconfigCheck_RefusesVoterWithoutStartedQuorum) {
   EXPECT_EQ(MemberList(ep).size(), 4u);
 }
 
+TEST(MembershipTest, RemovedMember_RelaysClientsThroughGraceThenExits) {
+  LocalCluster cluster(3, "retired");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cluster.StartMember(i, {"--removed-member-grace=4s"}).ok());
+  }
+  uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
+  ASSERT_NE(leader, 0u);
+  const int victim = (cluster.MemberIndexOf(leader) + 1) % 3;
+  const std::string removed_ep = cluster.member(victim).endpoint();
+  std::map<std::string, Listed> members;
+  for (int attempt = 0; attempt < 50 && members.size() < 3; ++attempt) {
+    // Every member has published its client URLs (the proxy relays to
+    // them).
+    members = MemberList(removed_ep);
+    bool all_published = true;
+    for (const auto& [name, m] : members) {
+      all_published &= !m.client_urls.empty();
+    }
+    if (!all_published) members.clear();
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  const std::string id = members[cluster.member(victim).name].id_hex;
+  ASSERT_FALSE(id.empty());
+  const std::string other_ep = cluster.member((victim + 1) % 3).endpoint();
+  CommandResult remove = Ctl(other_ep, {"member", "remove", id});
+  ASSERT_EQ(remove.exit_code, 0) << remove.err;
+
+  // A client that only knows the removed member keeps working: its writes
+  // and linearizable reads reach the cluster.
+  CommandResult put =
+      CtlUntilOk(removed_ep, {"put", "via-removed", "yes"}, absl::Seconds(10));
+  EXPECT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_EQ(Ctl(other_ep, {"get", "via-removed", "--print-value-only"}).out,
+            "yes\n");
+  EXPECT_EQ(Ctl(removed_ep, {"get", "via-removed", "--print-value-only"}).out,
+            "yes\n");
+  std::map<std::string, Listed> now = MemberList(removed_ep);
+  EXPECT_EQ(now.size(), 2u);
+  EXPECT_EQ(now.count(cluster.member(victim).name), 0u);
+  // It says what it is.
+  CommandResult status = Ctl(removed_ep, {"endpoint", "status"});
+  EXPECT_NE(status.out.find("this member was removed from the cluster"),
+            std::string::npos)
+      << status.out << status.err;
+
+  // After the grace period it exits cleanly; the cluster is untouched.
+  absl::StatusOr<int> code = cluster.process(victim).Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok()) << "the removed member did not exit";
+  EXPECT_EQ(*code, 0);
+  EXPECT_NE(cluster.process(victim).output().find("grace period over"),
+            std::string::npos);
+  EXPECT_EQ(Ctl(other_ep, {"put", "after-exit", "ok"}).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace lockd::testing
