@@ -85,6 +85,7 @@ void RaftNode::Start() {
   absl::MutexLock lock(&mu_);
   if (running_ || stop_) return;
   running_ = true;
+  leaderless_since_ = absl::Now();
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -194,11 +195,24 @@ absl::Status RaftNode::WaitForLeader(absl::Time deadline) {
   auto known = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return leader_for_waiters_ != 0 || stop_;
   };
+  if (leader_for_waiters_ == 0) {
+    const absl::Duration wait_max =
+        options_.leaderless_wait_max > absl::ZeroDuration()
+            ? options_.leaderless_wait_max
+            : 3 * options_.election_tick * options_.tick_interval;
+    deadline = std::min(deadline, leaderless_since_ + wait_max);
+  }
   mu_.AwaitWithDeadline(absl::Condition(&known), deadline);
   if (leader_for_waiters_ == 0) {
     return absl::UnavailableError("etcdserver: no leader");
   }
   return absl::OkStatus();
+}
+
+absl::Duration RaftNode::LeaderlessFor() {
+  absl::MutexLock lock(&mu_);
+  if (leader_for_waiters_ != 0) return absl::ZeroDuration();
+  return absl::Now() - leaderless_since_;
 }
 
 absl::Status RaftNode::WaitForLeaderChange(absl::Time deadline) {
@@ -287,6 +301,9 @@ bool RaftNode::HandleReady(Ready rd) {
       // Reads the old leader was confirming may never be answered.
       FailPending(absl::UnavailableError("etcdserver: leader changed"));
       absl::MutexLock lock(&mu_);
+      if (leader_for_waiters_ != 0 && rd.soft_state->lead == 0) {
+        leaderless_since_ = absl::Now();
+      }
       leader_for_waiters_ = rd.soft_state->lead;
     }
   }

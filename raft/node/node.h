@@ -72,6 +72,8 @@ struct NodeOptions {
   // Context of each bootstrap voter's conf change entry (see
   // MakeBootstrapImage).
   std::map<uint64_t, std::string> bootstrap_contexts;
+  // See WaitForLeader. Zero: three election timeouts.
+  absl::Duration leaderless_wait_max = absl::ZeroDuration();
   // A member added to a running cluster: it starts with an empty log and
   // configuration and learns both from the leader.
   bool join_existing = false;
@@ -102,9 +104,16 @@ class RaftNode final : public MessageHandler {
   absl::Status ReadBarrier(absl::Time deadline);
 
   // Waits until this member knows a leader (an election is under way when
-  // it doesn't). Errors: kUnavailable "etcdserver: no leader" at the
-  // deadline.
+  // it doesn't). An election takes one or two election timeouts; a member
+  // that has had no leader for longer than NodeOptions::leaderless_wait_max
+  // is cut off (partitioned, or the cluster lost quorum), and callers are
+  // told at once rather than at their deadline. Errors: kUnavailable
+  // "etcdserver: no leader".
   absl::Status WaitForLeader(absl::Time deadline);
+
+  // How long this member has been without a leader (zero while it knows
+  // one). Streams use it to end themselves on a cut-off member.
+  absl::Duration LeaderlessFor();
 
   // Waits until the leader differs from the one known at the call (or the
   // deadline passes; then kDeadlineExceeded).
@@ -182,6 +191,8 @@ class RaftNode final : public MessageHandler {
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t applied_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t leader_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
+  // When leader_for_waiters_ last became 0 (the start counts).
+  absl::Time leaderless_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
 
   std::atomic<uint64_t> leader_{0};
   std::atomic<uint64_t> term_{0};

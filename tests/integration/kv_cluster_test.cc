@@ -354,6 +354,50 @@ TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
   EXPECT_EQ(hashes.size(), 1u) << "members diverged at revision " << rev;
 }
 
+TEST(KvClusterTest, QuorumLost_CallsFailWithNoLeaderBeforeTheirDeadline) {
+  LocalCluster cluster(3, "noquorum");
+  ASSERT_TRUE(cluster.StartAll().ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  ASSERT_EQ(Etcdctl(cluster.member(0).endpoint(), {"put", "k", "v"}).exit_code,
+            0);
+  cluster.process(1).Signal(SIGKILL);
+  cluster.process(2).Signal(SIGKILL);
+  // The survivor loses its leader (a leader steps down when it cannot reach
+  // a quorum); after a few election timeouts without one it stops making
+  // callers wait: a write and a linearizable read fail with etcd's "no
+  // leader" within three election timeouts, before the client's 5 s
+  // deadline (the server would otherwise hold the call until then, and the
+  // client would see "context deadline exceeded").
+  const std::string ep = cluster.member(0).endpoint();
+  bool leaderless = false;
+  for (int attempt = 0; attempt < 300 && !leaderless; ++attempt) {
+    CommandResult st = Etcdctl(ep, {"endpoint", "status", "-w", "json"});
+    leaderless =
+        st.out.find("\"leader\":") == std::string::npos && st.exit_code == 0;
+    if (!leaderless) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(leaderless) << "the survivor still reports a leader";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--command-timeout=5s", "put", "k", "v2"},
+        std::vector<std::string>{"--command-timeout=5s", "get", "k"}}) {
+    absl::StatusOr<CommandResult> r = RunCommand(
+        [&] {
+          std::vector<std::string> argv = {"etcdctl", "--endpoints=" + ep};
+          argv.insert(argv.end(), args.begin(), args.end());
+          return argv;
+        }(),
+        absl::Seconds(90), {"ETCDCTL_API=3"});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_NE(r->exit_code, 0);
+    EXPECT_NE(r->err.find("etcdserver: no leader"), std::string::npos)
+        << r->err;
+  }
+  // A serializable read still answers from local state.
+  EXPECT_EQ(
+      Etcdctl(ep, {"get", "k", "--consistency=s", "--print-value-only"}).out,
+      "v\n");
+}
+
 TEST(KvClusterTest, Etcdctl_MoveLeaderAndDefrag) {
   LocalCluster cluster(3, "moveleader");
   ASSERT_TRUE(cluster.StartAll().ok());
