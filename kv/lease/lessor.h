@@ -1,0 +1,205 @@
+// The lessor: etcd v3 leases on the replicated store.
+//
+// Replicated state (the same on every member, changed only by applied log
+// entries, stored in the MvccStore in the same atomic write as the rest of a
+// batch, so raft snapshots carry it): per lease its id, granted TTL and the
+// last checkpointed remaining time (internal.proto LeaseRecord). Keys attach
+// to leases in the store itself (MvccStore's `lease` column family).
+//
+// Volatile state, meaningful only on the leader ("primary"): each lease's
+// expiry on a monotonic clock. Keep-alives renew it in memory; no member
+// deletes keys on its own clock: the leader *proposes* LeaseRevoke entries
+// for expired leases (TakeExpired), at most `revoke_rate_per_s`.
+//
+// The expiry rule across leader changes (never early, never reset to full):
+//  * The leader proposes LeaseCheckpoint batches recording, per lease,
+//    remaining = expiry - t_propose. Every renewed lease goes into the next
+//    batch (one batch in flight at a time, so batches group-commit every
+//    keep-alive that arrived meanwhile), and every other lease whose last
+//    checkpoint is older than `checkpoint_refresh`.
+//  * A keep-alive is answered only after the batch holding its renewal is
+//    applied (Renew returns the batch sequence; WaitCheckpoint waits). So
+//    every expiry a client was told about is in the log.
+//  * A new leader sets expiry = t_promote + remaining + grace (grace = one
+//    election timeout; a lease never checkpointed counts its full TTL as
+//    remaining). Since t_promote > t_propose, that is later than the expiry
+//    the old leader had when it proposed the checkpoint, which is at least
+//    the expiry any acknowledged keep-alive promised: no lease expires early.
+//    It is at most `checkpoint_refresh` + commit latency + grace later than
+//    the old leader's expiry: the TTL is not reset to full.
+//  * A checkpoint from an earlier leadership, applied after promotion,
+//    extends expiry to max(expiry, t_apply + remaining) by the same
+//    argument; the primary's own checkpoints change nothing in memory.
+//  * Nothing expires during the first `grace` after promotion.
+//
+// Thread safety: all methods are thread-safe (one internal mutex, never held
+// across I/O or a callback). The Apply* methods and ReloadFromStore must be
+// called from the apply thread only, in log order.
+#ifndef LOCKD_KV_LEASE_LESSOR_H_
+#define LOCKD_KV_LEASE_LESSOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "etcdserverpb/rpc.pb.h"
+#include "kv/mvcc/store.h"
+#include "lockdpb/internal.pb.h"
+
+namespace lockd::kv {
+
+// etcd's lease errors (wording and gRPC codes of etcd's rpctypes).
+inline absl::Status ErrLeaseExists() {
+  return absl::FailedPreconditionError("etcdserver: lease already exists");
+}
+inline absl::Status ErrLeaseTTLTooLarge() {
+  return absl::OutOfRangeError("etcdserver: too large lease TTL");
+}
+
+struct LessorOptions {
+  // Smallest TTL granted, seconds; etcd: ceil(1.5 * election timeout).
+  int64_t min_ttl_s = 2;
+  // A new leader expires nothing for this long (one election timeout).
+  absl::Duration grace = absl::Seconds(1);
+  // A lease not renewed is checkpointed again after this long, bounding how
+  // much a leader change can lengthen it.
+  absl::Duration checkpoint_refresh = absl::Seconds(1);
+  // Items per checkpoint entry.
+  size_t checkpoint_batch_max = 5000;
+  // Expiry proposals per second (etcd: 1000).
+  int revoke_rate_per_s = 1000;
+  // An expired lease whose revoke did not apply is proposed again after
+  // this long.
+  absl::Duration revoke_retry = absl::Seconds(3);
+  // A monotonic clock; tests inject their own.
+  std::function<absl::Time()> now;
+};
+
+class Lessor final : public LeaseOracle {
+ public:
+  // etcd's MaxLeaseTTL, seconds.
+  static constexpr int64_t kMaxTtlS = 9000000000;
+
+  // `store` must outlive the lessor. Call ReloadFromStore before use.
+  Lessor(MvccStore* store, LessorOptions options);
+
+  // Rebuilds the replicated table from the store's lease records (after
+  // opening the store, and after a raft snapshot replaced it). On the
+  // primary every lease gets expiry = now + remaining + grace.
+  absl::Status ReloadFromStore();
+
+  // --- Replicated changes, apply thread only, in log order. ---
+  // etcd's Grant: id 0 -> ErrLeaseNotFound, TTL > kMaxTtlS ->
+  // ErrLeaseTTLTooLarge, an existing id -> ErrLeaseExists. The TTL is used
+  // as proposed (the proposer raises it to the minimum, see GrantTtl), so
+  // every member grants the same.
+  absl::Status ApplyGrant(ApplyBatch* batch,
+                          const etcdserverpb::LeaseGrantRequest& req,
+                          etcdserverpb::LeaseGrantResponse* resp);
+  // Deletes the lease and every key attached to it in one revision.
+  absl::Status ApplyRevoke(ApplyBatch* batch,
+                           const etcdserverpb::LeaseRevokeRequest& req,
+                           etcdserverpb::LeaseRevokeResponse* resp);
+  // Records remaining times; unknown (revoked) leases are skipped.
+  void ApplyCheckpoint(ApplyBatch* batch,
+                       const internal::LeaseCheckpoint& checkpoint);
+
+  // LeaseOracle: whether the replicated table holds the lease.
+  bool LeaseExists(int64_t lease_id) const override;
+
+  // The TTL to propose for a requested one (raised to the minimum as etcd
+  // does), or ErrLeaseTTLTooLarge.
+  absl::StatusOr<int64_t> GrantTtl(int64_t requested_ttl_s) const;
+
+  // --- Leadership (volatile). ---
+  // Becomes primary for `term` (no-op if already primary for it).
+  void Promote(uint64_t term);
+  // Stops being primary; waiting keep-alives fail with kUnavailable.
+  void Demote();
+  bool primary() const;
+
+  // Renews a lease in memory on the primary. Returns the granted TTL and
+  // what to pass to WaitCheckpoint before answering the client. Errors:
+  // ErrLeaseNotFound (unknown or already expired: etcd answers TTL 0),
+  // kUnavailable (not primary).
+  struct Renewal {
+    int64_t ttl_s = 0;
+    uint64_t generation = 0;  // the lease's renewal count
+    uint64_t epoch = 0;       // the leadership it was made under
+  };
+  absl::StatusOr<Renewal> Renew(int64_t lease_id);
+  // Waits until a checkpoint holding this renewal has been applied. Errors:
+  // ErrLeaseNotFound (revoked meanwhile), kUnavailable "leader changed"
+  // (demoted), kDeadlineExceeded.
+  absl::Status WaitCheckpoint(int64_t lease_id, const Renewal& renewal,
+                              absl::Time deadline);
+
+  // etcd's TimeToLive. On the primary `remaining_s` comes from the expiry
+  // (never above the granted TTL); elsewhere from the last checkpoint.
+  struct Info {
+    int64_t granted_ttl_s = 0;
+    int64_t remaining_s = 0;
+  };
+  absl::StatusOr<Info> TimeToLive(int64_t lease_id) const;
+  // Every lease id, ascending.
+  std::vector<int64_t> Leases() const;
+
+  // --- The primary's driver (one thread). ---
+  // The next checkpoint to propose, if one is due and none is in flight:
+  // renewed leases, plus (when `refresh`) leases not checkpointed for
+  // checkpoint_refresh, at most checkpoint_batch_max items. Returns false
+  // when there is nothing to propose.
+  bool TakeCheckpoint(bool refresh, uint64_t* seq,
+                      internal::LeaseCheckpoint* checkpoint);
+  // The outcome of checkpoint `seq`: applied, or failed to propose or
+  // commit (its renewals go into the next one).
+  void CheckpointDone(uint64_t seq, bool applied);
+  // Expired leases to propose revokes for now, at most `max`; each is not
+  // offered again for revoke_retry.
+  std::vector<int64_t> TakeExpired(size_t max);
+
+ private:
+  struct Lease {
+    int64_t ttl_s = 0;
+    int64_t remaining_ms = 0;  // replicated: last checkpoint, 0 = none
+    // Primary only:
+    absl::Time expiry = absl::InfiniteFuture();
+    absl::Time checkpointed_at = absl::InfinitePast();
+    absl::Time revoke_after = absl::InfinitePast();
+    uint64_t renew_generation = 0;
+    uint64_t checkpointed_generation = 0;
+  };
+  absl::Time Now() const { return options_.now(); }
+  void SetPrimaryExpiry(Lease& l, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static std::string Record(int64_t id, const Lease& l);
+
+  MvccStore* const store_;
+  const LessorOptions options_;
+  mutable absl::Mutex mu_;
+  std::map<int64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
+  bool primary_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t primary_term_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time promoted_at_ ABSL_GUARDED_BY(mu_);
+  // Bumped by every Demote: renewals made before fail their waiters.
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
+  // The checkpoint in flight (0: none) and the (id, generation) it holds.
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t in_flight_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::pair<int64_t, uint64_t>> in_flight_ ABSL_GUARDED_BY(mu_);
+  // Ids renewed since they were last put into a checkpoint.
+  std::set<int64_t> renewed_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace lockd::kv
+
+#endif  // LOCKD_KV_LEASE_LESSOR_H_
