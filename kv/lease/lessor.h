@@ -9,7 +9,7 @@
 // Volatile state, meaningful only on the leader ("primary"): each lease's
 // expiry on a monotonic clock. Keep-alives renew it in memory; no member
 // deletes keys on its own clock: the leader *proposes* LeaseRevoke entries
-// for expired leases (TakeExpired), at most `revoke_rate_per_s`.
+// for expired leases (TakeExpired; the caller limits the rate).
 //
 // The expiry rule across leader changes (never early, never reset to full):
 //  * The leader proposes LeaseCheckpoint batches recording, per lease,
@@ -75,8 +75,6 @@ struct LessorOptions {
   absl::Duration checkpoint_refresh = absl::Seconds(1);
   // Items per checkpoint entry.
   size_t checkpoint_batch_max = 5000;
-  // Expiry proposals per second (etcd: 1000).
-  int revoke_rate_per_s = 1000;
   // An expired lease whose revoke did not apply is proposed again after
   // this long.
   absl::Duration revoke_retry = absl::Seconds(3);

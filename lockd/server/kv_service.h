@@ -51,13 +51,17 @@ class KvService final : public etcdserverpb::KV::Service {
                      const etcdserverpb::AlarmRequest* req,
                      etcdserverpb::AlarmResponse* resp);
 
- private:
   // Replicates `req` and waits for its result (on the leader), or forwards
-  // the original call to the leader via `forward`.
+  // the original call to the leader via `forward` (other services' writes,
+  // e.g. leases, take the same path).
   using Forward = std::function<grpc::Status(
       const std::shared_ptr<grpc::Channel>&, grpc::ClientContext*)>;
   grpc::Status Replicate(grpc::ServerContext* ctx, internal::Request req,
                          ApplyResult* result, const Forward& forward);
+  // A channel to the leader's peer port (cached), or null if unknown.
+  std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
+
+ private:
   // Over the space quota: raises the NOSPACE alarm (once) and says so.
   bool OverQuota(grpc::ServerContext* ctx, size_t request_bytes);
   // A write's common path: wrap it as a log command, replicate (or forward
@@ -69,7 +73,6 @@ class KvService final : public etcdserverpb::KV::Service {
                      grpc::Status (etcdserverpb::KV::Stub::*forward)(
                          grpc::ClientContext*, const Req&, Resp*));
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
-  std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
   const ServerConfig* config_;
   raft::RaftNode* node_;

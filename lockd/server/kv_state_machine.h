@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.pb.h"
+#include "kv/lease/lessor.h"
 #include "kv/mvcc/store.h"
 #include "lockdpb/internal.pb.h"
 #include "raft/node/node.h"
@@ -31,12 +32,18 @@ struct ApplyResult {
   etcdserverpb::TxnResponse txn;
   etcdserverpb::CompactionResponse compaction;
   etcdserverpb::AlarmResponse alarm;
+  etcdserverpb::LeaseGrantResponse lease_grant;
+  etcdserverpb::LeaseRevokeResponse lease_revoke;
 };
 
 class KvStateMachine final : public raft::StateMachine {
  public:
   KvStateMachine(uint64_t member_id, kv::MvccStore* store)
       : member_id_(member_id), store_(store) {}
+
+  // Leases are applied by `lessor`, which also tells Puts which leases
+  // exist. Call before the node starts; without it every lease is unknown.
+  void AttachLessor(kv::Lessor* lessor) { lessor_ = lessor; }
 
   // raft::StateMachine.
   uint64_t AppliedIndex() const override { return store_->applied_index(); }
@@ -51,6 +58,7 @@ class KvStateMachine final : public raft::StateMachine {
  private:
   const uint64_t member_id_;
   kv::MvccStore* store_;
+  kv::Lessor* lessor_ = nullptr;
   absl::Mutex mu_;
   std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
       ABSL_GUARDED_BY(mu_);
