@@ -34,7 +34,8 @@ void Lessor::SetPrimaryExpiry(Lease& l, absl::Time now) {
   l.revoke_after = absl::InfinitePast();
 }
 
-absl::Status Lessor::ReloadFromStore() {
+absl::Status Lessor::ReloadFromStore(MvccStore* replacement) {
+  if (replacement != nullptr) store_ = replacement;
   std::vector<std::pair<int64_t, std::string>> records;
   if (absl::Status s = store_->LeaseRecords(&records); !s.ok()) return s;
   std::map<int64_t, Lease> leases;

@@ -91,9 +91,11 @@ class Lessor final : public LeaseOracle {
   Lessor(MvccStore* store, LessorOptions options);
 
   // Rebuilds the replicated table from the store's lease records (after
-  // opening the store, and after a raft snapshot replaced it). On the
-  // primary every lease gets expiry = now + remaining + grace.
-  absl::Status ReloadFromStore();
+  // opening the store, and after a raft snapshot replaced its contents).
+  // `replacement`, if not null, is a new store object to use from now on
+  // (it must outlive the lessor). On the primary every lease gets expiry =
+  // now + remaining + grace. Apply thread only.
+  absl::Status ReloadFromStore(MvccStore* replacement = nullptr);
 
   // --- Replicated changes, apply thread only, in log order. ---
   // etcd's Grant: id 0 -> ErrLeaseNotFound, TTL > kMaxTtlS ->
@@ -181,7 +183,7 @@ class Lessor final : public LeaseOracle {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static std::string Record(int64_t id, const Lease& l);
 
-  MvccStore* const store_;
+  MvccStore* store_;  // apply thread only
   const LessorOptions options_;
   mutable absl::Mutex mu_;
   std::map<int64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
