@@ -32,6 +32,9 @@ void Lessor::SetPrimaryExpiry(Lease& l, absl::Time now) {
   l.expiry = now + absl::Milliseconds(remaining_ms) + options_.grace;
   l.checkpointed_at = now;
   l.revoke_after = absl::InfinitePast();
+  l.renewed_at = absl::InfinitePast();
+  // Only this leadership's own records cover its acknowledgements.
+  l.covered_until = absl::InfinitePast();
 }
 
 absl::Status Lessor::ReloadFromStore(MvccStore* replacement) {
@@ -167,6 +170,8 @@ absl::StatusOr<Lessor::Renewal> Lessor::Renew(int64_t lease_id) {
   // An expired lease stays expired: its revoke is (or will be) proposed.
   if (l.expiry <= now) return ErrLeaseNotFound();
   l.expiry = std::max(l.expiry, now + absl::Seconds(l.ttl_s));
+  l.renewed_at = now;
+  if (now <= l.covered_until) return Renewal{l.ttl_s, 0, epoch_};
   ++l.renew_generation;
   renewed_.insert(lease_id);
   return Renewal{l.ttl_s, l.renew_generation, epoch_};
@@ -222,18 +227,28 @@ bool Lessor::TakeCheckpoint(bool refresh, uint64_t* seq,
   absl::MutexLock lock(&mu_);
   if (!primary_ || in_flight_seq_ != 0) return false;
   const absl::Time now = Now();
+  const absl::Duration horizon = options_.ack_horizon;
   auto full = [&] {
     return static_cast<size_t>(checkpoint->items_size()) >=
            options_.checkpoint_batch_max;
   };
   auto add = [&](int64_t id, Lease& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const int64_t remaining_ms = absl::ToInt64Milliseconds(l.expiry - now);
+    const absl::Duration ttl = absl::Seconds(l.ttl_s);
+    absl::Duration remaining = l.expiry - now;
     l.checkpointed_at = now;
-    if (remaining_ms <= 0) return;  // expired: its revoke says the rest
+    if (remaining <= absl::ZeroDuration()) return;  // its revoke says the rest
+    // Active leases get a record that covers keep-alives for a while.
+    if (l.renewed_at >= now - horizon) {
+      remaining = std::max(remaining, ttl + horizon);
+    }
+    const absl::Time covers = now + remaining - ttl;
+    // Until this record is applied, either it or the previous one may end
+    // up the latest: acknowledge only what both cover.
+    l.covered_until = std::min(l.covered_until, covers);
     auto* item = checkpoint->add_items();
     item->set_id(id);
-    item->set_remaining_ms(remaining_ms);
-    in_flight_.emplace_back(id, l.renew_generation);
+    item->set_remaining_ms(absl::ToInt64Milliseconds(remaining));
+    in_flight_.push_back(InFlight{id, l.renew_generation, covers});
   };
   // Renewals first: keep-alives wait for them. Those beyond the batch limit
   // stay for the next batch.
@@ -246,7 +261,11 @@ bool Lessor::TakeCheckpoint(bool refresh, uint64_t* seq,
   if (refresh) {
     for (auto& [id, l] : leases_) {
       if (full()) break;
-      if (now - l.checkpointed_at >= options_.checkpoint_refresh) add(id, l);
+      const bool active = l.renewed_at >= now - horizon;
+      if ((active && l.covered_until - now < horizon / 2) ||
+          now - l.checkpointed_at >= options_.checkpoint_refresh) {
+        add(id, l);
+      }
     }
   }
   if (checkpoint->items_size() == 0) {
@@ -262,15 +281,17 @@ bool Lessor::TakeCheckpoint(bool refresh, uint64_t* seq,
 void Lessor::CheckpointDone(uint64_t seq, bool applied) {
   absl::MutexLock lock(&mu_);
   if (seq != in_flight_seq_) return;  // dropped by Demote already
-  for (const auto& [id, generation] : in_flight_) {
-    auto it = leases_.find(id);
+  for (const InFlight& f : in_flight_) {
+    auto it = leases_.find(f.id);
     if (it == leases_.end()) continue;
     Lease& l = it->second;
     if (applied) {
       l.checkpointed_generation =
-          std::max(l.checkpointed_generation, generation);
+          std::max(l.checkpointed_generation, f.generation);
+      // Now the latest record in the log (one batch in flight at a time).
+      l.covered_until = f.covered_until;
     } else if (l.renew_generation > l.checkpointed_generation) {
-      renewed_.insert(id);  // retried in the next batch
+      renewed_.insert(f.id);  // retried in the next batch
     }
   }
   in_flight_seq_ = 0;

@@ -12,24 +12,29 @@
 // for expired leases (TakeExpired; the caller limits the rate).
 //
 // The expiry rule across leader changes (never early, never reset to full):
-//  * The leader proposes LeaseCheckpoint batches recording, per lease,
-//    remaining = expiry - t_propose. Every renewed lease goes into the next
-//    batch (one batch in flight at a time, so batches group-commit every
-//    keep-alive that arrived meanwhile), and every other lease whose last
-//    checkpoint is older than `checkpoint_refresh`.
-//  * A keep-alive is answered only after the batch holding its renewal is
-//    applied (Renew returns the batch sequence; WaitCheckpoint waits). So
-//    every expiry a client was told about is in the log.
-//  * A new leader sets expiry = t_promote + remaining + grace (grace = one
-//    election timeout; a lease never checkpointed counts its full TTL as
-//    remaining). Since t_promote > t_propose, that is later than the expiry
-//    the old leader had when it proposed the checkpoint, which is at least
-//    the expiry any acknowledged keep-alive promised: no lease expires early.
-//    It is at most `checkpoint_refresh` + commit latency + grace later than
-//    the old leader's expiry: the TTL is not reset to full.
+//  * The leader proposes LeaseCheckpoint batches recording, per lease, a
+//    remaining time r measured at the proposal time t_c. The lease's record
+//    then promises expiry no earlier than t_c + r.
+//  * A keep-alive at time t promises the client expiry t + ttl. The leader
+//    acknowledges it only if the lease's last record covers it, i.e.
+//    t <= covered_until = t_c + r - ttl of every record that may be the
+//    latest in the log (the one applied and the one in flight). If not, the
+//    renewal goes into the next batch and is answered once that batch is
+//    applied (Renew/WaitCheckpoint). So every promise is in the log.
+//  * To answer steady keep-alives without a raft round trip, a lease
+//    renewed within `ack_horizon` is recorded with r = max(expiry - t_c,
+//    ttl + ack_horizon), covering keep-alives until t_c + ack_horizon; the
+//    driver extends it again before it runs out. An idle lease is recorded
+//    exactly (r = expiry - t_c), every `checkpoint_refresh`.
+//  * A new leader sets expiry = t_promote + r + grace (grace = one election
+//    timeout; a lease never checkpointed counts its full TTL). Since
+//    t_promote > t_c, that is later than every acknowledged promise: no
+//    lease expires early. It exceeds the old leader's expiry by at most
+//    ack_horizon (active leases) or checkpoint_refresh (idle ones) plus
+//    commit latency plus grace: the TTL is not reset to full.
 //  * A checkpoint from an earlier leadership, applied after promotion,
-//    extends expiry to max(expiry, t_apply + remaining) by the same
-//    argument; the primary's own checkpoints change nothing in memory.
+//    extends expiry to max(expiry, t_apply + r) by the same argument; the
+//    primary's own checkpoints change nothing in memory.
 //  * Nothing expires during the first `grace` after promotion.
 //
 // Thread safety: all methods are thread-safe (one internal mutex, never held
@@ -73,6 +78,9 @@ struct LessorOptions {
   // A lease not renewed is checkpointed again after this long, bounding how
   // much a leader change can lengthen it.
   absl::Duration checkpoint_refresh = absl::Seconds(1);
+  // Keep-alives of an active lease are answered at once for this long
+  // after its last checkpoint (see above).
+  absl::Duration ack_horizon = absl::Seconds(1);
   // Items per checkpoint entry.
   size_t checkpoint_batch_max = 5000;
   // An expired lease whose revoke did not apply is proposed again after
@@ -128,7 +136,8 @@ class Lessor final : public LeaseOracle {
   bool primary() const;
 
   // Renews a lease in memory on the primary. Returns the granted TTL and
-  // what to pass to WaitCheckpoint before answering the client. Errors:
+  // what to pass to WaitCheckpoint before answering the client (generation
+  // 0: answer now, the lease's record already covers it). Errors:
   // ErrLeaseNotFound (unknown or already expired: etcd answers TTL 0),
   // kUnavailable (not primary).
   struct Renewal {
@@ -155,9 +164,10 @@ class Lessor final : public LeaseOracle {
 
   // --- The primary's driver (one thread). ---
   // The next checkpoint to propose, if one is due and none is in flight:
-  // renewed leases, plus (when `refresh`) leases not checkpointed for
-  // checkpoint_refresh, at most checkpoint_batch_max items. Returns false
-  // when there is nothing to propose.
+  // renewals waiting for one, plus (when `refresh`) active leases whose
+  // cover runs out within half the ack horizon and idle leases not
+  // checkpointed for checkpoint_refresh; at most checkpoint_batch_max
+  // items. Returns false when there is nothing to propose.
   bool TakeCheckpoint(bool refresh, uint64_t* seq,
                       internal::LeaseCheckpoint* checkpoint);
   // The outcome of checkpoint `seq`: applied, or failed to propose or
@@ -175,6 +185,9 @@ class Lessor final : public LeaseOracle {
     absl::Time expiry = absl::InfiniteFuture();
     absl::Time checkpointed_at = absl::InfinitePast();
     absl::Time revoke_after = absl::InfinitePast();
+    absl::Time renewed_at = absl::InfinitePast();
+    // Keep-alives up to this time are covered by the lease's record(s).
+    absl::Time covered_until = absl::InfinitePast();
     uint64_t renew_generation = 0;
     uint64_t checkpointed_generation = 0;
   };
@@ -192,10 +205,15 @@ class Lessor final : public LeaseOracle {
   absl::Time promoted_at_ ABSL_GUARDED_BY(mu_);
   // Bumped by every Demote: renewals made before fail their waiters.
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
-  // The checkpoint in flight (0: none) and the (id, generation) it holds.
+  // The checkpoint in flight (0: none) and what it holds.
+  struct InFlight {
+    int64_t id;
+    uint64_t generation;
+    absl::Time covered_until;
+  };
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t in_flight_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::pair<int64_t, uint64_t>> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::vector<InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
   // Ids renewed since they were last put into a checkpoint.
   std::set<int64_t> renewed_ ABSL_GUARDED_BY(mu_);
 };

@@ -167,7 +167,8 @@ TEST_F(LessorTest, KeepAlive_AnsweredOnlyAfterItsCheckpointApplies) {
   internal::LeaseCheckpoint cp;
   ASSERT_TRUE(lessor_->TakeCheckpoint(false, &seq, &cp));
   ASSERT_EQ(cp.items_size(), 1);
-  EXPECT_EQ(cp.items(0).remaining_ms(), 10000);
+  // An active lease's record covers keep-alives for the ack horizon (1 s).
+  EXPECT_EQ(cp.items(0).remaining_ms(), 11000);
   EXPECT_EQ(cp.term(), 2u);
   // One in flight at a time.
   internal::LeaseCheckpoint again;
@@ -177,8 +178,51 @@ TEST_F(LessorTest, KeepAlive_AnsweredOnlyAfterItsCheckpointApplies) {
   lessor_->CheckpointDone(seq, true);
   EXPECT_TRUE(lessor_->WaitCheckpoint(7, *r, absl::Now()).ok());
   // The primary's own checkpoint does not move its expiry.
-  now_ += absl::Seconds(3);
-  EXPECT_EQ(Remaining(7), 7);
+  now_ += absl::Milliseconds(500);
+  EXPECT_EQ(Remaining(7), 9);
+  // Within the horizon the record covers a keep-alive: answered at once.
+  auto covered = lessor_->Renew(7);
+  ASSERT_TRUE(covered.ok());
+  EXPECT_EQ(covered->generation, 0u);
+  EXPECT_TRUE(lessor_->WaitCheckpoint(7, *covered, absl::Now()).ok());
+  EXPECT_EQ(Remaining(7), 10);
+  // Beyond it, the next keep-alive waits for a new record again.
+  now_ += absl::Milliseconds(600);
+  auto uncovered = lessor_->Renew(7);
+  ASSERT_TRUE(uncovered.ok());
+  EXPECT_GT(uncovered->generation, 0u);
+  EXPECT_TRUE(absl::IsDeadlineExceeded(
+      lessor_->WaitCheckpoint(7, *uncovered, absl::Now())));
+}
+
+// Every acknowledged keep-alive is covered by whichever record ends up the
+// latest in the log: a record in flight that covers less (an idle lease's
+// exact one) stops immediate answers at once.
+TEST_F(LessorTest, KeepAlive_CoverNeverExceedsARecordInFlight) {
+  ASSERT_TRUE(Grant(7, 10).ok());
+  lessor_->Promote(2);
+  auto r = lessor_->Renew(7);
+  ASSERT_TRUE(r.ok());
+  uint64_t seq = 0;
+  internal::LeaseCheckpoint cp;
+  ASSERT_TRUE(lessor_->TakeCheckpoint(false, &seq, &cp));
+  lessor_->CheckpointDone(seq, true);  // covers keep-alives for 1 s
+  // 2 s later the lease is idle; the refresh records it exactly.
+  now_ += absl::Seconds(2);
+  internal::LeaseCheckpoint idle;
+  ASSERT_TRUE(lessor_->TakeCheckpoint(true, &seq, &idle));
+  ASSERT_EQ(idle.items_size(), 1);
+  EXPECT_EQ(idle.items(0).remaining_ms(), 9000);  // 10 + 1 grace - 2
+  auto later = lessor_->Renew(7);
+  ASSERT_TRUE(later.ok());
+  EXPECT_GT(later->generation, 0u);  // must wait for a record covering it
+  lessor_->CheckpointDone(seq, true);
+  internal::LeaseCheckpoint next;
+  ASSERT_TRUE(lessor_->TakeCheckpoint(false, &seq, &next));
+  ASSERT_EQ(next.items_size(), 1);
+  EXPECT_EQ(next.items(0).remaining_ms(), 11000);
+  lessor_->CheckpointDone(seq, true);
+  EXPECT_TRUE(lessor_->WaitCheckpoint(7, *later, absl::Now()).ok());
 }
 
 TEST_F(LessorTest, KeepAlive_FailedCheckpointIsRetried_DemoteFailsWaiters) {

@@ -18,8 +18,9 @@ constexpr char kForwardedKey[] = "lockd-forwarded";
 constexpr absl::Duration kRequestTimeout = absl::Seconds(7);
 // The driver's idle period; renewals and applied checkpoints wake it early.
 constexpr absl::Duration kTick = absl::Milliseconds(50);
-// Leases not renewed are checkpointed again at most this often.
-constexpr absl::Duration kRefreshPeriod = absl::Milliseconds(500);
+// How often the lessor looks for records to refresh: a quarter of its ack
+// horizon, so an active lease's cover is extended well before it runs out.
+constexpr absl::Duration kRefreshPeriod = absl::Milliseconds(250);
 // Expiry proposals per second, etcd's leaseRevokeRate.
 constexpr double kRevokesPerSecond = 1000;
 // A checkpoint not applied by then is given up (its renewals are retried).
@@ -126,7 +127,9 @@ void LeaseDriver::Run() {
     const bool refresh = now >= next_refresh;
     if (refresh) next_refresh = now + kRefreshPeriod;
     ProposeCheckpoint(refresh);
-    // A token bucket: the lessor's rate, bursts of at most half a second's.
+    // Expiry scans every lease: once a tick, not on every wake-up. A token
+    // bucket at etcd's rate, bursts of at most half a second's.
+    if (now - last_revoke < kTick) continue;
     const double rate = kRevokesPerSecond;
     revoke_tokens =
         std::min(rate / 2, revoke_tokens +
@@ -285,10 +288,15 @@ grpc::Status LeaseService::LeaseKeepAlive(
     // The header is taken before renewing, as etcd does: a revoke seen
     // after it has a larger revision.
     FillHeader(resp.mutable_header());
-    driver_->SyncLeadership();
     absl::StatusOr<kv::Lessor::Renewal> renewal = lessor_->Renew(req.id());
+    if (absl::IsUnavailable(renewal.status())) {
+      // Leading, but the driver has not made the lessor primary yet.
+      driver_->SyncLeadership();
+      renewal = lessor_->Renew(req.id());
+    }
     absl::Status s = renewal.status();
-    if (s.ok()) {
+    if (s.ok() && renewal->generation != 0) {
+      // Not covered by the lease's record yet: wait for the next one.
       driver_->Kick();
       s = lessor_->WaitCheckpoint(req.id(), *renewal,
                                   absl::Now() + kRequestTimeout);
@@ -321,17 +329,20 @@ grpc::Status LeaseService::RelayKeepAlive(
   // Responses flow back on their own thread; when the leader's stream ends
   // (it lost leadership or died) the client's stream is ended too, so the
   // client reconnects to whoever leads now.
+  std::atomic<bool> client_done{false};
   std::thread back([&] {
     etcdserverpb::LeaseKeepAliveResponse resp;
     while (upstream->Read(&resp)) {
       if (!stream->Write(resp)) break;
     }
-    ctx->TryCancel();
+    // The leader ended the stream first: unblock the client's side.
+    if (!client_done.load()) ctx->TryCancel();
   });
   etcdserverpb::LeaseKeepAliveRequest req;
   while (stream->Read(&req)) {
     if (!upstream->Write(req)) break;
   }
+  client_done = true;
   upstream->WritesDone();
   up.TryCancel();
   back.join();

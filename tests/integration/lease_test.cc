@@ -190,6 +190,7 @@ TEST(LeaseTest, ExpiredLeaseKeysVanish_NeverEarly) {
   const std::string id = GrantedId(Lockctl(all, {"lease", "grant", "4"}));
   ASSERT_EQ(Lockctl(all, {"put", "--lease", id, "exp/a", "1"}).exit_code, 0);
   ASSERT_EQ(Lockctl(all, {"put", "--lease", id, "exp/b", "2"}).exit_code, 0);
+  const int64_t after_puts = Revision(all);
   // Present for the whole TTL (a read that ended before the TTL passed
   // since the grant was sent must see them), gone soon after.
   absl::Time gone_at = absl::InfiniteFuture();
@@ -208,6 +209,7 @@ TEST(LeaseTest, ExpiredLeaseKeysVanish_NeverEarly) {
   ASSERT_LT(gone_at, granted_before + absl::Seconds(15));
   // Both keys went in the same revision: one revision after the second put.
   EXPECT_FALSE(KeyExists(all, "exp/b"));
+  EXPECT_EQ(Revision(all), after_puts + 1);
   EXPECT_EQ(Etcdctl(all, {"lease", "timetolive", id}).out,
             "lease " + id + " already expired\n");
 }
