@@ -135,6 +135,13 @@ bool Lessor::LeaseExists(int64_t lease_id) const {
 void Lessor::Promote(uint64_t term) {
   absl::MutexLock lock(&mu_);
   if (primary_ && primary_term_ == term) return;
+  if (primary_) {
+    // Re-elected without a Demote seen in between: start afresh, as after
+    // one.
+    ++epoch_;
+    in_flight_seq_ = 0;
+    in_flight_.clear();
+  }
   primary_ = true;
   primary_term_ = term;
   const absl::Time now = Now();
