@@ -8,6 +8,7 @@
 //            "compact_done"     -> u64: history below it is physically gone
 //            "alarms"           -> etcdserverpb.AlarmResponse (alarms only)
 //            "record/" name     -> bytes of a layer above (PutRecord)
+//            "lease/" id:u64    -> the lessor's opaque record of a lease
 //   history  main:u64 sub:u64   -> flag:1 ('p' put | 't' tombstone)
 //                                  mvccpb.KeyValue (a tombstone has only key
 //                                  and mod_revision)
@@ -50,6 +51,7 @@ constexpr char kMetaCompactRevision[] = "compact_revision";
 constexpr char kMetaCompactDone[] = "compact_done";
 constexpr char kMetaAlarms[] = "alarms";
 constexpr char kMetaRecordPrefix[] = "record/";
+constexpr char kMetaLeasePrefix[] = "lease/";
 
 constexpr char kPutFlag = 'p';
 constexpr char kTombstoneFlag = 't';
@@ -615,6 +617,30 @@ absl::Status MvccStore::LeaseKeys(int64_t lease_id,
   return absl::OkStatus();
 }
 
+static std::string LeaseRecordKey(int64_t lease_id) {
+  return absl::StrCat(kMetaLeasePrefix, U64(static_cast<uint64_t>(lease_id)));
+}
+
+absl::Status MvccStore::LeaseRecords(
+    std::vector<std::pair<int64_t, std::string>>* records) const {
+  SnapshotReader reader(db_);
+  const absl::string_view prefix = kMetaLeasePrefix;
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(meta_cf_);
+  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+       it->Valid() &&
+       it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()));
+       it->Next()) {
+    if (it->key().size() != prefix.size() + 8) {
+      return absl::InternalError("corrupt store: lease record key");
+    }
+    int64_t id = static_cast<int64_t>(ReadBigEndian64(
+        absl::string_view(it->key().data() + prefix.size(), 8)));
+    records->emplace_back(id, it->value().ToString());
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "lease records");
+  return absl::OkStatus();
+}
+
 std::vector<etcdserverpb::AlarmMember> MvccStore::Alarms() const {
   absl::MutexLock lock(&alarms_mu_);
   return alarms_;
@@ -1084,6 +1110,14 @@ absl::StatusOr<std::string> MvccStore::GetRecord(
   if (s.IsNotFound()) return absl::NotFoundError("no record " + name);
   if (!s.ok()) return FromRocks(s, "record");
   return value;
+}
+
+void ApplyBatch::PutLeaseRecord(int64_t lease_id, const std::string& record) {
+  impl_->batch.Put(store_->meta_cf_, LeaseRecordKey(lease_id), record);
+}
+
+void ApplyBatch::DeleteLeaseRecord(int64_t lease_id) {
+  impl_->batch.Delete(store_->meta_cf_, LeaseRecordKey(lease_id));
 }
 
 std::vector<mvccpb::Event> ApplyBatch::TakeEvents() {

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -116,6 +117,11 @@ class MvccStore {
   absl::Status LeaseKeys(int64_t lease_id,
                          std::vector<std::string>* keys) const;
 
+  // Every lease record (see ApplyBatch::PutLeaseRecord) as committed, in
+  // lease id order (ids compared as unsigned).
+  absl::Status LeaseRecords(
+      std::vector<std::pair<int64_t, std::string>>* records) const;
+
   // Applies committed entries. Only one batch may be open (created and not
   // yet committed or destroyed) at a time.
   std::unique_ptr<ApplyBatch> BeginApply(const LeaseOracle* leases);
@@ -200,6 +206,12 @@ class ApplyBatch {
   // Deletes every key attached to `lease_id` in one revision (lease revoke
   // and expiry). Returns the number deleted.
   absl::StatusOr<int64_t> DeleteLeaseKeys(int64_t lease_id);
+
+  // The lessor's record of a lease (opaque bytes), written with the batch so
+  // lease state is exactly as durable, and as copied by Checkpoint(), as the
+  // keys attached to it. Neither makes a revision.
+  void PutLeaseRecord(int64_t lease_id, const std::string& record);
+  void DeleteLeaseRecord(int64_t lease_id);
 
   // The store revision including this batch's writes so far.
   int64_t revision() const { return revision_; }

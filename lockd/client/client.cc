@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -14,6 +16,7 @@ struct Client::Endpoint {
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
   std::unique_ptr<etcdserverpb::Maintenance::Stub> maintenance;
   std::unique_ptr<etcdserverpb::Cluster::Stub> cluster;
+  std::unique_ptr<etcdserverpb::Lease::Stub> lease;
 };
 
 absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
@@ -53,6 +56,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
     ep->kv = etcdserverpb::KV::NewStub(ep->channel);
     ep->maintenance = etcdserverpb::Maintenance::NewStub(ep->channel);
     ep->cluster = etcdserverpb::Cluster::NewStub(ep->channel);
+    ep->lease = etcdserverpb::Lease::NewStub(ep->channel);
     client->endpoints_.push_back(*e);
     client->conns_.push_back(std::move(ep));
   }
@@ -170,6 +174,97 @@ absl::StatusOr<etcdserverpb::MemberListResponse> Client::MemberList() {
   });
   if (!s.ok()) return s;
   return resp;
+}
+
+absl::StatusOr<etcdserverpb::LeaseGrantResponse> Client::LeaseGrant(
+    const etcdserverpb::LeaseGrantRequest& req) {
+  etcdserverpb::LeaseGrantResponse resp;
+  absl::Status s = WithRetry(false, [&](Endpoint& ep, grpc::ClientContext* c) {
+    return ep.lease->LeaseGrant(c, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::LeaseRevokeResponse> Client::LeaseRevoke(
+    const etcdserverpb::LeaseRevokeRequest& req) {
+  etcdserverpb::LeaseRevokeResponse resp;
+  absl::Status s = WithRetry(false, [&](Endpoint& ep, grpc::ClientContext* c) {
+    return ep.lease->LeaseRevoke(c, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::LeaseTimeToLiveResponse> Client::LeaseTimeToLive(
+    const etcdserverpb::LeaseTimeToLiveRequest& req) {
+  etcdserverpb::LeaseTimeToLiveResponse resp;
+  absl::Status s = WithRetry(true, [&](Endpoint& ep, grpc::ClientContext* c) {
+    resp.Clear();
+    return ep.lease->LeaseTimeToLive(c, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::LeaseLeasesResponse> Client::LeaseLeases() {
+  etcdserverpb::LeaseLeasesResponse resp;
+  absl::Status s = WithRetry(true, [&](Endpoint& ep, grpc::ClientContext* c) {
+    resp.Clear();
+    return ep.lease->LeaseLeases(c, etcdserverpb::LeaseLeasesRequest(), &resp);
+  });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::Status Client::LeaseKeepAlive(
+    int64_t lease_id,
+    const std::function<bool(const etcdserverpb::LeaseKeepAliveResponse&)>&
+        on_response) {
+  // Until the first answer the TTL is unknown; the call timeout bounds it.
+  absl::Duration ttl = options_.call_timeout;
+  absl::Time last_renewed = absl::Now();
+  absl::Status last = absl::UnavailableError("no endpoint tried");
+  const size_t n = conns_.size();
+  for (size_t attempt = 0;; ++attempt) {
+    if (absl::Now() - last_renewed > std::max(ttl, options_.call_timeout)) {
+      return absl::UnavailableError(
+          absl::StrCat("no member renewed the lease for ",
+                       absl::FormatDuration(ttl), ": ", last.message()));
+    }
+    const size_t i = (preferred_.load() + attempt) % n;
+    Endpoint& ep = *conns_[i];
+    if (!ep.channel->WaitForConnected(
+            absl::ToChronoTime(absl::Now() + options_.dial_timeout))) {
+      last = absl::UnavailableError(
+          absl::StrCat("cannot connect to ", endpoints_[i]));
+      continue;
+    }
+    grpc::ClientContext ctx;
+    auto stream = ep.lease->LeaseKeepAlive(&ctx);
+    etcdserverpb::LeaseKeepAliveRequest req;
+    req.set_id(lease_id);
+    etcdserverpb::LeaseKeepAliveResponse resp;
+    while (stream->Write(req) && stream->Read(&resp)) {
+      if (resp.ttl() <= 0) {
+        ctx.TryCancel();
+        (void)stream->Finish();
+        return absl::NotFoundError("etcdserver: requested lease not found");
+      }
+      preferred_ = i;
+      last_renewed = absl::Now();
+      ttl = absl::Seconds(resp.ttl());
+      if (!on_response(resp)) {
+        ctx.TryCancel();
+        (void)stream->Finish();
+        return absl::OkStatus();
+      }
+      absl::SleepFor(std::max(ttl / 3, absl::Milliseconds(500)));
+    }
+    last = FromGrpc(stream->Finish());
+    // A member between leaders ends the stream; give the election a moment.
+    absl::SleepFor(absl::Milliseconds(200));
+  }
 }
 
 absl::StatusOr<etcdserverpb::MemberAddResponse> Client::MemberAdd(

@@ -64,6 +64,26 @@ class Client {
   absl::StatusOr<etcdserverpb::MoveLeaderResponse> MoveLeader(size_t endpoint,
                                                               uint64_t target);
 
+  // Leases (etcd v3 Lease). Grant and Revoke are not retried once sent.
+  absl::StatusOr<etcdserverpb::LeaseGrantResponse> LeaseGrant(
+      const etcdserverpb::LeaseGrantRequest& req);
+  absl::StatusOr<etcdserverpb::LeaseRevokeResponse> LeaseRevoke(
+      const etcdserverpb::LeaseRevokeRequest& req);
+  // TTL -1 when the lease does not exist (etcd's answer).
+  absl::StatusOr<etcdserverpb::LeaseTimeToLiveResponse> LeaseTimeToLive(
+      const etcdserverpb::LeaseTimeToLiveRequest& req);
+  absl::StatusOr<etcdserverpb::LeaseLeasesResponse> LeaseLeases();
+  // Keeps `lease_id` alive as etcd's client does: a keep-alive every third
+  // of the TTL on one stream, moving to another endpoint when a stream
+  // fails. `on_response` sees each answer and returns false to stop (then
+  // OK). Errors: kNotFound "etcdserver: requested lease not found" when the
+  // lease is gone (expired or revoked), kUnavailable when no member renewed
+  // it for a whole TTL (it has expired by then).
+  absl::Status LeaseKeepAlive(
+      int64_t lease_id,
+      const std::function<bool(const etcdserverpb::LeaseKeepAliveResponse&)>&
+          on_response);
+
   // Per endpoint (index into endpoints()), no retry elsewhere.
   absl::StatusOr<etcdserverpb::StatusResponse> Status(size_t endpoint);
   // A linearizable read of key "health", as etcdctl checks health: OK when

@@ -25,6 +25,17 @@
 #include "lockd/version.h"
 
 namespace lockd::ctl {
+
+// lease_cmd.cc.
+struct LeaseContext {
+  std::vector<std::string> endpoints;
+  std::string write_out;
+  absl::Duration dial_timeout;
+  absl::Duration command_timeout;
+};
+int RunLeaseCommand(const std::string& command, const LeaseContext& g,
+                    const std::vector<std::string>& in);
+
 namespace {
 
 struct Globals {
@@ -847,6 +858,18 @@ int Version(const Globals&, const Args& args) {
   return 0;
 }
 
+// "lease SUBCOMMAND" as a command of the table below.
+std::function<int(const Globals&, const Args&)> Lease(const char* command) {
+  return [command](const Globals& g, const Args& in) {
+    LeaseContext c;
+    c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
+    c.write_out = g.write_out;
+    c.dial_timeout = g.dial_timeout;
+    c.command_timeout = g.command_timeout;
+    return RunLeaseCommand(command, c, in);
+  };
+}
+
 using Command = std::function<int(const Globals&, const Args&)>;
 struct CommandInfo {
   const char* summary;
@@ -874,6 +897,14 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"snapshot save",
        {"Stores a snapshot of one member to a file", SnapshotSave}},
       {"version", {"Prints the version of lockctl", Version}},
+      {"lease grant", {"Creates leases", Lease("grant")}},
+      {"lease revoke", {"Revokes leases", Lease("revoke")}},
+      {"lease timetolive",
+       {"Get lease information (--keys: attached keys)", Lease("timetolive")}},
+      {"lease list", {"List all active leases", Lease("list")}},
+      {"lease keep-alive",
+       {"Keeps leases alive (renew); --once: one renewal",
+        Lease("keep-alive")}},
   };
   return *commands;
 }
@@ -916,12 +947,13 @@ int Main(int argc, char** argv) {
       // flag is a known boolean of a command.
       if (name.find('=') == std::string::npos && i + 1 < argc &&
           argv[i + 1][0] != '-' &&
-          (global ? bare != "h" && bare != "help"
-                  : !(bare == "prefix" || bare == "from-key" ||
-                      bare == "keys-only" || bare == "print-value-only" ||
-                      bare == "count-only" || bare == "prev-kv" ||
-                      bare == "ignore-value" || bare == "ignore-lease" ||
-                      bare == "physical"))) {
+          (global
+               ? bare != "h" && bare != "help"
+               : !(bare == "prefix" || bare == "from-key" ||
+                   bare == "keys-only" || bare == "print-value-only" ||
+                   bare == "count-only" || bare == "prev-kv" ||
+                   bare == "ignore-value" || bare == "ignore-lease" ||
+                   bare == "physical" || bare == "keys" || bare == "once"))) {
         sink->push_back(argv[++i]);
       }
     } else {

@@ -55,7 +55,8 @@ class KvService final : public etcdserverpb::KV::Service {
                      etcdserverpb::AlarmResponse* resp);
 
   // Replicates `req` and waits for its result (on the leader), or forwards
-  // the original call to the leader's peer port via `forward`.
+  // the original call to the leader's peer port via `forward` (other
+  // services' writes, e.g. leases and membership, take the same path).
   using Forward = std::function<grpc::Status(
       const std::shared_ptr<grpc::Channel>&, grpc::ClientContext*)>;
   grpc::Status Replicate(grpc::ServerContext* ctx, internal::Request req,
@@ -67,6 +68,8 @@ class KvService final : public etcdserverpb::KV::Service {
   using Proposer = std::function<absl::Status(uint64_t id, absl::Time)>;
   grpc::Status ReplicateWith(grpc::ServerContext* ctx, const Proposer& propose,
                              ApplyResult* result, const Forward& forward);
+  // A channel to the leader's peer port (cached), or null if unknown.
+  std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
  private:
   // Over the space quota: raises the NOSPACE alarm (once) and says so.
@@ -80,7 +83,6 @@ class KvService final : public etcdserverpb::KV::Service {
                      grpc::Status (etcdserverpb::KV::Stub::*forward)(
                          grpc::ClientContext*, const Req&, Resp*));
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
-  std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
   const ServerConfig* config_;
   raft::RaftNode* node_;

@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "kv/mvcc/errors.h"
 #include "lockd/util/log.h"
 
 namespace lockd {
@@ -24,7 +25,9 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   // and after installing a snapshot newer than the log position.
   const uint64_t already = store_->applied_index();
   if (entries.back().index <= already) return absl::OkStatus();
-  std::unique_ptr<kv::ApplyBatch> batch = store_->BeginApply(&kNoLeases);
+  std::unique_ptr<kv::ApplyBatch> batch = store_->BeginApply(
+      lessor_ != nullptr ? static_cast<const kv::LeaseOracle*>(lessor_)
+                         : &kNoLeases);
   // Results are handed to waiters only after the batch is durable in the
   // store (so a client never sees a write a reader on this member can't).
   std::vector<std::pair<uint64_t, ApplyResult>> mine;
@@ -103,6 +106,23 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
         r.members = table;
         break;
       }
+      case internal::Request::kLeaseGrant:
+        r.status = lessor_ == nullptr
+                       ? kv::ErrLeaseNotFound()
+                       : lessor_->ApplyGrant(batch.get(), req.lease_grant(),
+                                             &r.lease_grant);
+        break;
+      case internal::Request::kLeaseRevoke:
+        r.status = lessor_ == nullptr
+                       ? kv::ErrLeaseNotFound()
+                       : lessor_->ApplyRevoke(batch.get(), req.lease_revoke(),
+                                              &r.lease_revoke);
+        break;
+      case internal::Request::kLeaseCheckpoint:
+        if (lessor_ != nullptr) {
+          lessor_->ApplyCheckpoint(batch.get(), req.lease_checkpoint());
+        }
+        break;
       default:
         r.status = absl::InvalidArgumentError("empty command");
         break;

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.pb.h"
+#include "kv/lease/lessor.h"
 #include "kv/mvcc/store.h"
 #include "lockd/server/membership.h"
 #include "lockdpb/internal.pb.h"
@@ -34,6 +35,8 @@ struct ApplyResult {
   etcdserverpb::AlarmResponse alarm;
   // Membership changes: the member table after the change.
   MemberList members;
+  etcdserverpb::LeaseGrantResponse lease_grant;
+  etcdserverpb::LeaseRevokeResponse lease_revoke;
 };
 
 class KvStateMachine final : public raft::StateMachine {
@@ -43,6 +46,10 @@ class KvStateMachine final : public raft::StateMachine {
   KvStateMachine(uint64_t member_id, kv::MvccStore* store,
                  Membership* membership = nullptr)
       : member_id_(member_id), store_(store), membership_(membership) {}
+
+  // Leases are applied by `lessor`, which also tells Puts which leases
+  // exist. Call before the node starts; without it every lease is unknown.
+  void AttachLessor(kv::Lessor* lessor) { lessor_ = lessor; }
 
   // raft::StateMachine.
   uint64_t AppliedIndex() const override { return store_->applied_index(); }
@@ -58,6 +65,7 @@ class KvStateMachine final : public raft::StateMachine {
   const uint64_t member_id_;
   kv::MvccStore* store_;
   Membership* membership_;
+  kv::Lessor* lessor_ = nullptr;
   absl::Mutex mu_;
   std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
       ABSL_GUARDED_BY(mu_);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -138,6 +139,26 @@ absl::Status Server::OpenStorage() {
   if (absl::Status s = membership_.Load(*store_); !s.ok()) return s;
   state_machine_ = std::make_unique<KvStateMachine>(config_.member_id,
                                                     store_.get(), &membership_);
+  {
+    kv::LessorOptions lopts;
+    // etcd's minimum TTL: 1.5 election timeouts in whole ticks, rounded up
+    // to seconds.
+    const uint64_t election_ticks =
+        config_.election_timeout_ms / config_.heartbeat_interval_ms;
+    const uint64_t min_ttl_ms =
+        (3 * election_ticks / 2) * config_.heartbeat_interval_ms;
+    lopts.min_ttl_s = static_cast<int64_t>((min_ttl_ms + 999) / 1000);
+    lopts.grace = absl::Milliseconds(config_.election_timeout_ms);
+    lopts.now = [] {
+      return absl::FromUnixNanos(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(
+              std::chrono::steady_clock::now().time_since_epoch())
+              .count());
+    };
+    lessor_ = std::make_unique<kv::Lessor>(store_.get(), lopts);
+    if (absl::Status s = lessor_->ReloadFromStore(); !s.ok()) return s;
+    state_machine_->AttachLessor(lessor_.get());
+  }
   raft::TransportOptions topts;
   topts.cluster_id = config_.cluster_id;
   topts.self_id = config_.member_id;
@@ -200,6 +221,14 @@ absl::Status Server::OpenStorage() {
   cluster_.Attach(node_.get(), kv_.get(), &membership_);
   peer_cluster_.Attach(node_.get(), peer_kv_.get(), &membership_);
   peer_service_ = std::make_unique<PeerService>(&peer_cluster_);
+  lease_driver_ = std::make_unique<LeaseDriver>(
+      &config_, node_.get(), state_machine_.get(), lessor_.get());
+  lease_ = std::make_unique<LeaseService>(&config_, node_.get(), store_.get(),
+                                          kv_.get(), lessor_.get(),
+                                          lease_driver_.get());
+  peer_lease_ = std::make_unique<LeaseService>(
+      &config_, node_.get(), store_.get(), peer_kv_.get(), lessor_.get(),
+      lease_driver_.get());
   return absl::OkStatus();
 }
 
@@ -491,6 +520,7 @@ absl::Status Server::Start() {
   client_builder.RegisterService(&maintenance_);
   client_builder.RegisterService(&cluster_);
   client_builder.RegisterService(kv_.get());
+  client_builder.RegisterService(lease_.get());
   client_server_ = client_builder.BuildAndStart();
   if (client_server_ == nullptr) {
     return absl::UnavailableError(
@@ -512,6 +542,7 @@ absl::Status Server::Start() {
   peer_builder.RegisterService(&peer_maintenance_);
   peer_builder.RegisterService(&peer_cluster_);
   peer_builder.RegisterService(peer_service_.get());
+  peer_builder.RegisterService(peer_lease_.get());
   peer_server_ = peer_builder.BuildAndStart();
   if (peer_server_ == nullptr) {
     client_server_->Shutdown();
@@ -522,6 +553,7 @@ absl::Status Server::Start() {
   }
 
   node_->Start();
+  lease_driver_->Start();
   compactor_ = std::thread([this] { CompactorLoop(); });
   publisher_ = std::thread([this] { PublishLoop(); });
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
@@ -546,6 +578,7 @@ void Server::Shutdown(absl::Duration grace) {
   if (retirer_.joinable() && retirer_.get_id() != std::this_thread::get_id()) {
     retirer_.join();
   }
+  if (lease_driver_ != nullptr) lease_driver_->Stop();
   auto deadline =
       std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace);
   std::unique_ptr<grpc::Server> client_server;

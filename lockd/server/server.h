@@ -26,6 +26,7 @@
 #include "lockd/server/config.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
+#include "lockd/server/lease_service.h"
 #include "lockd/server/membership.h"
 #include "lockd/server/proxy.h"
 #include "lockd/server/services.h"
@@ -104,11 +105,15 @@ class Server {
   std::unique_ptr<kv::MvccStore> store_;
   std::unique_ptr<raft::DiskStorage> log_;
   std::unique_ptr<KvStateMachine> state_machine_;
+  std::unique_ptr<kv::Lessor> lessor_;
   NodeRelay relay_;
   std::unique_ptr<raft::Transport> transport_;
   std::unique_ptr<raft::RaftNode> node_;
   std::unique_ptr<KvService> kv_;
   std::unique_ptr<KvService> peer_kv_;
+  std::unique_ptr<LeaseDriver> lease_driver_;
+  std::unique_ptr<LeaseService> lease_;
+  std::unique_ptr<LeaseService> peer_lease_;
   absl::Mutex compaction_mu_;
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
