@@ -147,6 +147,28 @@ TEST(RestoreTest, Open_removesLeftoversOfAnInterruptedRestore) {
   EXPECT_FALSE(Exists(dir + "/ACTIVE.tmp"));
 }
 
+TEST(RestoreTest, Open_checkpointInPlace_thenRestoreMovesToGenerations) {
+  std::unique_ptr<MvccStore> src = MakeStore(TempPath("src"), 7, "cp");
+  const std::string dir = TempPath("inplace");
+  ASSERT_TRUE(src->Checkpoint(dir).ok());
+  auto opened = MvccStore::Open(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<MvccStore> store = *std::move(opened);
+  EXPECT_EQ(store->applied_index(), 7u);
+  EXPECT_TRUE(Exists(dir + "/CURRENT"));
+  std::unique_ptr<MvccStore> other = MakeStore(TempPath("other"), 9, "new");
+  ASSERT_TRUE(other->Checkpoint(dir + "/incoming").ok());
+  ASSERT_TRUE(store->Restore(dir + "/incoming").ok());
+  EXPECT_EQ(store->applied_index(), 9u);
+  // The in-place files went with the old database; the generation stays.
+  EXPECT_FALSE(Exists(dir + "/CURRENT"));
+  EXPECT_TRUE(Exists(dir + "/db.1/CURRENT"));
+  store.reset();
+  auto reopened = MvccStore::Open(dir);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->applied_index(), 9u);
+}
+
 // Readers never see a mix of two databases in one call, and never fail,
 // while the apply thread swaps databases back and forth.
 TEST(RestoreTest, Restore_concurrentReadersSeeOneDatabase) {

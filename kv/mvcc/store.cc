@@ -449,12 +449,20 @@ std::string GenerationPath(const std::string& root, uint64_t generation) {
   return absl::StrCat(root, "/", kGenerationPrefix, generation);
 }
 
-// The generation ACTIVE names; 0 when there is no ACTIVE yet.
+// ReadActive's answer for a database directly in the root (a checkpoint
+// opened in place, or a store written before generations existed).
+constexpr uint64_t kInPlace = std::numeric_limits<uint64_t>::max();
+
+// The generation ACTIVE names; 0 when there is no ACTIVE yet, kInPlace when
+// there is none but a database lives in the root itself.
 absl::StatusOr<uint64_t> ReadActive(const std::string& root) {
   const std::string path = root + "/" + kActiveFile;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return 0;
+    if (errno == ENOENT) {
+      struct stat st;
+      return stat((root + "/CURRENT").c_str(), &st) == 0 ? kInPlace : 0;
+    }
     return absl::InternalError(
         absl::StrCat("open ", path, ": ", std::strerror(errno)));
   }
@@ -495,6 +503,27 @@ absl::Status WriteActive(const std::string& root, uint64_t generation) {
   return SyncDir(root);
 }
 
+// Removes the files of a database that lives in the root itself, leaving
+// the generation directories and ACTIVE.
+void RemoveInPlaceFiles(const std::string& root) {
+  DIR* d = opendir(root.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> doomed;
+  while (struct dirent* ent = readdir(d)) {
+    const std::string name = ent->d_name;
+    struct stat st;
+    const std::string path = root + "/" + name;
+    if (name != kActiveFile && lstat(path.c_str(), &st) == 0 &&
+        S_ISREG(st.st_mode)) {
+      doomed.push_back(path);
+    }
+  }
+  closedir(d);
+  for (const std::string& p : doomed) unlink(p.c_str());
+}
+
+// Removes every generation but `keep` (kInPlace: all of them) and, once
+// ACTIVE exists, any in-place database files left in the root.
 void RemoveOtherGenerations(const std::string& root, uint64_t keep) {
   DIR* d = opendir(root.c_str());
   if (d == nullptr) return;
@@ -510,6 +539,12 @@ void RemoveOtherGenerations(const std::string& root, uint64_t keep) {
   closedir(d);
   for (const std::string& p : doomed) RemoveTree(p);
   unlink((root + "/" + kActiveFile + ".tmp").c_str());
+  // Only a root that ACTIVE marks as ours: never delete files in a
+  // directory this store did not set up.
+  struct stat st;
+  if (keep != kInPlace && stat((root + "/" + kActiveFile).c_str(), &st) == 0) {
+    RemoveInPlaceFiles(root);
+  }
 }
 
 }  // namespace
@@ -531,6 +566,8 @@ struct MvccStore::Db {
   const uint64_t id = NextDbId();
   // Set once a Restore replaced this database: the last owner deletes it.
   std::atomic<bool> remove_on_close{false};
+  // The database lives in the store's root (no generation directory).
+  bool in_place = false;
 
   ~Db() {
     if (db != nullptr) {
@@ -539,7 +576,13 @@ struct MvccStore::Db {
       }
       delete db;
     }
-    if (remove_on_close.load()) RemoveTree(path);
+    if (remove_on_close.load()) {
+      if (in_place) {
+        RemoveInPlaceFiles(path);
+      } else {
+        RemoveTree(path);
+      }
+    }
   }
 };
 
@@ -650,14 +693,16 @@ absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
   }
   absl::StatusOr<uint64_t> generation = ReadActive(dir);
   if (!generation.ok()) return generation.status();
-  store->generation_ = *generation;
+  const bool in_place = *generation == kInPlace;
+  store->generation_ = in_place ? 0 : *generation;
   // Leftovers of a Restore that crashed before (a staged next generation)
   // or after (the replaced one) its switch.
   RemoveOtherGenerations(dir, *generation);
   Meta meta;
   absl::StatusOr<std::shared_ptr<Db>> d =
-      store->OpenDb(GenerationPath(dir, *generation), &meta);
+      store->OpenDb(in_place ? dir : GenerationPath(dir, *generation), &meta);
   if (!d.ok()) return d.status();
+  (*d)->in_place = in_place;
   {
     absl::MutexLock lock(&store->db_mu_);
     store->db_ = *std::move(d);

@@ -24,7 +24,9 @@
 // Restore moves the new database in as the next generation and then replaces
 // ACTIVE atomically (write, fsync, rename, fsync the directory), so a crash
 // at any point leaves ACTIVE naming a complete database; Open removes any
-// other generation left behind.
+// other generation left behind. A database directly in `dir` with no ACTIVE
+// (a checkpoint, or a store from before generations) is opened in place;
+// its first Restore moves on to generation 1.
 #ifndef LOCKD_KV_MVCC_STORE_H_
 #define LOCKD_KV_MVCC_STORE_H_
 
