@@ -199,6 +199,8 @@ TEST(SnapshotTransferTest, SendSnapshot_slowReceiverHoldsTheSenderBack) {
     last = now;
   }
   // Bounded by gRPC's windows and buffers, far below the image.
+  RecordProperty("bytes_produced_while_receiver_blocked",
+                 static_cast<int64_t>(last));
   EXPECT_LT(last, uint64_t{32} << 20);
   // A second snapshot to the same peer is refused while one is in flight.
   a.transport->Send({Snap(1, 2)});
