@@ -71,6 +71,13 @@ int Main(int argc, char** argv) {
   fs.Int64("quota-backend-bytes", &config.quota_backend_bytes,
            "Raise alarms when backend size exceeds the given quota (0 means "
            "the default quota).");
+  fs.Uint64("snapshot-count", &config.snapshot_count,
+            "Number of committed transactions to trigger a snapshot to disk "
+            "(the raft log is compacted behind it; 0 means the default).");
+  fs.Uint64("experimental-snapshot-catchup-entries",
+            &config.snapshot_catchup_entries,
+            "Number of entries kept in the raft log after a snapshot, for "
+            "slow followers to catch up from.");
   fs.Bool("strict-reconfig-check", &config.strict_reconfig_check,
           "Reject reconfiguration requests that would cause quorum loss.");
   fs.Bool("pre-vote", &config.pre_vote,

@@ -24,13 +24,24 @@
 // below compact_revision, and tombstones below it.
 #include "kv/mvcc/store.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "kv/mvcc/errors.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -391,39 +402,9 @@ bool CompareKv(const etcdserverpb::Compare& c, const mvccpb::KeyValue& kv) {
   }
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------------------
-// MvccStore
-
-absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
-    const std::string& dir, const StoreOptions& options) {
-  auto store = std::unique_ptr<MvccStore>(new MvccStore());
-  store->options_ = options;
-  store->cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
-  store->write_buffers_ = std::make_shared<rocksdb::WriteBufferManager>(
-      options.memtable_bytes, store->cache_);
-
-  rocksdb::BlockBasedTableOptions table;
-  table.block_cache = store->cache_;
-  table.cache_index_and_filter_blocks = true;
-  rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  cf_options.write_buffer_size = options.memtable_bytes / 4;
-  cf_options.max_write_buffer_number = 2;
-  // Memtables grow in arena blocks; small ones keep a small store small
-  // (in memory and in the size the space quota measures).
-  cf_options.arena_block_size = 64 << 10;
-
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = true;
-  db_options.create_missing_column_families = true;
-  db_options.write_buffer_manager = store->write_buffers_;
-  db_options.max_open_files = 256;
-  db_options.keep_log_file_num = 4;
-  db_options.max_background_jobs = 2;
-
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(
+    const rocksdb::ColumnFamilyOptions& cf_options) {
+  return {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {"meta", cf_options},
       {"history", cf_options},
@@ -431,19 +412,190 @@ absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
       {"latest", cf_options},
       {"lease", cf_options},
   };
-  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families,
-                                        &store->handles_, &store->db_);
-  if (!s.ok()) return FromRocks(s, "open " + dir);
-  store->meta_cf_ = store->handles_[1];
-  store->history_cf_ = store->handles_[2];
-  store->index_cf_ = store->handles_[3];
-  store->latest_cf_ = store->handles_[4];
-  store->lease_cf_ = store->handles_[5];
+}
 
+// Removes a directory tree (a RocksDB database). Missing is fine.
+void RemoveTree(const std::string& path) {
+  nftw(
+      path.c_str(),
+      [](const char* p, const struct stat*, int, struct FTW*) {
+        remove(p);
+        return 0;
+      },
+      16, FTW_DEPTH | FTW_PHYS);
+}
+
+absl::Status SyncDir(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("open ", dir, ": ", std::strerror(errno)));
+  }
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0) {
+    return absl::InternalError(
+        absl::StrCat("fsync ", dir, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t NextDbId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1);
+}
+
+constexpr char kActiveFile[] = "ACTIVE";
+constexpr char kGenerationPrefix[] = "db.";
+
+std::string GenerationPath(const std::string& root, uint64_t generation) {
+  return absl::StrCat(root, "/", kGenerationPrefix, generation);
+}
+
+// ReadActive's answer for a database directly in the root (a checkpoint
+// opened in place, or a store written before generations existed).
+constexpr uint64_t kInPlace = std::numeric_limits<uint64_t>::max();
+
+// The generation ACTIVE names; 0 when there is no ACTIVE yet, kInPlace when
+// there is none but a database lives in the root itself.
+absl::StatusOr<uint64_t> ReadActive(const std::string& root) {
+  const std::string path = root + "/" + kActiveFile;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      struct stat st;
+      return stat((root + "/CURRENT").c_str(), &st) == 0 ? kInPlace : 0;
+    }
+    return absl::InternalError(
+        absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  }
+  char buf[64];
+  ssize_t n = read(fd, buf, sizeof(buf));
+  close(fd);
+  uint64_t generation = 0;
+  absl::string_view text(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  if (!absl::ConsumePrefix(&text, kGenerationPrefix) ||
+      !absl::ConsumeSuffix(&text, "\n") ||
+      !absl::SimpleAtoi(text, &generation)) {
+    return absl::InternalError(absl::StrCat(
+        "corrupt store: ", path, " does not name a database generation"));
+  }
+  return generation;
+}
+
+// Points ACTIVE at `generation`, atomically and durably.
+absl::Status WriteActive(const std::string& root, uint64_t generation) {
+  const std::string path = root + "/" + kActiveFile;
+  const std::string tmp = path + ".tmp";
+  const std::string text = absl::StrCat(kGenerationPrefix, generation, "\n");
+  int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("create ", tmp, ": ", std::strerror(errno)));
+  }
+  bool ok = write(fd, text.data(), text.size()) ==
+                static_cast<ssize_t>(text.size()) &&
+            fsync(fd) == 0;
+  int err = errno;
+  close(fd);
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) err = errno;
+    return absl::InternalError(
+        absl::StrCat("write ", path, ": ", std::strerror(err)));
+  }
+  return SyncDir(root);
+}
+
+// Removes the files of a database that lives in the root itself, leaving
+// the generation directories and ACTIVE.
+void RemoveInPlaceFiles(const std::string& root) {
+  DIR* d = opendir(root.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> doomed;
+  while (struct dirent* ent = readdir(d)) {
+    const std::string name = ent->d_name;
+    struct stat st;
+    const std::string path = root + "/" + name;
+    if (name != kActiveFile && lstat(path.c_str(), &st) == 0 &&
+        S_ISREG(st.st_mode)) {
+      doomed.push_back(path);
+    }
+  }
+  closedir(d);
+  for (const std::string& p : doomed) unlink(p.c_str());
+}
+
+// Removes every generation but `keep` (kInPlace: all of them) and, once
+// ACTIVE exists, any in-place database files left in the root.
+void RemoveOtherGenerations(const std::string& root, uint64_t keep) {
+  DIR* d = opendir(root.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> doomed;
+  while (struct dirent* ent = readdir(d)) {
+    absl::string_view name = ent->d_name;
+    uint64_t g = 0;
+    if (absl::ConsumePrefix(&name, kGenerationPrefix) &&
+        absl::SimpleAtoi(name, &g) && g != keep) {
+      doomed.push_back(root + "/" + ent->d_name);
+    }
+  }
+  closedir(d);
+  for (const std::string& p : doomed) RemoveTree(p);
+  unlink((root + "/" + kActiveFile + ".tmp").c_str());
+  // Only a root that ACTIVE marks as ours: never delete files in a
+  // directory this store did not set up.
+  struct stat st;
+  if (keep != kInPlace && stat((root + "/" + kActiveFile).c_str(), &st) == 0) {
+    RemoveInPlaceFiles(root);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// MvccStore
+
+struct MvccStore::Db {
+  rocksdb::DB* db = nullptr;
+  rocksdb::ColumnFamilyHandle* meta = nullptr;
+  rocksdb::ColumnFamilyHandle* history = nullptr;
+  rocksdb::ColumnFamilyHandle* index = nullptr;
+  rocksdb::ColumnFamilyHandle* latest = nullptr;
+  rocksdb::ColumnFamilyHandle* lease = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  std::string path;
+  // Unique per opened database in this process (never reused, unlike an
+  // address).
+  const uint64_t id = NextDbId();
+  // Set once a Restore replaced this database: the last owner deletes it.
+  std::atomic<bool> remove_on_close{false};
+  // The database lives in the store's root (no generation directory).
+  bool in_place = false;
+
+  ~Db() {
+    if (db != nullptr) {
+      for (rocksdb::ColumnFamilyHandle* h : handles) {
+        db->DestroyColumnFamilyHandle(h);
+      }
+      delete db;
+    }
+    if (remove_on_close.load()) {
+      if (in_place) {
+        RemoveInPlaceFiles(path);
+      } else {
+        RemoveTree(path);
+      }
+    }
+  }
+};
+
+absl::Status MvccStore::ReadMeta(rocksdb::DB* db,
+                                 rocksdb::ColumnFamilyHandle* meta_cf,
+                                 Meta* meta) {
   auto read_u64 = [&](const char* key, uint64_t* out) -> absl::Status {
     std::string v;
-    rocksdb::Status rs =
-        store->db_->Get(rocksdb::ReadOptions(), store->meta_cf_, key, &v);
+    rocksdb::Status rs = db->Get(rocksdb::ReadOptions(), meta_cf, key, &v);
     if (rs.IsNotFound()) {
       *out = 0;
       return absl::OkStatus();
@@ -455,21 +607,6 @@ absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
     *out = ReadBigEndian64(v);
     return absl::OkStatus();
   };
-  std::string format;
-  s = store->db_->Get(rocksdb::ReadOptions(), store->meta_cf_, kMetaFormat,
-                      &format);
-  if (s.IsNotFound()) {
-    s = store->db_->Put(rocksdb::WriteOptions(), store->meta_cf_, kMetaFormat,
-                        kFormatVersion);
-    if (!s.ok()) return FromRocks(s, "write meta");
-  } else if (!s.ok()) {
-    return FromRocks(s, "read meta");
-  } else if (format != kFormatVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the key-value store in ", dir, " has format version ",
-                     format, ", which this lockd (format ", kFormatVersion,
-                     ") cannot read: run a lockd release that supports it"));
-  }
   uint64_t applied, rev, compact;
   for (auto [key, out] :
        {std::pair<const char*, uint64_t*>{kMetaAppliedIndex, &applied},
@@ -478,40 +615,202 @@ absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
     if (absl::Status st = read_u64(key, out); !st.ok()) return st;
   }
   std::string alarm_bytes;
-  s = store->db_->Get(rocksdb::ReadOptions(), store->meta_cf_, kMetaAlarms,
-                      &alarm_bytes);
+  rocksdb::Status s =
+      db->Get(rocksdb::ReadOptions(), meta_cf, kMetaAlarms, &alarm_bytes);
   if (s.ok()) {
     etcdserverpb::AlarmResponse alarms;
     if (!alarms.ParseFromString(alarm_bytes)) {
       return absl::InternalError("corrupt store: meta alarms");
     }
-    absl::MutexLock lock(&store->alarms_mu_);
-    store->alarms_.assign(alarms.alarms().begin(), alarms.alarms().end());
+    meta->alarms.assign(alarms.alarms().begin(), alarms.alarms().end());
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read meta");
   }
-  store->applied_index_ = applied;
+  meta->applied = applied;
   // As in etcd, an empty store is at revision 1; the first write makes 2.
-  store->revision_ = rev == 0 ? 1 : static_cast<int64_t>(rev);
-  store->compact_revision_ = static_cast<int64_t>(compact);
+  meta->revision = rev == 0 ? 1 : static_cast<int64_t>(rev);
+  meta->compact_revision = static_cast<int64_t>(compact);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<MvccStore::Db>> MvccStore::OpenDb(
+    const std::string& path, Meta* meta) {
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache_;
+  table.cache_index_and_filter_blocks = true;
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf_options.write_buffer_size = options_.memtable_bytes / 4;
+  cf_options.max_write_buffer_number = 2;
+  // Memtables grow in arena blocks; small ones keep a small store small
+  // (in memory and in the size the space quota measures).
+  cf_options.arena_block_size = 64 << 10;
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.write_buffer_manager = write_buffers_;
+  db_options.max_open_files = 256;
+  db_options.keep_log_file_num = 4;
+  db_options.max_background_jobs = 2;
+
+  auto d = std::make_shared<Db>();
+  d->path = path;
+  rocksdb::Status s = rocksdb::DB::Open(
+      db_options, path, ColumnFamilies(cf_options), &d->handles, &d->db);
+  if (!s.ok()) return FromRocks(s, "open " + path);
+  d->meta = d->handles[1];
+  d->history = d->handles[2];
+  d->index = d->handles[3];
+  d->latest = d->handles[4];
+  d->lease = d->handles[5];
+
+  std::string format;
+  s = d->db->Get(rocksdb::ReadOptions(), d->meta, kMetaFormat, &format);
+  if (s.IsNotFound()) {
+    s = d->db->Put(rocksdb::WriteOptions(), d->meta, kMetaFormat,
+                   kFormatVersion);
+    if (!s.ok()) return FromRocks(s, "write meta");
+  } else if (!s.ok()) {
+    return FromRocks(s, "read meta");
+  } else if (format != kFormatVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the key-value store in ", path, " has format version ",
+                     format, ", which this lockd (format ", kFormatVersion,
+                     ") cannot read: run a lockd release that supports it"));
+  }
+  if (absl::Status st = ReadMeta(d->db, d->meta, meta); !st.ok()) return st;
+  return d;
+}
+
+absl::StatusOr<std::unique_ptr<MvccStore>> MvccStore::Open(
+    const std::string& dir, const StoreOptions& options) {
+  auto store = std::unique_ptr<MvccStore>(new MvccStore());
+  store->options_ = options;
+  store->root_ = dir;
+  store->cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
+  store->write_buffers_ = std::make_shared<rocksdb::WriteBufferManager>(
+      options.memtable_bytes, store->cache_);
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::InternalError(
+        absl::StrCat("create ", dir, ": ", std::strerror(errno)));
+  }
+  absl::StatusOr<uint64_t> generation = ReadActive(dir);
+  if (!generation.ok()) return generation.status();
+  const bool in_place = *generation == kInPlace;
+  store->generation_ = in_place ? 0 : *generation;
+  // Leftovers of a Restore that crashed before (a staged next generation)
+  // or after (the replaced one) its switch.
+  RemoveOtherGenerations(dir, *generation);
+  Meta meta;
+  absl::StatusOr<std::shared_ptr<Db>> d =
+      store->OpenDb(in_place ? dir : GenerationPath(dir, *generation), &meta);
+  if (!d.ok()) return d.status();
+  (*d)->in_place = in_place;
+  {
+    absl::MutexLock lock(&store->db_mu_);
+    store->db_ = *std::move(d);
+  }
+  store->applied_index_ = meta.applied;
+  store->revision_ = meta.revision;
+  store->compact_revision_ = meta.compact_revision;
+  absl::MutexLock lock(&store->alarms_mu_);
+  store->alarms_ = std::move(meta.alarms);
   return store;
 }
 
-MvccStore::~MvccStore() {
-  if (db_ == nullptr) return;
-  for (rocksdb::ColumnFamilyHandle* h : handles_) {
-    db_->DestroyColumnFamilyHandle(h);
+MvccStore::~MvccStore() = default;
+
+std::shared_ptr<MvccStore::Db> MvccStore::db() const {
+  absl::ReaderMutexLock lock(&db_mu_);
+  return db_;
+}
+
+absl::Status MvccStore::Restore(const std::string& checkpoint_dir) {
+  if (batch_open_.load()) {
+    return absl::FailedPreconditionError(
+        "cannot restore the store while an apply batch is open");
   }
-  delete db_;
+  const uint64_t next = generation_ + 1;
+  const std::string path = GenerationPath(root_, next);
+  // A stale directory of that generation can only be a leftover.
+  RemoveTree(path);
+  if (rename(checkpoint_dir.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("move ", checkpoint_dir, " to ",
+                                            path, ": ", std::strerror(errno)));
+  }
+  if (absl::Status s = SyncDir(root_); !s.ok()) return s;
+  Meta meta;
+  absl::StatusOr<std::shared_ptr<Db>> d = OpenDb(path, &meta);
+  if (!d.ok()) {
+    RemoveTree(path);
+    return d.status();
+  }
+  // Everything RocksDB wrote while opening is durable before the switch.
+  if (rocksdb::Status rs = (*d)->db->SyncWAL(); !rs.ok()) {
+    d->reset();
+    RemoveTree(path);
+    return FromRocks(rs, "sync");
+  }
+  // The switch: from here on a restart opens the new generation.
+  if (absl::Status s = WriteActive(root_, next); !s.ok()) {
+    d->reset();
+    RemoveTree(path);
+    return s;
+  }
+  generation_ = next;
+  std::shared_ptr<Db> old;
+  {
+    absl::MutexLock lock(&db_mu_);
+    old = std::move(db_);
+    db_ = *std::move(d);
+  }
+  old->remove_on_close = true;
+  applied_index_ = meta.applied;
+  revision_ = meta.revision;
+  compact_revision_ = meta.compact_revision;
+  {
+    absl::MutexLock lock(&alarms_mu_);
+    alarms_ = std::move(meta.alarms);
+  }
+  restores_.fetch_add(1);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> MvccStore::CheckpointAppliedIndex(
+    const std::string& checkpoint_dir) {
+  rocksdb::DBOptions db_options;
+  db_options.max_open_files = 16;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(
+      db_options, checkpoint_dir,
+      ColumnFamilies(rocksdb::ColumnFamilyOptions()), &handles, &raw);
+  if (!s.ok()) return FromRocks(s, "open " + checkpoint_dir);
+  Meta meta;
+  absl::Status st = ReadMeta(raw, handles[1], &meta);
+  for (rocksdb::ColumnFamilyHandle* h : handles)
+    raw->DestroyColumnFamilyHandle(h);
+  delete raw;
+  if (!st.ok()) return st;
+  return meta.applied;
+}
+
+absl::Status MvccStore::Sync() {
+  std::shared_ptr<Db> d = db();
+  rocksdb::Status s = d->db->SyncWAL();
+  if (!s.ok()) return FromRocks(s, "sync");
+  return absl::OkStatus();
 }
 
 absl::Status MvccStore::Range(const etcdserverpb::RangeRequest& req,
                               etcdserverpb::RangeResponse* resp) const {
-  SnapshotReader reader(db_);
+  const std::shared_ptr<Db> d = db();
+  SnapshotReader reader(d->db);
   // The revision and the data come from the same snapshot.
   uint64_t current = 1, compacted = 0;
-  ReadRevisions(reader, meta_cf_, &current, &compacted);
-  Families f{history_cf_, index_cf_, latest_cf_, lease_cf_};
+  ReadRevisions(reader, d->meta, &current, &compacted);
+  Families f{d->history, d->index, d->latest, d->lease};
   absl::Status s = DoRange(f, reader, static_cast<int64_t>(current),
                            static_cast<int64_t>(compacted), req, resp);
   if (s.ok()) resp->mutable_header()->set_revision(current);
@@ -521,9 +820,10 @@ absl::Status MvccStore::Range(const etcdserverpb::RangeRequest& req,
 absl::Status MvccStore::History(int64_t from_revision, size_t max_events,
                                 std::vector<mvccpb::Event>* events,
                                 int64_t* next_revision) const {
-  SnapshotReader reader(db_);
+  const std::shared_ptr<Db> d = db();
+  SnapshotReader reader(d->db);
   if (from_revision < compact_revision()) return ErrCompacted();
-  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(history_cf_);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(d->history);
   int64_t last_main = 0;
   *next_revision = from_revision;
   for (it->Seek(EncodeRevision(Revision{from_revision, 0})); it->Valid();
@@ -547,8 +847,9 @@ absl::Status MvccStore::History(int64_t from_revision, size_t max_events,
 
 absl::StatusOr<mvccpb::KeyValue> MvccStore::GetAt(const std::string& key,
                                                   int64_t revision) const {
-  SnapshotReader reader(db_);
-  Families f{history_cf_, index_cf_, latest_cf_, lease_cf_};
+  const std::shared_ptr<Db> d = db();
+  SnapshotReader reader(d->db);
+  Families f{d->history, d->index, d->latest, d->lease};
   RangeSink sink;
   if (absl::Status s = ScanRange(f, reader, key, "", revision, false, &sink);
       !s.ok()) {
@@ -560,16 +861,17 @@ absl::StatusOr<mvccpb::KeyValue> MvccStore::GetAt(const std::string& key,
 
 absl::StatusOr<MvccStore::HashResult> MvccStore::HashKV(
     int64_t revision) const {
-  SnapshotReader reader(db_);
+  const std::shared_ptr<Db> d = db();
+  SnapshotReader reader(d->db);
   uint64_t current = 1, compacted = 0;
-  ReadRevisions(reader, meta_cf_, &current, &compacted);
+  ReadRevisions(reader, d->meta, &current, &compacted);
   HashResult result;
   result.revision = revision <= 0 ? static_cast<int64_t>(current) : revision;
   result.compact_revision = static_cast<int64_t>(compacted);
   if (result.revision > static_cast<int64_t>(current)) return ErrFutureRev();
   if (result.revision < result.compact_revision) return ErrCompacted();
   uLong crc = crc32(0L, Z_NULL, 0);
-  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(history_cf_);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(d->history);
   for (it->Seek(EncodeRevision(Revision{result.compact_revision + 1, 0}));
        it->Valid(); it->Next()) {
     if (DecodeRevision(View(it->key())).main > result.revision) break;
@@ -584,8 +886,9 @@ absl::StatusOr<MvccStore::HashResult> MvccStore::HashKV(
 }
 
 absl::Status MvccStore::Checkpoint(const std::string& dir) const {
+  const std::shared_ptr<Db> d = db();
   rocksdb::Checkpoint* raw = nullptr;
-  rocksdb::Status s = rocksdb::Checkpoint::Create(db_, &raw);
+  rocksdb::Status s = rocksdb::Checkpoint::Create(d->db, &raw);
   if (!s.ok()) return FromRocks(s, "checkpoint");
   std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
   s = checkpoint->CreateCheckpoint(dir);
@@ -594,11 +897,12 @@ absl::Status MvccStore::Checkpoint(const std::string& dir) const {
 }
 
 absl::Status MvccStore::Defragment() {
+  const std::shared_ptr<Db> d = db();
   rocksdb::CompactRangeOptions options;
   options.bottommost_level_compaction =
       rocksdb::BottommostLevelCompaction::kForce;
-  for (rocksdb::ColumnFamilyHandle* h : handles_) {
-    rocksdb::Status s = db_->CompactRange(options, h, nullptr, nullptr);
+  for (rocksdb::ColumnFamilyHandle* h : d->handles) {
+    rocksdb::Status s = d->db->CompactRange(options, h, nullptr, nullptr);
     if (!s.ok()) return FromRocks(s, "defragment");
   }
   return absl::OkStatus();
@@ -606,9 +910,10 @@ absl::Status MvccStore::Defragment() {
 
 absl::Status MvccStore::LeaseKeys(int64_t lease_id,
                                   std::vector<std::string>* keys) const {
-  SnapshotReader reader(db_);
+  const std::shared_ptr<Db> d = db();
+  SnapshotReader reader(d->db);
   std::string prefix = U64(static_cast<uint64_t>(lease_id));
-  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(lease_cf_);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(d->lease);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
        it->Next()) {
     keys->emplace_back(it->key().data() + 8, it->key().size() - 8);
@@ -623,9 +928,10 @@ static std::string LeaseRecordKey(int64_t lease_id) {
 
 absl::Status MvccStore::LeaseRecords(
     std::vector<std::pair<int64_t, std::string>>* records) const {
-  SnapshotReader reader(db_);
+  const std::shared_ptr<Db> d = db();
+  SnapshotReader reader(d->db);
   const absl::string_view prefix = kMetaLeasePrefix;
-  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(meta_cf_);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(d->meta);
   for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
        it->Valid() &&
        it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()));
@@ -656,21 +962,23 @@ std::unique_ptr<ApplyBatch> MvccStore::BeginApply(const LeaseOracle* leases) {
 }
 
 absl::StatusOr<bool> MvccStore::CompactSome(size_t max_keys) {
+  const std::shared_ptr<Db> d = db();
   const int64_t target = compact_revision();
   std::string done_bytes;
   uint64_t done = 0;
-  rocksdb::Status rs =
-      db_->Get(rocksdb::ReadOptions(), meta_cf_, kMetaCompactDone, &done_bytes);
+  rocksdb::Status rs = d->db->Get(rocksdb::ReadOptions(), d->meta,
+                                  kMetaCompactDone, &done_bytes);
   if (rs.ok() && done_bytes.size() == 8) done = ReadBigEndian64(done_bytes);
   if (static_cast<int64_t>(done) >= target) return true;
-  if (compact_cursor_revision_ != target) {
+  if (compact_cursor_revision_ != target || compact_cursor_db_ != d->id) {
     compact_cursor_.clear();
     compact_cursor_revision_ = target;
+    compact_cursor_db_ = d->id;
   }
 
   rocksdb::WriteBatch batch;
   std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(rocksdb::ReadOptions(), index_cf_));
+      d->db->NewIterator(rocksdb::ReadOptions(), d->index));
   if (compact_cursor_.empty()) {
     it->SeekToFirst();
   } else {
@@ -699,8 +1007,8 @@ absl::StatusOr<bool> MvccStore::CompactSome(size_t max_keys) {
       bool keep = !kept_newest && !(tombstone && r.main < target);
       kept_newest = true;
       if (!keep) {
-        batch.Delete(index_cf_, it->key());
-        batch.Delete(history_cf_, EncodeRevision(r));
+        batch.Delete(d->index, it->key());
+        batch.Delete(d->history, EncodeRevision(r));
       }
     }
     it->Next();
@@ -708,23 +1016,25 @@ absl::StatusOr<bool> MvccStore::CompactSome(size_t max_keys) {
   if (!it->status().ok()) return FromRocks(it->status(), "compact scan");
   bool finished = !it->Valid();
   if (finished) {
-    batch.Put(meta_cf_, kMetaCompactDone, U64(static_cast<uint64_t>(target)));
+    batch.Put(d->meta, kMetaCompactDone, U64(static_cast<uint64_t>(target)));
     compact_cursor_.clear();
   } else {
     compact_cursor_ = IndexKeyLowerBound(k);
   }
-  rs = db_->Write(rocksdb::WriteOptions(), &batch);
+  rs = d->db->Write(rocksdb::WriteOptions(), &batch);
   if (!rs.ok()) return FromRocks(rs, "compact write");
   return finished;
 }
 
 uint64_t MvccStore::ApproximateSizeBytes() const {
+  const std::shared_ptr<Db> d = db();
   // Files on disk plus what is still in memtables, over every column family.
   uint64_t total = 0;
-  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+  for (rocksdb::ColumnFamilyHandle* h : d->handles) {
     uint64_t sst = 0, mem = 0;
-    db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
-    db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &mem);
+    d->db->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
+    d->db->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables,
+                          &mem);
     total += sst + mem;
   }
   return total;
@@ -749,7 +1059,8 @@ struct ApplyBatch::Impl {
 
 ApplyBatch::ApplyBatch(MvccStore* store, const LeaseOracle* leases)
     : store_(store),
-      impl_(std::make_unique<Impl>(store->db_)),
+      db_(store->db()),
+      impl_(std::make_unique<Impl>(db_->db)),
       revision_(store->revision()),
       compact_revision_(store->compact_revision()),
       alarms_(store->Alarms()) {
@@ -794,8 +1105,7 @@ void ApplyBatch::WritePut(const mvccpb::KeyValue& kv,
   history.reserve(bytes.size() + 1);
   history.push_back(kPutFlag);
   history.append(bytes);
-  Families f{store_->history_cf_, store_->index_cf_, store_->latest_cf_,
-             store_->lease_cf_};
+  Families f{db_->history, db_->index, db_->latest, db_->lease};
   impl_->batch.Put(f.history, EncodeRevision(rev), history);
   impl_->batch.Put(f.index, EncodeIndexKey(kv.key(), rev),
                    std::string(1, kPutFlag));
@@ -821,12 +1131,12 @@ void ApplyBatch::WriteTombstone(const mvccpb::KeyValue& prev) {
   tomb.set_mod_revision(rev.main);
   std::string history(1, kTombstoneFlag);
   history.append(tomb.SerializeAsString());
-  impl_->batch.Put(store_->history_cf_, EncodeRevision(rev), history);
-  impl_->batch.Put(store_->index_cf_, EncodeIndexKey(prev.key(), rev),
+  impl_->batch.Put(db_->history, EncodeRevision(rev), history);
+  impl_->batch.Put(db_->index, EncodeIndexKey(prev.key(), rev),
                    std::string(1, kTombstoneFlag));
-  impl_->batch.Delete(store_->latest_cf_, prev.key());
+  impl_->batch.Delete(db_->latest, prev.key());
   if (prev.lease() != 0) {
-    impl_->batch.Delete(store_->lease_cf_, LeaseKey(prev.lease(), prev.key()));
+    impl_->batch.Delete(db_->lease, LeaseKey(prev.lease(), prev.key()));
   }
   mvccpb::Event ev;
   ev.set_type(mvccpb::Event::DELETE);
@@ -840,8 +1150,7 @@ absl::Status ApplyBatch::RangeLocked(const etcdserverpb::RangeRequest& req,
                                      etcdserverpb::RangeResponse* resp) {
   // Inside a transaction that wrote, reads see its writes at its revision.
   int64_t current = impl_->wrote ? write_revision() : revision_;
-  Families f{store_->history_cf_, store_->index_cf_, store_->latest_cf_,
-             store_->lease_cf_};
+  Families f{db_->history, db_->index, db_->latest, db_->lease};
   absl::Status s =
       DoRange(f, impl_->reader, current, compact_revision_, req, resp);
   if (s.ok()) resp->mutable_header()->set_revision(current);
@@ -875,7 +1184,7 @@ absl::Status ApplyBatch::PutLocked(const etcdserverpb::PutRequest& req,
   if (req.key().empty()) return ErrEmptyKey();
   if (NoSpace(alarms_)) return ErrNoSpace();
   absl::StatusOr<std::string> prev_bytes =
-      impl_->reader.Get(store_->latest_cf_, req.key());
+      impl_->reader.Get(db_->latest, req.key());
   if (!prev_bytes.ok() && !absl::IsNotFound(prev_bytes.status())) {
     return prev_bytes.status();
   }
@@ -910,8 +1219,7 @@ absl::Status ApplyBatch::DeleteRangeLocked(
     const etcdserverpb::DeleteRangeRequest& req,
     etcdserverpb::DeleteRangeResponse* resp) {
   if (req.key().empty()) return ErrEmptyKey();
-  Families f{store_->history_cf_, store_->index_cf_, store_->latest_cf_,
-             store_->lease_cf_};
+  Families f{db_->history, db_->index, db_->latest, db_->lease};
   RangeSink sink;
   int64_t current = impl_->wrote ? write_revision() : revision_;
   if (absl::Status s = ScanRange(f, impl_->reader, req.key(), req.range_end(),
@@ -1074,7 +1382,7 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
     std::vector<std::string> keys;
     {
       std::unique_ptr<rocksdb::Iterator> it =
-          impl_->reader.NewIterator(store_->lease_cf_);
+          impl_->reader.NewIterator(db_->lease);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
            it->Next()) {
         keys.emplace_back(it->key().data() + 8, it->key().size() - 8);
@@ -1082,8 +1390,7 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
       if (!it->status().ok()) return FromRocks(it->status(), "lease keys");
     }
     for (const std::string& key : keys) {
-      absl::StatusOr<std::string> bytes =
-          impl_->reader.Get(store_->latest_cf_, key);
+      absl::StatusOr<std::string> bytes = impl_->reader.Get(db_->latest, key);
       if (!bytes.ok()) return absl::InternalError("corrupt store: lease key");
       mvccpb::KeyValue kv;
       if (!ParseKv(*bytes, &kv)) {
@@ -1099,25 +1406,26 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
 }
 
 void ApplyBatch::PutRecord(const std::string& name, const std::string& value) {
-  impl_->batch.Put(store_->meta_cf_, kMetaRecordPrefix + name, value);
+  impl_->batch.Put(db_->meta, kMetaRecordPrefix + name, value);
 }
 
 absl::StatusOr<std::string> MvccStore::GetRecord(
     const std::string& name) const {
+  const std::shared_ptr<Db> d = db();
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_,
-                               kMetaRecordPrefix + name, &value);
+  rocksdb::Status s = d->db->Get(rocksdb::ReadOptions(), d->meta,
+                                 kMetaRecordPrefix + name, &value);
   if (s.IsNotFound()) return absl::NotFoundError("no record " + name);
   if (!s.ok()) return FromRocks(s, "record");
   return value;
 }
 
 void ApplyBatch::PutLeaseRecord(int64_t lease_id, const std::string& record) {
-  impl_->batch.Put(store_->meta_cf_, LeaseRecordKey(lease_id), record);
+  impl_->batch.Put(db_->meta, LeaseRecordKey(lease_id), record);
 }
 
 void ApplyBatch::DeleteLeaseRecord(int64_t lease_id) {
-  impl_->batch.Delete(store_->meta_cf_, LeaseRecordKey(lease_id));
+  impl_->batch.Delete(db_->meta, LeaseRecordKey(lease_id));
 }
 
 std::vector<mvccpb::Event> ApplyBatch::TakeEvents() {
@@ -1133,18 +1441,21 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
   }
   impl_->finished = true;
   rocksdb::WriteBatchWithIndex& b = impl_->batch;
-  b.Put(store_->meta_cf_, kMetaAppliedIndex, U64(applied_index));
-  b.Put(store_->meta_cf_, kMetaRevision, U64(static_cast<uint64_t>(revision_)));
-  b.Put(store_->meta_cf_, kMetaCompactRevision,
+  b.Put(db_->meta, kMetaAppliedIndex, U64(applied_index));
+  b.Put(db_->meta, kMetaRevision, U64(static_cast<uint64_t>(revision_)));
+  b.Put(db_->meta, kMetaCompactRevision,
         U64(static_cast<uint64_t>(compact_revision_)));
   if (alarms_changed_) {
     etcdserverpb::AlarmResponse alarms;
     for (const auto& a : alarms_) *alarms.add_alarms() = a;
-    b.Put(store_->meta_cf_, kMetaAlarms, alarms.SerializeAsString());
+    b.Put(db_->meta, kMetaAlarms, alarms.SerializeAsString());
   }
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.sync;
-  rocksdb::Status s = store_->db_->Write(wo, b.GetWriteBatch());
+  rocksdb::Status s = db_->db->Write(wo, b.GetWriteBatch());
+  // A finished batch must not keep its database open (a Restore or a
+  // reopen may want it gone).
+  db_.reset();
   // Committed (or failed for good): the store takes the next batch now.
   store_->batch_open_ = false;
   if (!s.ok()) return FromRocks(s, "apply write");

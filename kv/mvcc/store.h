@@ -14,7 +14,19 @@
 // Thread safety: reads (Range, History, LeaseKeys, the accessors) are safe
 // from any thread and see a consistent snapshot of committed batches. At most
 // one ApplyBatch exists at a time, used from one thread (the apply loop).
-// CompactSome may run on another thread concurrently with both.
+// CompactSome may run on another thread concurrently with both. Restore
+// (installing a whole new database from a snapshot) runs on the apply thread
+// while no batch is open; reads concurrent with it see either the old or the
+// new database, never a mix within one call.
+//
+// Directory layout: `dir` holds the database in a subdirectory named by the
+// file `dir/ACTIVE` ("db.<generation>"; "db.0" when ACTIVE is absent). A
+// Restore moves the new database in as the next generation and then replaces
+// ACTIVE atomically (write, fsync, rename, fsync the directory), so a crash
+// at any point leaves ACTIVE naming a complete database; Open removes any
+// other generation left behind. A database directly in `dir` with no ACTIVE
+// (a checkpoint, or a store from before generations) is opened in place;
+// its first Restore moves on to generation 1.
 #ifndef LOCKD_KV_MVCC_STORE_H_
 #define LOCKD_KV_MVCC_STORE_H_
 
@@ -109,6 +121,29 @@ class MvccStore {
   // stopped. The copy includes the applied index it reflects.
   absl::Status Checkpoint(const std::string& dir) const;
 
+  // Replaces the whole store with the database in `checkpoint_dir` (a
+  // Checkpoint() of some store, e.g. unpacked from a snapshot; it must be on
+  // the same file system as the store and is moved, not copied). Durable
+  // when it returns OK: a crash afterwards reopens the new data. On error
+  // the old data stays in place and in use. Readers in flight finish on the
+  // old database, which is closed and deleted after the last of them.
+  // Must be called from the apply thread with no ApplyBatch open. Errors:
+  // kFailedPrecondition (a batch is open, or the checkpoint has an unknown
+  // format), kInternal (I/O or RocksDB failure).
+  absl::Status Restore(const std::string& checkpoint_dir);
+
+  // Reads the applied index recorded in a checkpoint directory without
+  // installing it (opens it read-only). Errors: kInternal.
+  static absl::StatusOr<uint64_t> CheckpointAppliedIndex(
+      const std::string& checkpoint_dir);
+
+  // Makes every committed batch durable (syncs RocksDB's write-ahead log);
+  // needed before the raft log may forget the entries behind them.
+  absl::Status Sync();
+
+  // How many times Restore replaced the database since Open.
+  uint64_t restores() const { return restores_.load(); }
+
   // Compacts RocksDB's files (reclaiming space of deleted data) while reads
   // and writes go on. Blocks the caller until done.
   absl::Status Defragment();
@@ -146,25 +181,43 @@ class MvccStore {
 
  private:
   friend class ApplyBatch;
+  // One open RocksDB database and its column families (defined in
+  // store.cc). Shared by the calls using it; closed by the last owner.
+  struct Db;
+  // What a database's meta column family says.
+  struct Meta {
+    uint64_t applied = 0;
+    int64_t revision = 1;
+    int64_t compact_revision = 0;
+    std::vector<etcdserverpb::AlarmMember> alarms;
+  };
   MvccStore() = default;
+  absl::StatusOr<std::shared_ptr<Db>> OpenDb(const std::string& path,
+                                             Meta* meta);
+  static absl::Status ReadMeta(rocksdb::DB* db,
+                               rocksdb::ColumnFamilyHandle* meta_cf,
+                               Meta* meta);
+  // The current database: every call takes it once, so it sees one
+  // database throughout even if Restore swaps it meanwhile.
+  std::shared_ptr<Db> db() const;
 
-  rocksdb::DB* db_ = nullptr;
+  std::string root_;
+  uint64_t generation_ = 0;  // apply thread only (Open, Restore)
   std::shared_ptr<rocksdb::Cache> cache_;
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffers_;
-  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* history_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* latest_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* lease_cf_ = nullptr;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  mutable absl::Mutex db_mu_;
+  std::shared_ptr<Db> db_ ABSL_GUARDED_BY(db_mu_);
+  std::atomic<uint64_t> restores_{0};
   StoreOptions options_;
   std::atomic<int64_t> revision_{0};
   std::atomic<int64_t> compact_revision_{0};
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<bool> batch_open_{false};
-  // CompactSome's resume point: an index key, empty to start over.
+  // CompactSome's resume point: an index key, empty to start over; valid
+  // for the database it was taken in.
   std::string compact_cursor_;
   int64_t compact_cursor_revision_ = 0;
+  uint64_t compact_cursor_db_ = 0;  // Db::id
   mutable absl::Mutex alarms_mu_;
   std::vector<etcdserverpb::AlarmMember> alarms_ ABSL_GUARDED_BY(alarms_mu_);
 };
@@ -244,6 +297,7 @@ class ApplyBatch {
   explicit ApplyBatch(MvccStore* store, const LeaseOracle* leases);
 
   MvccStore* store_;
+  std::shared_ptr<MvccStore::Db> db_;  // the database this batch writes to
   std::unique_ptr<Impl> impl_;
   int64_t revision_;
   int64_t compact_revision_;

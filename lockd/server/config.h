@@ -54,7 +54,9 @@ struct ServerConfig {
   uint64_t election_timeout_ms = 1000;
   uint64_t max_request_bytes = 1536 * 1024;
   uint64_t max_txn_ops = 128;
-  int64_t quota_backend_bytes = 0;  // 0: the default quota
+  int64_t quota_backend_bytes = 0;   // 0: the default quota
+  uint64_t snapshot_count = 100000;  // 0: the default, as in etcd
+  uint64_t snapshot_catchup_entries = 5000;
   bool strict_reconfig_check = true;
   bool pre_vote = true;
   // How long a removed member keeps relaying its clients' calls to the

@@ -4,7 +4,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "kv/mvcc/errors.h"
+#include "kv/snapshot/archive.h"
 #include "lockd/util/log.h"
 
 namespace lockd {
@@ -148,6 +151,45 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
     done(std::move(result));
   }
   return absl::OkStatus();
+}
+
+absl::Status KvStateMachine::Restore(const raft::Snapshot& snapshot) {
+  const std::string& dir = snapshot.data;
+  if (snapshot_dir_.empty() || !absl::StartsWith(dir, snapshot_dir_ + "/")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot image '", dir, "' is not a staged snapshot"));
+  }
+  absl::StatusOr<uint64_t> image = kv::MvccStore::CheckpointAppliedIndex(dir);
+  if (!image.ok()) return image.status();
+  if (*image < snapshot.metadata.index) {
+    return absl::DataLossError(absl::StrCat(
+        "the snapshot image is at index ", *image,
+        ", behind the snapshot it came with (", snapshot.metadata.index, ")"));
+  }
+  const uint64_t before = store_->applied_index();
+  if (*image <= before) {
+    // Already there (e.g. installed before a crash that came before the raft
+    // log recorded the snapshot): the entries after it replay as usual.
+    Logf(LogLevel::kInfo, "apply",
+         "the key-value store is at index %d, not behind the snapshot image "
+         "(%d): keeping it",
+         before, *image);
+    return absl::OkStatus();
+  }
+  if (absl::Status s = store_->Restore(dir); !s.ok()) return s;
+  Logf(LogLevel::kInfo, "apply",
+       "replaced the key-value store from a snapshot: index %d -> %d, "
+       "revision %d",
+       before, *image, store_->revision());
+  for (const auto& listener : restore_listeners_) listener();
+  return absl::OkStatus();
+}
+
+void KvStateMachine::DiscardSnapshot(const std::string& data) {
+  if (snapshot_dir_.empty() || !absl::StartsWith(data, snapshot_dir_ + "/")) {
+    return;
+  }
+  kv::RemoveFlatDir(data);
 }
 
 void KvStateMachine::Register(uint64_t id,

@@ -11,6 +11,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -54,6 +56,24 @@ class KvStateMachine final : public raft::StateMachine {
   // raft::StateMachine.
   uint64_t AppliedIndex() const override { return store_->applied_index(); }
   absl::Status Apply(const std::vector<raft::Entry>& entries) override;
+  absl::Status Sync() override { return store_->Sync(); }
+  // Installs the store checkpoint in the staging directory `snapshot.data`
+  // (made by SnapshotIo) with MvccStore::Restore, unless the store is
+  // already at or past it; then runs the restore listeners.
+  absl::Status Restore(const raft::Snapshot& snapshot) override;
+  void DiscardSnapshot(const std::string& data) override;
+
+  // Where received snapshot images are staged (SnapshotIo::dir()); only
+  // directories under it are ever installed or removed.
+  void SetSnapshotDir(std::string dir) { snapshot_dir_ = std::move(dir); }
+
+  // Runs `listener` on the apply thread after every snapshot install, once
+  // the new store is in place: in-memory state derived from the store (the
+  // lease table, the watch hub) reloads from it there. Call before the node
+  // starts.
+  void AddRestoreListener(std::function<void()> listener) {
+    restore_listeners_.push_back(std::move(listener));
+  }
 
   // Arranges for `done` to run (on the apply thread) with the result of the
   // command with this id once applied. Call before proposing.
@@ -66,6 +86,8 @@ class KvStateMachine final : public raft::StateMachine {
   kv::MvccStore* store_;
   Membership* membership_;
   kv::Lessor* lessor_ = nullptr;
+  std::string snapshot_dir_;  // set before the node starts
+  std::vector<std::function<void()>> restore_listeners_;  // apply thread
   absl::Mutex mu_;
   std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
       ABSL_GUARDED_BY(mu_);

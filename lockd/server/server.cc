@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -159,6 +160,31 @@ absl::Status Server::OpenStorage() {
     if (absl::Status s = lessor_->ReloadFromStore(); !s.ok()) return s;
     state_machine_->AttachLessor(lessor_.get());
   }
+  snapshot_io_ =
+      std::make_unique<StoreSnapshotIo>(member_dir + "/snap", store_.get());
+  state_machine_->SetSnapshotDir(snapshot_io_->dir());
+  // What lives in memory beside the store follows an installed snapshot.
+  state_machine_->AddRestoreListener([this] {
+    absl::Status s = membership_.Load(*store_);
+    if (s.ok()) s = lessor_->ReloadFromStore();
+    if (!s.ok()) {
+      Logf(LogLevel::kError, "server",
+           "cannot reload state from the installed snapshot: %s",
+           std::string(s.message()));
+      std::abort();
+    }
+    UpdatePeers(membership_.Members());
+  });
+  // Crash-point injection for tests: die between the two steps of a
+  // snapshot install (new store in place, raft log not yet updated).
+  if (std::getenv("LOCKD_TESTING_EXIT_AFTER_STORE_RESTORE") != nullptr) {
+    state_machine_->AddRestoreListener([] {
+      Logf(LogLevel::kWarning, "server",
+           "exiting right after the store restore "
+           "(LOCKD_TESTING_EXIT_AFTER_STORE_RESTORE)");
+      std::_Exit(3);
+    });
+  }
   raft::TransportOptions topts;
   topts.cluster_id = config_.cluster_id;
   topts.self_id = config_.member_id;
@@ -170,6 +196,9 @@ absl::Status Server::OpenStorage() {
   nopts.election_tick = static_cast<int>(config_.election_timeout_ms /
                                          config_.heartbeat_interval_ms);
   nopts.pre_vote = config_.pre_vote;
+  nopts.snapshot_count =
+      config_.snapshot_count == 0 ? 100000 : config_.snapshot_count;
+  nopts.snapshot_catchup_entries = config_.snapshot_catchup_entries;
   nopts.seed = config_.member_id;
   if (config_.initial_cluster_state == "new") {
     for (const MemberConfig& m : config_.members) {
@@ -188,7 +217,8 @@ absl::Status Server::OpenStorage() {
   // The node is the transport's handler; it exists only after the
   // transport, so a forwarding shim is not needed: create the node with the
   // transport first, then point the transport at it.
-  transport_ = std::make_unique<raft::Transport>(topts, &relay_);
+  transport_ =
+      std::make_unique<raft::Transport>(topts, &relay_, snapshot_io_.get());
   absl::StatusOr<std::unique_ptr<raft::RaftNode>> node = raft::RaftNode::Create(
       nopts, log_.get(), transport_.get(), state_machine_.get());
   if (!node.ok()) return node.status();

@@ -4,7 +4,8 @@
 //
 // Data directory layout: <data-dir>/LOCK (held while running),
 // <data-dir>/member/raft (the raft log, RocksDB), <data-dir>/member/kv (the
-// MVCC store, RocksDB).
+// MVCC store, RocksDB, see kv/mvcc/store.h), <data-dir>/member/snap
+// (snapshot images in transit, see snapshot_io.h).
 //
 // Start() then Shutdown() from one thread; Shutdown() may also be called from
 // another thread while nothing else is.
@@ -30,6 +31,7 @@
 #include "lockd/server/membership.h"
 #include "lockd/server/proxy.h"
 #include "lockd/server/services.h"
+#include "lockd/server/snapshot_io.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -106,6 +108,8 @@ class Server {
   std::unique_ptr<raft::DiskStorage> log_;
   std::unique_ptr<KvStateMachine> state_machine_;
   std::unique_ptr<kv::Lessor> lessor_;
+  // Outlives the transport, which uses it.
+  std::unique_ptr<StoreSnapshotIo> snapshot_io_;
   NodeRelay relay_;
   std::unique_ptr<raft::Transport> transport_;
   std::unique_ptr<raft::RaftNode> node_;

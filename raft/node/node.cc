@@ -48,12 +48,29 @@ absl::StatusOr<std::unique_ptr<RaftNode>> RaftNode::Create(
   }
   auto node = std::unique_ptr<RaftNode>(
       new RaftNode(options, storage, transport, state_machine));
+  // The state machine may be ahead of the log's commit index (a crash
+  // between the two steps of a snapshot install, see node.h): the core
+  // starts from the commit index and the state machine skips what it has.
+  // It must never be behind the log's start: the entries it would need are
+  // gone.
+  const uint64_t sm_applied = state_machine->AppliedIndex();
+  if (sm_applied + 1 < storage->FirstIndex()) {
+    return absl::DataLossError(absl::StrCat(
+        "the key-value store is at index ", sm_applied,
+        " but the raft log starts after ", storage->FirstIndex() - 1,
+        ": the store lost data the log no longer holds; remove this "
+        "member's data directory and add it to the cluster again"));
+  }
+  if (absl::Status s = storage->InitialState(&hs, &cs); !s.ok()) return s;
   Config config;
   config.id = options.id;
   config.election_tick = options.election_tick;
   config.heartbeat_tick = options.heartbeat_tick;
   config.storage = storage;
-  config.applied = state_machine->AppliedIndex();
+  config.applied = std::min(sm_applied, hs.commit);
+  // The core asserts applied >= its log's start; a store exactly at the
+  // log's start is fine.
+  config.applied = std::max(config.applied, storage->FirstIndex() - 1);
   config.max_size_per_msg_bytes = options.max_size_per_msg_bytes;
   config.max_uncommitted_entries_bytes = options.max_uncommitted_bytes;
   config.max_inflight_msgs = options.max_inflight_msgs;
@@ -65,6 +82,9 @@ absl::StatusOr<std::unique_ptr<RaftNode>> RaftNode::Create(
   if (!raw.ok()) return raw.status();
   node->raw_ = *std::move(raw);
   node->applied_ = config.applied;
+  absl::StatusOr<Snapshot> snap = storage->GetSnapshot();
+  if (!snap.ok()) return snap.status();
+  node->snapshot_index_ = snap->metadata.index;
   {
     absl::MutexLock lock(&node->mu_);
     node->applied_for_waiters_ = config.applied;
@@ -101,9 +121,18 @@ void RaftNode::Stop() {
     absl::MutexLock lock(&mu_);
     left.swap(inbox_);
   }
+  DiscardSnapshots(left);
   for (Input& in : left) {
     if (in.done)
       in.done(absl::UnavailableError("etcdserver: server stopped"), 0);
+  }
+}
+
+void RaftNode::DiscardSnapshots(const std::deque<Input>& inputs) {
+  for (const Input& in : inputs) {
+    if (in.kind == Input::kMessage && in.message.type == MessageType::kSnap) {
+      state_machine_->DiscardSnapshot(in.message.snapshot.data);
+    }
   }
 }
 
@@ -238,21 +267,30 @@ absl::Status RaftNode::TransferLeadership(uint64_t transferee,
 absl::Status RaftNode::CheckPeer(uint64_t from) { return absl::OkStatus(); }
 
 void RaftNode::Deliver(std::vector<Message> messages) {
-  absl::MutexLock lock(&mu_);
-  if (stop_) return;
-  for (Message& m : messages) {
-    // Over the bound, drop: raft retransmits what matters.
-    if (inbox_.size() >= options_.inbox_max) break;
-    Input in;
-    in.kind = Input::kMessage;
-    in.message = std::move(m);
-    inbox_.push_back(std::move(in));
+  std::deque<Input> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    for (Message& m : messages) {
+      Input in;
+      in.kind = Input::kMessage;
+      in.message = std::move(m);
+      // Over the bound, drop: raft retransmits what matters.
+      if (stop_ || inbox_.size() >= options_.inbox_max) {
+        dropped.push_back(std::move(in));
+      } else {
+        inbox_.push_back(std::move(in));
+      }
+    }
   }
+  DiscardSnapshots(dropped);
 }
 
 void RaftNode::HandleInput(Input& in) {
   switch (in.kind) {
     case Input::kMessage: {
+      if (in.message.type == MessageType::kSnap) {
+        stepped_snapshots_.push_back(in.message.snapshot.data);
+      }
       absl::Status s = raw_->Step(std::move(in.message));
       if (!s.ok() && LogEnabled(LogLevel::kDebug)) {
         Logf(LogLevel::kDebug, "raft", "dropped message: %s",
@@ -316,21 +354,37 @@ bool RaftNode::HandleReady(Ready rd) {
     (MaySendBeforePersisting(rd, m) ? early : late).push_back(m);
   }
   if (!early.empty()) transport_->Send(std::move(early));
+  // The state machine takes a snapshot's image before the log records the
+  // snapshot (see node.h for why this order).
+  Snapshot snapshot = rd.snapshot;
+  if (!snapshot.IsEmpty()) {
+    if (!InstallSnapshot(snapshot)) return false;
+    // The image's local descriptor means nothing after this process; the
+    // log keeps the metadata only.
+    snapshot.data.clear();
+  }
   absl::Status s =
-      storage_->Save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync);
+      storage_->Save(rd.hard_state, rd.entries, snapshot, rd.must_sync);
   if (!s.ok()) {
     Logf(LogLevel::kError, "raft", "cannot persist the raft log: %s",
          std::string(s.message()));
     return false;
   }
-  if (!late.empty()) transport_->Send(std::move(late));
-  if (!rd.snapshot.IsEmpty()) {
-    Logf(LogLevel::kError, "raft",
-         "received a snapshot at index %d, but installing snapshots is not "
-         "supported by this build",
-         rd.snapshot.metadata.index);
-    return false;
+  if (!snapshot.IsEmpty()) {
+    snapshot_index_ = snapshot.metadata.index;
+    snapshots_installed_.fetch_add(1);
+    if (snapshot.metadata.index > applied_.load()) {
+      applied_ = snapshot.metadata.index;
+      absl::MutexLock lock(&mu_);
+      applied_for_waiters_ = snapshot.metadata.index;
+    }
+    Logf(LogLevel::kInfo, "raft",
+         "member %x installed a snapshot at index %d (term %d); the "
+         "key-value store is at index %d",
+         options_.id, snapshot.metadata.index, snapshot.metadata.term,
+         state_machine_->AppliedIndex());
   }
+  if (!late.empty()) transport_->Send(std::move(late));
   if (!rd.committed_entries.empty()) {
     for (Entry& e : rd.committed_entries) {
       if (e.type != EntryType::kConfChange) continue;
@@ -370,6 +424,45 @@ bool RaftNode::HandleReady(Ready rd) {
   return true;
 }
 
+bool RaftNode::InstallSnapshot(const Snapshot& snapshot) {
+  absl::Status s = state_machine_->Restore(snapshot);
+  if (!s.ok()) {
+    Logf(LogLevel::kError, "raft",
+         "cannot install the snapshot at index %d: %s", snapshot.metadata.index,
+         std::string(s.message()));
+    return false;
+  }
+  return true;
+}
+
+void RaftNode::MaybeCompactLog() {
+  const uint64_t applied = applied_.load();
+  if (options_.snapshot_count == 0 ||
+      applied <= snapshot_index_ + options_.snapshot_count) {
+    return;
+  }
+  // The log may forget only what the state machine holds durably.
+  if (absl::Status s = state_machine_->Sync(); !s.ok()) {
+    Logf(LogLevel::kWarning, "raft",
+         "log compaction postponed: cannot sync the key-value store: %s",
+         std::string(s.message()));
+    return;
+  }
+  const ConfState cs = raw_->raft().tracker().GetConfState();
+  absl::Status s = storage_->CreateSnapshot(applied, cs, std::string(),
+                                            options_.snapshot_catchup_entries);
+  if (!s.ok()) {
+    Logf(LogLevel::kWarning, "raft", "log compaction at %d failed: %s", applied,
+         std::string(s.message()));
+    return;
+  }
+  snapshot_index_ = applied;
+  log_compactions_.fetch_add(1);
+  Logf(LogLevel::kInfo, "raft",
+       "member %x took a raft snapshot at index %d; the log now starts at %d",
+       options_.id, applied, storage_->FirstIndex());
+}
+
 void RaftNode::Run() {
   // A member that is the only voter need not wait out an election timeout
   // before serving.
@@ -395,6 +488,9 @@ void RaftNode::Run() {
     for (uint64_t id : transport_->TakeUnreachable()) {
       raw_->ReportUnreachable(id);
     }
+    for (const auto& [id, ok] : transport_->TakeSnapshotReports()) {
+      raw_->ReportSnapshot(id, ok);
+    }
     absl::Time now = absl::Now();
     if (now >= next_tick) {
       raw_->Tick();
@@ -413,6 +509,13 @@ void RaftNode::Run() {
         std::abort();
       }
     }
+    // Images the core did not take (or that were installed: then the
+    // store moved them away) are freed now.
+    for (const std::string& data : stepped_snapshots_) {
+      state_machine_->DiscardSnapshot(data);
+    }
+    stepped_snapshots_.clear();
+    MaybeCompactLog();
     if (campaign_now &&
         applied_.load() >= raw_->GetStatus().hard_state.commit) {
       campaign_now = false;

@@ -8,6 +8,25 @@
 // are applied through the StateMachine, read states are answered, and the
 // core is advanced.
 //
+// Log compaction: once `snapshot_count` entries were applied since the last
+// snapshot, the node makes the state machine durable (Sync) and records a
+// raft snapshot at the applied index in the log storage, keeping the last
+// `snapshot_catchup_entries` entries for followers that are only a little
+// behind. The snapshot carries only metadata; the state itself is the state
+// machine's store, which the transport copies when a follower needs it.
+//
+// Installing a received snapshot (a Ready with `snapshot`), in this order:
+//   1. StateMachine::Restore makes the image the state machine's durable
+//      state (its applied index A >= the snapshot's index S).
+//   2. The log storage records the snapshot and drops the log (one synced
+//      write, with the Ready's hard state and entries).
+// A crash after 1 and before 2 leaves a state machine ahead of the log's
+// commit index: on restart the core starts from min(applied, commit), the
+// state machine skips entries it already holds, and the leader sends
+// entries or a snapshot again. A crash before 1 leaves the old state. The
+// other order could leave a log that no longer holds the entries the old
+// state machine needs.
+//
 // Everything nondeterministic the core needs (time, network, disk) enters
 // here. Thread safety: all public methods are thread-safe; the StateMachine
 // is called only from the node's thread.
@@ -50,6 +69,25 @@ class StateMachine {
   // machine's storage failed: the process aborts (continuing could
   // acknowledge writes that were never stored).
   virtual absl::Status Apply(const std::vector<Entry>& entries) = 0;
+
+  // Makes everything applied so far durable; called before the log forgets
+  // the entries behind it. An error stops the compaction (not the node).
+  virtual absl::Status Sync() { return absl::OkStatus(); }
+
+  // Replaces the whole state with a received snapshot's image, durably,
+  // before returning. `snapshot.data` is the local descriptor the
+  // transport's SnapshotIo produced. An image at or behind AppliedIndex()
+  // may be ignored. An error stops the process (the core already moved on).
+  virtual absl::Status Restore(const Snapshot& snapshot) {
+    return absl::UnimplementedError(
+        "this state machine cannot install "
+        "snapshots");
+  }
+
+  // Frees the local image of a received snapshot (installed or not).
+  // Idempotent. Thread-safe: also called from transport threads when a
+  // snapshot message is dropped.
+  virtual void DiscardSnapshot(const std::string& data) {}
 };
 
 struct NodeOptions {
@@ -77,6 +115,12 @@ struct NodeOptions {
   // A member added to a running cluster: it starts with an empty log and
   // configuration and learns both from the leader.
   bool join_existing = false;
+  // Compact the log after this many applied entries (etcd's
+  // --snapshot-count); 0 never compacts.
+  uint64_t snapshot_count = 100000;
+  // Entries kept behind a compaction, so a follower that is only a little
+  // behind catches up from the log rather than a snapshot.
+  uint64_t snapshot_catchup_entries = 5000;
 };
 
 class RaftNode final : public MessageHandler {
@@ -143,6 +187,9 @@ class RaftNode final : public MessageHandler {
   uint64_t term() const { return term_.load(); }
   uint64_t commit_index() const { return commit_.load(); }
   uint64_t applied_index() const { return applied_.load(); }
+  // Snapshots installed from the leader, and log compactions, since start.
+  uint64_t snapshots_installed() const { return snapshots_installed_.load(); }
+  uint64_t log_compactions() const { return log_compactions_.load(); }
 
  private:
   struct Input {
@@ -173,7 +220,15 @@ class RaftNode final : public MessageHandler {
   void HandleInput(Input& input);
   // False on a fatal storage/apply failure.
   bool HandleReady(Ready rd);
+  // Step 1 of installing a snapshot (see the top of this file); false on
+  // a fatal failure.
+  bool InstallSnapshot(const Snapshot& snapshot);
+  // Compacts the log when snapshot_count entries were applied since the
+  // last snapshot.
+  void MaybeCompactLog();
   void FailPending(const absl::Status& status);
+  // Frees the images of snapshot messages that will never reach the core.
+  void DiscardSnapshots(const std::deque<Input>& inputs);
 
   NodeOptions options_;
   DiskStorage* storage_;
@@ -184,6 +239,11 @@ class RaftNode final : public MessageHandler {
   uint64_t next_read_ctx_ = 1;  // node thread only
   // ReadIndex requests in flight, by context; node thread only.
   std::map<std::string, std::function<void(absl::Status, uint64_t)>> reads_;
+  // Index of the latest raft snapshot in the log storage; node thread only.
+  uint64_t snapshot_index_ = 0;
+  // Images of the snapshot messages stepped in this loop iteration, freed
+  // once its Readys are handled; node thread only.
+  std::vector<std::string> stepped_snapshots_;
 
   absl::Mutex mu_;
   std::deque<Input> inbox_ ABSL_GUARDED_BY(mu_);
@@ -198,6 +258,8 @@ class RaftNode final : public MessageHandler {
   std::atomic<uint64_t> term_{0};
   std::atomic<uint64_t> commit_{0};
   std::atomic<uint64_t> applied_{0};
+  std::atomic<uint64_t> snapshots_installed_{0};
+  std::atomic<uint64_t> log_compactions_{0};
 };
 
 }  // namespace lockd::raft

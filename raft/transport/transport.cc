@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <deque>
 #include <random>
 #include <thread>
@@ -27,8 +28,12 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 class Transport::Service final : public raftpb::RaftTransport::Service {
  public:
-  Service(const TransportOptions& options, MessageHandler* handler)
-      : options_(options), handler_(handler) {}
+  Service(Transport* transport, const TransportOptions& options,
+          MessageHandler* handler, SnapshotIo* snapshots)
+      : transport_(transport),
+        options_(options),
+        handler_(handler),
+        snapshots_(snapshots) {}
 
   void Stop() {
     absl::MutexLock lock(&mu_);
@@ -78,6 +83,10 @@ class Transport::Service final : public raftpb::RaftTransport::Service {
           return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               "message addressing does not match its batch");
         }
+        if (messages[i].type == MessageType::kSnap) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "snapshots travel over SendSnapshot only");
+        }
       }
       received += messages.size();
       handler_->Deliver(std::move(messages));
@@ -86,9 +95,115 @@ class Transport::Service final : public raftpb::RaftTransport::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status SendSnapshot(grpc::ServerContext*,
+                            grpc::ServerReader<raftpb::SnapshotChunk>* reader,
+                            raftpb::SnapshotAck* ack) override {
+    if (snapshots_ == nullptr) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                          "this member cannot receive snapshots");
+    }
+    // Each receive holds an image on disk: bound them.
+    if (receives_.fetch_add(1) >= options_.snapshot_receives_max) {
+      receives_.fetch_sub(1);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "too many snapshots being received");
+    }
+    uint64_t bytes = 0;
+    grpc::Status status = ReceiveSnapshot(reader, &bytes);
+    receives_.fetch_sub(1);
+    transport_->CountReceive(status.ok(), bytes);
+    if (!status.ok()) {
+      Logf(LogLevel::kWarning, "transport",
+           "receiving a snapshot failed after %d bytes: %s", bytes,
+           status.error_message());
+      return status;
+    }
+    ack->set_bytes_received(bytes);
+    return grpc::Status::OK;
+  }
+
  private:
+  grpc::Status ReceiveSnapshot(
+      grpc::ServerReader<raftpb::SnapshotChunk>* reader, uint64_t* bytes) {
+    raftpb::SnapshotChunk chunk;
+    if (!reader->Read(&chunk)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "empty snapshot stream");
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopped_) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "member is shutting down");
+      }
+    }
+    if (chunk.cluster_id() != options_.cluster_id ||
+        chunk.to() != options_.self_id) {
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrFormat("snapshot for member %x of cluster "
+                          "%x reached member %x of cluster %x",
+                          chunk.to(), chunk.cluster_id(), options_.self_id,
+                          options_.cluster_id));
+    }
+    if (absl::Status s = handler_->CheckPeer(chunk.from()); !s.ok()) {
+      return ToGrpc(s);
+    }
+    Message m;
+    if (!chunk.has_message()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first snapshot chunk carries no message");
+    }
+    if (absl::Status s = FromProto(chunk.message(), &m); !s.ok()) {
+      return ToGrpc(s);
+    }
+    if (m.type != MessageType::kSnap || m.from != chunk.from() ||
+        m.to != options_.self_id) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first snapshot chunk must carry the MsgSnap "
+                          "message of its sender to this member");
+    }
+    absl::StatusOr<std::unique_ptr<SnapshotSink>> sink =
+        snapshots_->OpenSink(m);
+    if (!sink.ok()) return ToGrpc(sink.status());
+    while (true) {
+      if (chunk.offset() != *bytes) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrFormat("snapshot chunk at offset %d, "
+                                            "expected %d",
+                                            chunk.offset(), *bytes));
+      }
+      *bytes += chunk.data().size();
+      if (*bytes > options_.snapshot_bytes_max) {
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "snapshot is larger than this member accepts");
+      }
+      if (absl::Status s = (*sink)->Write(chunk.data()); !s.ok()) {
+        return ToGrpc(s);
+      }
+      if (chunk.last()) break;
+      if (!reader->Read(&chunk)) {
+        return grpc::Status(grpc::StatusCode::ABORTED,
+                            "snapshot stream ended before its last chunk");
+      }
+    }
+    absl::StatusOr<std::string> descriptor = (*sink)->Finish();
+    if (!descriptor.ok()) return ToGrpc(descriptor.status());
+    Logf(LogLevel::kInfo, "transport",
+         "received a snapshot from %x at index %d (term %d): %d bytes", m.from,
+         m.snapshot.metadata.index, m.snapshot.metadata.term, *bytes);
+    m.snapshot.data = *std::move(descriptor);
+    std::vector<Message> one;
+    one.push_back(std::move(m));
+    handler_->Deliver(std::move(one));
+    return grpc::Status::OK;
+  }
+
+  Transport* transport_;
   const TransportOptions options_;
   MessageHandler* handler_;
+  SnapshotIo* snapshots_;
+  std::atomic<int> receives_{0};
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -139,6 +254,8 @@ class Transport::Peer {
     absl::MutexLock lock(&mu_);
     return stats_;
   }
+
+  const std::string& address() const { return address_; }
 
  private:
   // Waits `d` or until stopped. Returns false when stopped.
@@ -300,10 +417,210 @@ class Transport::Peer {
 
 // ---------------------------------------------------------------------------
 
-Transport::Transport(const TransportOptions& options, MessageHandler* handler)
+// ---------------------------------------------------------------------------
+// Sending snapshots
+
+struct Transport::SnapshotSend {
+  Message message;
+  std::string address;
+  std::thread thread;
+  absl::Mutex mu;
+  bool done ABSL_GUARDED_BY(mu) = false;
+  bool cancelled ABSL_GUARDED_BY(mu) = false;
+  grpc::ClientContext* ctx ABSL_GUARDED_BY(mu) = nullptr;
+
+  void Cancel() {
+    absl::MutexLock lock(&mu);
+    cancelled = true;
+    if (ctx != nullptr) ctx->TryCancel();
+  }
+  bool finished() {
+    absl::MutexLock lock(&mu);
+    return done;
+  }
+};
+
+void Transport::StartSnapshotSend(Message m) {
+  const uint64_t to = m.to;
+  auto peer = peers_.find(to);
+  int active = 0;
+  for (const auto& [id, send] : snapshot_sends_) active += !send->finished();
+  auto busy = snapshot_sends_.find(to);
+  const char* refusal = nullptr;
+  if (snapshots_ == nullptr) {
+    refusal = "this member cannot send snapshots";
+  } else if (peer == peers_.end()) {
+    refusal = "unknown peer";
+  } else if (busy != snapshot_sends_.end() && !busy->second->finished()) {
+    refusal = "a snapshot to it is already in flight";
+  } else if (active >= options_.snapshot_sends_max) {
+    refusal = "too many snapshots in flight";
+  }
+  if (refusal != nullptr) {
+    // The core retries after the next heartbeat response.
+    snapshot_reports_.emplace_back(to, false);
+    ++snapshot_stats_.send_failures;
+    if (LogEnabled(LogLevel::kDebug)) {
+      Logf(LogLevel::kDebug, "transport", "snapshot to %x not sent: %s", to,
+           refusal);
+    }
+    return;
+  }
+  std::unique_ptr<SnapshotSend> old;
+  if (busy != snapshot_sends_.end()) old = std::move(busy->second);
+  auto send = std::make_unique<SnapshotSend>();
+  send->message = std::move(m);
+  send->address = peer->second->address();
+  SnapshotSend* raw = send.get();
+  snapshot_sends_[to] = std::move(send);
+  raw->thread = std::thread([this, raw] { RunSnapshotSend(raw); });
+  // A finished sender's thread is past its last use of mu_; join it here.
+  if (old != nullptr && old->thread.joinable()) old->thread.join();
+}
+
+void Transport::RunSnapshotSend(SnapshotSend* send) {
+  const Message& m = send->message;
+  uint64_t sent_bytes = 0;
+  absl::Status result = [&]() -> absl::Status {
+    absl::StatusOr<std::unique_ptr<SnapshotSource>> source =
+        snapshots_->OpenSource(m);
+    if (!source.ok()) return source.status();
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(INT32_MAX);
+    // Its own connection, so the image never queues behind (or ahead of)
+    // heartbeats on the message stream.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto channel = grpc::CreateCustomChannel(
+        send->address, grpc::InsecureChannelCredentials(), args);
+    auto stub = raftpb::RaftTransport::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     absl::ToChronoMilliseconds(options_.snapshot_timeout));
+    {
+      absl::MutexLock lock(&send->mu);
+      if (send->cancelled) return absl::CancelledError("transport stopped");
+      send->ctx = &ctx;
+    }
+    raftpb::SnapshotAck ack;
+    std::unique_ptr<grpc::ClientWriter<raftpb::SnapshotChunk>> writer =
+        stub->SendSnapshot(&ctx, &ack);
+    bool first = true, more = true, broken = false;
+    while (more) {
+      raftpb::SnapshotChunk chunk;
+      if (first) {
+        chunk.set_cluster_id(options_.cluster_id);
+        chunk.set_from(options_.self_id);
+        chunk.set_to(m.to);
+        ToProto(m, chunk.mutable_message());
+        first = false;
+      }
+      chunk.set_offset(sent_bytes);
+      absl::StatusOr<bool> next =
+          (*source)->Next(options_.snapshot_chunk_bytes, chunk.mutable_data());
+      if (!next.ok()) {
+        absl::MutexLock lock(&send->mu);
+        ctx.TryCancel();
+        send->ctx = nullptr;
+        return next.status();
+      }
+      more = *next;
+      chunk.set_last(!more);
+      sent_bytes += chunk.data().size();
+      // Blocks while the receiver's flow-control window is full.
+      if (!writer->Write(chunk)) {
+        broken = true;
+        break;
+      }
+    }
+    if (!broken) writer->WritesDone();
+    grpc::Status status = writer->Finish();
+    {
+      absl::MutexLock lock(&send->mu);
+      send->ctx = nullptr;
+    }
+    if (!status.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          status.error_message());
+    }
+    if (ack.bytes_received() != sent_bytes) {
+      return absl::DataLossError(
+          absl::StrFormat("the receiver acknowledged %d of %d bytes",
+                          ack.bytes_received(), sent_bytes));
+    }
+    return absl::OkStatus();
+  }();
+  if (result.ok()) {
+    Logf(LogLevel::kInfo, "transport",
+         "sent a snapshot at index %d (term %d) to %x: %d bytes",
+         m.snapshot.metadata.index, m.snapshot.metadata.term, m.to, sent_bytes);
+  } else {
+    Logf(LogLevel::kWarning, "transport",
+         "sending a snapshot at index %d to %x failed: %s",
+         m.snapshot.metadata.index, m.to, std::string(result.message()));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    snapshot_reports_.emplace_back(m.to, result.ok());
+    if (result.ok()) {
+      ++snapshot_stats_.sent;
+      snapshot_stats_.bytes_sent += sent_bytes;
+    } else {
+      ++snapshot_stats_.send_failures;
+    }
+  }
+  absl::MutexLock lock(&send->mu);
+  send->done = true;
+}
+
+void Transport::ReapSnapshotSends() {
+  std::vector<std::unique_ptr<SnapshotSend>> finished;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = snapshot_sends_.begin(); it != snapshot_sends_.end();) {
+      if (it->second->finished()) {
+        finished.push_back(std::move(it->second));
+        it = snapshot_sends_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& send : finished) {
+    if (send->thread.joinable()) send->thread.join();
+  }
+}
+
+void Transport::CountReceive(bool ok, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (ok) {
+    ++snapshot_stats_.received;
+    snapshot_stats_.bytes_received += bytes;
+  } else {
+    ++snapshot_stats_.receive_failures;
+  }
+}
+
+std::vector<std::pair<uint64_t, bool>> Transport::TakeSnapshotReports() {
+  ReapSnapshotSends();
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<uint64_t, bool>> out;
+  out.swap(snapshot_reports_);
+  return out;
+}
+
+Transport::SnapshotStats Transport::snapshot_stats() const {
+  absl::MutexLock lock(&mu_);
+  return snapshot_stats_;
+}
+
+// ---------------------------------------------------------------------------
+
+Transport::Transport(const TransportOptions& options, MessageHandler* handler,
+                     SnapshotIo* snapshots)
     : options_(options),
       handler_(handler),
-      service_(std::make_unique<Service>(options, handler)) {}
+      service_(std::make_unique<Service>(this, options, handler, snapshots)),
+      snapshots_(snapshots) {}
 
 Transport::~Transport() { Stop(); }
 
@@ -337,6 +654,10 @@ void Transport::RemovePeer(uint64_t id) {
 void Transport::Send(std::vector<Message> messages) {
   absl::MutexLock lock(&mu_);
   for (Message& m : messages) {
+    if (m.type == MessageType::kSnap) {
+      if (!stopped_) StartSnapshotSend(std::move(m));
+      continue;
+    }
     auto it = peers_.find(m.to);
     if (it == peers_.end()) {
       unreachable_.insert(m.to);
@@ -368,6 +689,15 @@ void Transport::Stop() {
   }
   service_->Stop();
   peers.clear();  // joins the sender threads, outside the lock
+  std::map<uint64_t, std::unique_ptr<SnapshotSend>> sends;
+  {
+    absl::MutexLock lock(&mu_);
+    sends.swap(snapshot_sends_);
+  }
+  for (auto& [id, send] : sends) send->Cancel();
+  for (auto& [id, send] : sends) {
+    if (send->thread.joinable()) send->thread.join();
+  }
 }
 
 Transport::PeerStats Transport::Stats(uint64_t id) const {

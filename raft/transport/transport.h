@@ -12,6 +12,20 @@
 // member the handler rejects (e.g. removed) end the stream with an error the
 // sender logs; accepted messages go to the handler on a gRPC thread.
 //
+// Snapshots travel apart from the message stream, on one
+// `RaftTransport.SendSnapshot` call each: a MsgSnap handed to Send() starts
+// a sender thread that asks the SnapshotIo for the image (e.g. a fresh
+// checkpoint of the store) and streams it in chunks of at most
+// `snapshot_chunk_bytes`. Each Write waits for gRPC flow control, so a slow
+// receiver slows the sender instead of filling memory. At most one snapshot
+// is in flight per peer and `snapshot_sends_max` in all; the outcome of each
+// (also an immediate refusal) is reported through TakeSnapshotReports() for
+// RawNode::ReportSnapshot. The receiver hands the chunks to its SnapshotIo,
+// which verifies the image; only then is the MsgSnap delivered, with
+// `snapshot.data` replaced by the receiver's local descriptor of the image.
+// MsgSnap arriving on the message stream is refused, so a peer can never
+// make a member install anything that did not come through SendSnapshot.
+//
 // Thread safety: all public methods are thread-safe.
 #ifndef LOCKD_RAFT_TRANSPORT_TRANSPORT_H_
 #define LOCKD_RAFT_TRANSPORT_TRANSPORT_H_
@@ -21,10 +35,13 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "raft/core/types.h"
@@ -47,6 +64,43 @@ class MessageHandler {
   virtual void Deliver(std::vector<Message> messages) = 0;
 };
 
+// The leader side of one snapshot send: the image's bytes, in order.
+// Destroying it releases whatever it holds (temporary files).
+class SnapshotSource {
+ public:
+  virtual ~SnapshotSource() = default;
+  virtual uint64_t total_bytes() const = 0;
+  // Appends up to `max_bytes` to `*out`; false once the end is reached.
+  virtual absl::StatusOr<bool> Next(size_t max_bytes, std::string* out) = 0;
+};
+
+// The follower side of one snapshot receive. Destroying it without a
+// successful Finish() discards what was written.
+class SnapshotSink {
+ public:
+  virtual ~SnapshotSink() = default;
+  // The next bytes of the image. Errors end the transfer.
+  virtual absl::Status Write(absl::string_view bytes) = 0;
+  // Verifies the whole image and returns its local descriptor (what the
+  // delivered MsgSnap carries in snapshot.data). From then on the image
+  // belongs to whoever consumes the message. kDataLoss if it is damaged.
+  virtual absl::StatusOr<std::string> Finish() = 0;
+};
+
+// Where snapshot images come from and go to. Called on transport threads,
+// concurrently; implementations must be thread-safe.
+class SnapshotIo {
+ public:
+  virtual ~SnapshotIo() = default;
+  // Opens the image to send with MsgSnap `m`. May take a while (it makes a
+  // checkpoint); runs on the snapshot's own sender thread.
+  virtual absl::StatusOr<std::unique_ptr<SnapshotSource>> OpenSource(
+      const Message& m) = 0;
+  // Starts receiving the image of MsgSnap `m`.
+  virtual absl::StatusOr<std::unique_ptr<SnapshotSink>> OpenSink(
+      const Message& m) = 0;
+};
+
 struct TransportOptions {
   uint64_t cluster_id = 0;
   uint64_t self_id = 0;
@@ -60,11 +114,21 @@ struct TransportOptions {
   absl::Duration dial_timeout = absl::Seconds(1);
   // Seeds the backoff jitter.
   uint64_t seed = 1;
+  // Snapshot transfers: chunk size, concurrent sends (in all) and receives,
+  // the time one transfer may take, and the largest image accepted.
+  size_t snapshot_chunk_bytes = 1 << 20;
+  int snapshot_sends_max = 2;
+  int snapshot_receives_max = 2;
+  absl::Duration snapshot_timeout = absl::Minutes(10);
+  uint64_t snapshot_bytes_max = uint64_t{64} << 30;
 };
 
 class Transport {
  public:
-  Transport(const TransportOptions& options, MessageHandler* handler);
+  // `snapshots` (may be null: then MsgSnap sends are reported failed and
+  // receives refused) must outlive the transport.
+  Transport(const TransportOptions& options, MessageHandler* handler,
+            SnapshotIo* snapshots = nullptr);
   ~Transport();  // Stop()s
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
@@ -85,6 +149,8 @@ class Transport {
   // Peers that dropped messages or lost their connection since the last
   // call.
   std::vector<uint64_t> TakeUnreachable();
+  // Outcomes of snapshot sends finished since the last call: (peer, success).
+  std::vector<std::pair<uint64_t, bool>> TakeSnapshotReports();
 
   // Stops all senders and rejects further inbound streams. Idempotent.
   void Stop();
@@ -97,10 +163,27 @@ class Transport {
   };
   PeerStats Stats(uint64_t id) const;
 
+  struct SnapshotStats {
+    uint64_t sent = 0;           // sends the receiver acknowledged
+    uint64_t send_failures = 0;  // sends that failed or were refused
+    uint64_t received = 0;       // images verified and delivered
+    uint64_t receive_failures = 0;
+    uint64_t bytes_sent = 0;
+    uint64_t bytes_received = 0;
+  };
+  SnapshotStats snapshot_stats() const;
+
  private:
   class Peer;
   class Service;
+  struct SnapshotSend;
   void MarkUnreachable(uint64_t id);
+  // Starts sending MsgSnap `m`, or reports it failed. Requires mu_.
+  void StartSnapshotSend(Message m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunSnapshotSend(SnapshotSend* send);
+  // Joins finished senders. Requires mu_ not held.
+  void ReapSnapshotSends();
+  void CountReceive(bool ok, uint64_t bytes);
 
   TransportOptions options_;
   MessageHandler* handler_;
@@ -109,6 +192,12 @@ class Transport {
   std::map<uint64_t, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> unreachable_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  SnapshotIo* snapshots_;
+  // Snapshot sends in flight (and finished ones not yet joined), by peer.
+  std::map<uint64_t, std::unique_ptr<SnapshotSend>> snapshot_sends_
+      ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, bool>> snapshot_reports_ ABSL_GUARDED_BY(mu_);
+  SnapshotStats snapshot_stats_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace lockd::raft

@@ -289,7 +289,11 @@ TEST(LeaseTest, LeaderChanges_KeptAliveSurvives_RemainingNotReset) {
   }
   const int64_t b_after_kill = Remaining(rest, b);
   const int64_t since_kill = absl::ToInt64Seconds(absl::Now() - killed);
-  EXPECT_LE(b_after_kill, b_before_kill - since_kill + 3);
+  // The new leader counts B's checkpointed remaining time from its own
+  // promotion, plus one election timeout of grace, so B may gain the time
+  // the election took (up to two election timeouts after the kill), the
+  // checkpoint's age and the grace: a few seconds, never a reset to 40 s.
+  EXPECT_LE(b_after_kill, b_before_kill - since_kill + 6);
   EXPECT_GE(b_after_kill, b_before_kill - since_kill - 3);
   EXPECT_TRUE(KeyExists(rest, "idle"));
 

@@ -1,0 +1,135 @@
+// RaftNode start-up against a state machine that is ahead of, or behind,
+// the raft log (the two sides of a snapshot install's crash window), and
+// log compaction on a single-member cluster.
+#include "raft/node/node.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+namespace lockd::raft {
+namespace {
+
+class CountingMachine : public StateMachine {
+ public:
+  explicit CountingMachine(uint64_t applied) : applied_(applied) {}
+  uint64_t AppliedIndex() const override { return applied_.load(); }
+  absl::Status Apply(const std::vector<Entry>& entries) override {
+    // Skips what it holds, as the real state machine does.
+    if (entries.back().index > applied_.load()) {
+      applied_ = entries.back().index;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Sync() override {
+    syncs.fetch_add(1);
+    return absl::OkStatus();
+  }
+  std::atomic<int> syncs{0};
+
+ private:
+  std::atomic<uint64_t> applied_;
+};
+
+class NoPeers : public MessageHandler {
+ public:
+  absl::Status CheckPeer(uint64_t) override { return absl::OkStatus(); }
+  void Deliver(std::vector<Message>) override {}
+};
+
+std::string Dir(const std::string& name) {
+  return std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+}
+
+// A one-voter log with `n` committed normal entries after the bootstrap.
+std::unique_ptr<DiskStorage> OneVoterLog(const std::string& dir, uint64_t n) {
+  auto log = DiskStorage::Open(dir);
+  EXPECT_TRUE(log.ok()) << log.status();
+  auto image = MakeBootstrapImage({1});
+  EXPECT_TRUE(image.ok());
+  EXPECT_TRUE((*log)->SetInitialConfState(image->conf_state).ok());
+  std::vector<Entry> entries = image->entries;
+  HardState hs = image->hard_state;
+  for (uint64_t i = 0; i < n; ++i) {
+    Entry e;
+    e.index = entries.back().index + 1;
+    e.term = 1;
+    e.data = "x";
+    entries.push_back(e);
+  }
+  hs.commit = entries.back().index;
+  EXPECT_TRUE((*log)->Save(hs, entries, Snapshot(), true).ok());
+  return *std::move(log);
+}
+
+TEST(RaftNodeTest, Create_stateMachineAheadOfTheLog_startsFromTheCommitIndex) {
+  std::unique_ptr<DiskStorage> log = OneVoterLog(Dir("ahead"), 10);
+  const uint64_t commit = log->LastIndex();
+  CountingMachine sm(commit + 500);  // installed a snapshot, then crashed
+  NoPeers handler;
+  Transport transport(TransportOptions(), &handler);
+  NodeOptions o;
+  o.id = 1;
+  auto node = RaftNode::Create(o, log.get(), &transport, &sm);
+  ASSERT_TRUE(node.ok()) << node.status();
+  EXPECT_EQ((*node)->applied_index(), commit);
+}
+
+TEST(RaftNodeTest, Create_stateMachineBehindTheLogStart_isDataLoss) {
+  std::unique_ptr<DiskStorage> log = OneVoterLog(Dir("behind"), 100);
+  ConfState cs;
+  cs.voters = {1};
+  ASSERT_TRUE(log->CreateSnapshot(90, cs, "", 5).ok());
+  ASSERT_EQ(log->FirstIndex(), 86u);
+  NoPeers handler;
+  Transport transport(TransportOptions(), &handler);
+  NodeOptions o;
+  o.id = 1;
+  CountingMachine lost(10);
+  auto node = RaftNode::Create(o, log.get(), &transport, &lost);
+  EXPECT_EQ(node.status().code(), absl::StatusCode::kDataLoss) << node.status();
+  // Exactly at the log's start is fine.
+  CountingMachine edge(85);
+  EXPECT_TRUE(RaftNode::Create(o, log.get(), &transport, &edge).ok());
+}
+
+TEST(RaftNodeTest, Run_compactsTheLogEverySnapshotCountEntries) {
+  auto log = DiskStorage::Open(Dir("compact"));
+  ASSERT_TRUE(log.ok());
+  CountingMachine sm(0);
+  NoPeers handler;
+  Transport transport(TransportOptions(), &handler);
+  NodeOptions o;
+  o.id = 1;
+  o.tick_interval = absl::Milliseconds(10);
+  o.bootstrap_voters = {1};
+  o.snapshot_count = 10;
+  o.snapshot_catchup_entries = 4;
+  auto node = RaftNode::Create(o, log->get(), &transport, &sm);
+  ASSERT_TRUE(node.ok()) << node.status();
+  (*node)->Start();
+  ASSERT_TRUE((*node)->WaitForLeader(absl::Now() + absl::Seconds(10)).ok());
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE((*node)->Propose("x", absl::Now() + absl::Seconds(5)).ok());
+  }
+  ASSERT_TRUE((*node)
+                  ->WaitApplied((*node)->commit_index(),
+                                absl::Now() + absl::Seconds(10))
+                  .ok());
+  const uint64_t applied = (*node)->applied_index();
+  (*node)->Stop();
+  EXPECT_GE((*node)->log_compactions(), 4u);
+  EXPECT_GE(sm.syncs.load(), 4);  // the store is durable before each
+  absl::StatusOr<Snapshot> snap = (*log)->GetSnapshot();
+  ASSERT_TRUE(snap.ok());
+  // The newest snapshot is at most snapshot_count behind, and the log
+  // keeps snapshot_catchup_entries before it.
+  EXPECT_GT(snap->metadata.index + 10, applied);
+  EXPECT_EQ((*log)->FirstIndex(), snap->metadata.index - 4 + 1);
+  EXPECT_EQ(snap->metadata.conf_state.voters, std::vector<uint64_t>{1});
+}
+
+}  // namespace
+}  // namespace lockd::raft
