@@ -43,3 +43,13 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq nodejs npm >/dev/null
 fi
+
+# The npm etcd3 client the tests drive lockd with, at the version
+# tests/node/package-lock.json pins (from the npm registry, once).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+want="$(node -p "require('$root/tests/node/package-lock.json').packages['node_modules/etcd3'].version")"
+have="$(node -p "try { require('$root/tests/node/node_modules/etcd3/package.json').version } catch (e) { '' }")"
+if [ "$want" != "$have" ]; then
+  echo "setup: installing the npm etcd3 client $want into tests/node" >&2
+  (cd "$root/tests/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
