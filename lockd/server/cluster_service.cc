@@ -28,7 +28,38 @@ constexpr double kLearnerReadyPercent = 0.9;
 // etcd allows one learner at a time.
 constexpr int kLearnersMax = 1;
 
+// Forwards the original call to the leader's Cluster service.
+template <typename Req, typename Resp>
+KvService::Forward ForwardTo(
+    grpc::Status (etcdserverpb::Cluster::Stub::*method)(grpc::ClientContext*,
+                                                        const Req&, Resp*),
+    const Req& req, Resp* resp) {
+  return [method, &req, resp](const std::shared_ptr<grpc::Channel>& channel,
+                              grpc::ClientContext* c) {
+    auto stub = etcdserverpb::Cluster::NewStub(channel);
+    return (stub.get()->*method)(c, req, resp);
+  };
+}
+
+size_t Voters(const MemberList& table) {
+  size_t voters = 0;
+  for (const auto& m : table) voters += !m.islearner();
+  return voters;
+}
+
 }  // namespace
+
+template <typename Resp>
+grpc::Status ClusterService::Answer(const grpc::Status& st,
+                                    const ApplyResult& result, Resp* resp) {
+  if (!st.ok()) return st;
+  // A forwarded call comes back answered; a local one from the new table.
+  if (!resp->has_header()) {
+    for (const auto& m : result.members) *resp->add_members() = m;
+  }
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
 
 absl::Status MoveLeadership(raft::RaftNode* node, uint64_t target,
                             absl::Time deadline) {
@@ -167,20 +198,11 @@ grpc::Status ClusterService::MemberAdd(
     return CheckStarted(voters + 1, 0);
   };
   ApplyResult result;
-  grpc::Status st =
-      ChangeMembers(ctx, cc, member, check, &result,
-                    [&](const std::shared_ptr<grpc::Channel>& channel,
-                        grpc::ClientContext* c) {
-                      return etcdserverpb::Cluster::NewStub(channel)->MemberAdd(
-                          c, *req, resp);
-                    });
-  if (!st.ok()) return st;
-  if (!resp->has_header()) {
-    *resp->mutable_member() = member;
-    for (const auto& m : result.members) *resp->add_members() = m;
-  }
-  FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  grpc::Status st = ChangeMembers(
+      ctx, cc, member, check, &result,
+      ForwardTo(&etcdserverpb::Cluster::Stub::MemberAdd, *req, resp));
+  if (st.ok() && !resp->has_header()) *resp->mutable_member() = member;
+  return Answer(st, result, resp);
 }
 
 grpc::Status ClusterService::MemberRemove(
@@ -228,24 +250,14 @@ grpc::Status ClusterService::MemberRemove(
       return absl::UnavailableError("etcdserver: leader changed");
     }
     if (m->islearner()) return absl::OkStatus();
-    size_t voters = 0;
-    for (const auto& x : membership_->Members()) voters += !x.islearner();
-    return CheckStarted(voters - 1, req->id());
+    return CheckStarted(Voters(membership_->Members()) - 1, req->id());
   };
   ApplyResult result;
-  grpc::Status st = ChangeMembers(
-      ctx, cc, subject, check, &result,
-      [&](const std::shared_ptr<grpc::Channel>& channel,
-          grpc::ClientContext* c) {
-        return etcdserverpb::Cluster::NewStub(channel)->MemberRemove(c, *req,
-                                                                     resp);
-      });
-  if (!st.ok()) return st;
-  if (!resp->has_header()) {
-    for (const auto& m : result.members) *resp->add_members() = m;
-  }
-  FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  return Answer(
+      ChangeMembers(
+          ctx, cc, subject, check, &result,
+          ForwardTo(&etcdserverpb::Cluster::Stub::MemberRemove, *req, resp)),
+      result, resp);
 }
 
 grpc::Status ClusterService::MemberPromote(
@@ -278,24 +290,14 @@ grpc::Status ClusterService::MemberPromote(
           "etcdserver: can only promote a learner member which is in sync "
           "with leader");
     }
-    size_t voters = 0;
-    for (const auto& x : membership_->Members()) voters += !x.islearner();
-    return CheckStarted(voters + 1, 0);
+    return CheckStarted(Voters(membership_->Members()) + 1, 0);
   };
   ApplyResult result;
-  grpc::Status st = ChangeMembers(
-      ctx, cc, subject, check, &result,
-      [&](const std::shared_ptr<grpc::Channel>& channel,
-          grpc::ClientContext* c) {
-        return etcdserverpb::Cluster::NewStub(channel)->MemberPromote(c, *req,
-                                                                      resp);
-      });
-  if (!st.ok()) return st;
-  if (!resp->has_header()) {
-    for (const auto& m : result.members) *resp->add_members() = m;
-  }
-  FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  return Answer(
+      ChangeMembers(
+          ctx, cc, subject, check, &result,
+          ForwardTo(&etcdserverpb::Cluster::Stub::MemberPromote, *req, resp)),
+      result, resp);
 }
 
 grpc::Status ClusterService::MemberUpdate(
@@ -318,20 +320,11 @@ grpc::Status ClusterService::MemberUpdate(
   internal::Request r;
   *r.mutable_member_update() = *req;
   ApplyResult result;
-  grpc::Status st = kv_->Replicate(
-      ctx, std::move(r), &result,
-      [&](const std::shared_ptr<grpc::Channel>& channel,
-          grpc::ClientContext* c) {
-        return etcdserverpb::Cluster::NewStub(channel)->MemberUpdate(c, *req,
-                                                                     resp);
-      });
-  if (!st.ok()) return st;
-  if (!resp->has_header()) {
-    if (!result.status.ok()) return ToGrpc(result.status);
-    for (const auto& m : result.members) *resp->add_members() = m;
-  }
-  FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  return Answer(
+      kv_->Replicate(
+          ctx, std::move(r), &result,
+          ForwardTo(&etcdserverpb::Cluster::Stub::MemberUpdate, *req, resp)),
+      result, resp);
 }
 
 grpc::Status ClusterService::Publish(grpc::ServerContext* ctx,
@@ -349,12 +342,7 @@ grpc::Status ClusterService::Publish(grpc::ServerContext* ctx,
           grpc::ClientContext* c) {
         return internal::Peer::NewStub(channel)->Publish(c, *member, resp);
       });
-  if (!st.ok()) return st;
-  if (!resp->has_header()) {
-    for (const auto& m : result.members) *resp->add_members() = m;
-  }
-  FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  return Answer(st, result, resp);
 }
 
 grpc::Status ClusterService::MemberList(

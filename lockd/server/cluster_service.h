@@ -81,6 +81,11 @@ class ClusterService final : public etcdserverpb::Cluster::Service {
   // voters, not counting `leaving`. Leader only.
   absl::Status CheckStarted(size_t voters_after, uint64_t leaving);
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
+  // The call's answer after `st`: on success the header and, unless the
+  // leader answered a forwarded call, the member table from `result`.
+  template <typename Resp>
+  grpc::Status Answer(const grpc::Status& st, const ApplyResult& result,
+                      Resp* resp);
 
   const ServerConfig* config_;
   raft::RaftNode* node_ = nullptr;
