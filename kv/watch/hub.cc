@@ -457,8 +457,8 @@ void WatchHub::CatchUpLoop() {
     if (!progressed) {
       // Woken by new unsynced watchers or a stream that drained; the
       // timeout covers the progress report and missed signals.
-      absl::Duration wait = std::min(absl::Milliseconds(50),
-                                     next_progress - absl::Now());
+      absl::Duration wait =
+          std::min(absl::Milliseconds(50), next_progress - absl::Now());
       catchup_cv_.WaitWithTimeout(&mu_, std::max(wait, absl::ZeroDuration()));
     }
   }

@@ -43,8 +43,8 @@ class HubTest : public ::testing::Test {
     hub_.reset();
     store_.reset();
     static int n = 0;
-    std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/hub" +
-                      std::to_string(n++);
+    std::string dir =
+        std::string(std::getenv("TEST_TMPDIR")) + "/hub" + std::to_string(n++);
     auto s = MvccStore::Open(dir);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
@@ -157,8 +157,12 @@ class HubTest : public ::testing::Test {
       for (const auto& ev : batch) {
         const std::string& k = ev.kv().key();
         if (k < key || (!end.empty() && k >= end)) continue;
-        Ev e{ev.kv().mod_revision(), ev.type() == mvccpb::Event::DELETE, k,
-             ev.kv().value(), "", false};
+        Ev e{ev.kv().mod_revision(),
+             ev.type() == mvccpb::Event::DELETE,
+             k,
+             ev.kv().value(),
+             "",
+             false};
         bool create = !e.del && ev.kv().create_revision() == e.revision;
         if (prev_kv && !create) {
           auto prev = store_->GetAt(k, e.revision - 1);
@@ -381,8 +385,7 @@ TEST_F(HubTest, HubQueueOverflow_resyncsFromStorage) {
   for (int i = 0; i < 20; ++i) Apply({{"put", absl::StrCat("k", i % 3), "v"}});
   hub_->Start();
   Apply({{"put", "k9", "v"}});
-  auto outs =
-      Drain(s.get(), [](const auto& o) { return EventCount(o) >= 21; });
+  auto outs = Drain(s.get(), [](const auto& o) { return EventCount(o) >= 21; });
   EXPECT_EQ(Events(outs, 0), StoredHistory("a", "z", false));
 }
 
@@ -425,7 +428,8 @@ TEST_F(HubTest, Progress_reportsDeliveredRevision) {
   Apply({{"put", "x", "2"}});
   auto outs = Drain(s.get(), [](const std::vector<WatchOutput>& o) {
     for (const auto& x : o) {
-      if (x.kind == WatchOutput::Kind::kProgress && x.revision == 3) return true;
+      if (x.kind == WatchOutput::Kind::kProgress && x.revision == 3)
+        return true;
     }
     return false;
   });

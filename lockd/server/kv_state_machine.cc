@@ -64,7 +64,11 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
       mine.emplace_back(req.id(), std::move(r));
     }
   }
+  std::vector<mvccpb::Event> events;
+  if (watch_hub_ != nullptr) events = batch->TakeEvents();
   if (absl::Status s = batch->Commit(entries.back().index); !s.ok()) return s;
+  // Watchers see a batch only once readers can (same as clients' answers).
+  if (watch_hub_ != nullptr) watch_hub_->Publish(std::move(events));
   for (auto& [id, result] : mine) {
     std::function<void(ApplyResult)> done;
     {

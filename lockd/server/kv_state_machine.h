@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/mvcc/store.h"
+#include "kv/watch/hub.h"
 #include "lockdpb/internal.pb.h"
 #include "raft/node/node.h"
 
@@ -47,10 +48,13 @@ class KvStateMachine final : public raft::StateMachine {
   void Register(uint64_t id, std::function<void(ApplyResult)> done);
   // Forgets a registration (the client gave up).
   void Cancel(uint64_t id);
+  // Each committed batch's events go to `hub` (set before the node starts).
+  void set_watch_hub(kv::WatchHub* hub) { watch_hub_ = hub; }
 
  private:
   const uint64_t member_id_;
   kv::MvccStore* store_;
+  kv::WatchHub* watch_hub_ = nullptr;
   absl::Mutex mu_;
   std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
       ABSL_GUARDED_BY(mu_);

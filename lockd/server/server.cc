@@ -112,6 +112,8 @@ absl::Status Server::OpenStorage() {
 
   state_machine_ =
       std::make_unique<KvStateMachine>(config_.member_id, store_.get());
+  watch_hub_ = std::make_unique<kv::WatchHub>(store_.get());
+  state_machine_->set_watch_hub(watch_hub_.get());
   raft::TransportOptions topts;
   topts.cluster_id = config_.cluster_id;
   topts.self_id = config_.member_id;
@@ -147,6 +149,8 @@ absl::Status Server::OpenStorage() {
                                     state_machine_.get(), &compaction_mu_);
   peer_kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
                                          state_machine_.get(), &compaction_mu_);
+  watch_ =
+      std::make_unique<WatchService>(&config_, node_.get(), watch_hub_.get());
   maintenance_.Attach(node_.get(), store_.get(), kv_.get());
   peer_maintenance_.Attach(node_.get(), store_.get(), peer_kv_.get());
   return absl::OkStatus();
@@ -206,6 +210,7 @@ absl::Status Server::Start() {
   client_builder.RegisterService(&maintenance_);
   client_builder.RegisterService(&cluster_);
   client_builder.RegisterService(kv_.get());
+  client_builder.RegisterService(watch_.get());
   client_server_ = client_builder.BuildAndStart();
   if (client_server_ == nullptr) {
     return absl::UnavailableError(
@@ -234,6 +239,7 @@ absl::Status Server::Start() {
         "on this host and the ports are free");
   }
 
+  watch_hub_->Start();
   node_->Start();
   compactor_ = std::thread([this] { CompactorLoop(); });
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
@@ -268,6 +274,8 @@ void Server::Shutdown(absl::Duration grace) {
     peer_server_.reset();
   }
   if (node_ != nullptr) node_->Stop();
+  // After the client server: no stream is left to use the hub.
+  if (watch_hub_ != nullptr) watch_hub_->Stop();
 }
 
 }  // namespace lockd

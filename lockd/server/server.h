@@ -20,10 +20,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kv/mvcc/store.h"
+#include "kv/watch/hub.h"
 #include "lockd/server/config.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/services.h"
+#include "lockd/server/watch_service.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -84,12 +86,14 @@ class Server {
   int lock_fd_ = -1;
   std::unique_ptr<kv::MvccStore> store_;
   std::unique_ptr<raft::DiskStorage> log_;
+  std::unique_ptr<kv::WatchHub> watch_hub_;
   std::unique_ptr<KvStateMachine> state_machine_;
   NodeRelay relay_;
   std::unique_ptr<raft::Transport> transport_;
   std::unique_ptr<raft::RaftNode> node_;
   std::unique_ptr<KvService> kv_;
   std::unique_ptr<KvService> peer_kv_;
+  std::unique_ptr<WatchService> watch_;
   absl::Mutex compaction_mu_;
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
