@@ -21,6 +21,7 @@
 #include "kv/snapshot/archive.h"
 #include "lockd/client/client.h"
 #include "lockd/ctl/output.h"
+#include "lockd/ctl/watch_cmd.h"
 #include "lockd/util/flags.h"
 #include "lockd/version.h"
 
@@ -671,6 +672,11 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"snapshot save",
        {"Stores a snapshot of one member to a file", SnapshotSave}},
       {"version", {"Prints the version of lockctl", Version}},
+      {"watch",
+       {"Watches events stream on keys or prefixes",
+        [](const Globals& g, const Args& args) {
+          return WatchCommand(g.endpoints, g.write_out, g.dial_timeout, args);
+        }}},
   };
   return *commands;
 }
@@ -718,7 +724,7 @@ int Main(int argc, char** argv) {
                       bare == "keys-only" || bare == "print-value-only" ||
                       bare == "count-only" || bare == "prev-kv" ||
                       bare == "ignore-value" || bare == "ignore-lease" ||
-                      bare == "physical"))) {
+                      bare == "physical" || bare == "progress-notify"))) {
         sink->push_back(argv[++i]);
       }
     } else {
