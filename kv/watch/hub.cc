@@ -1,7 +1,6 @@
 #include "kv/watch/hub.h"
 
 #include <algorithm>
-#include <unordered_map>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -222,6 +221,22 @@ bool WatchStream::Push(WatchOutput out, bool force) {
   return true;
 }
 
+void WatchStream::PushMany(std::vector<WatchOutput>* outs,
+                           const std::vector<size_t>& order,
+                           std::vector<bool>* refused) {
+  absl::MutexLock lock(&mu_);
+  for (size_t i : order) {
+    WatchOutput& out = (*outs)[i];
+    if (!queue_.empty() &&
+        queued_bytes_ + out.bytes > hub_->options_.stream_buffer_bytes_max) {
+      (*refused)[i] = true;
+      continue;
+    }
+    queued_bytes_ += out.bytes;
+    queue_.push_back(std::move(out));
+  }
+}
+
 bool WatchStream::HasRoom(size_t bytes) {
   absl::MutexLock lock(&mu_);
   return queued_bytes_ + bytes <= hub_->options_.stream_buffer_bytes_max / 2;
@@ -339,7 +354,7 @@ void WatchHub::DispatchLoop() {
 
 void WatchHub::Dispatch(const std::shared_ptr<EventBatch>& batch) {
   batch->Serialize(/*with_prev_kv=*/true);
-  std::map<WatchStream*, std::shared_ptr<WatchStream>> wake;
+  std::vector<std::shared_ptr<WatchStream>> wake;
   {
     absl::MutexLock lock(&mu_);
     const int64_t first = RevisionOf(batch->events.front());
@@ -347,46 +362,64 @@ void WatchHub::Dispatch(const std::shared_ptr<EventBatch>& batch) {
     // Events at or below revision_ were already read from storage (after a
     // resync); delivering them again would duplicate them.
     const int64_t floor = revision_;
-    std::unordered_map<Watcher*, std::vector<uint32_t>> hits;
+    // One output per watcher hit, built in place (Watcher::hit indexes it).
+    std::vector<Watcher*> hit_watchers;
+    std::vector<WatchOutput> outs;
+    auto hit = [&](Watcher* w, uint32_t i) {
+      if (w->hit < 0) {
+        w->hit = static_cast<int>(outs.size());
+        hit_watchers.push_back(w);
+        WatchOutput& out = outs.emplace_back();
+        out.kind = WatchOutput::Kind::kEvents;
+        out.watch_id = w->id;
+        out.revision = last;
+        out.prev_kv = w->prev_kv;
+        out.fragment = w->fragment;
+        out.batch = batch;
+      }
+      WatchOutput& out = outs[w->hit];
+      out.indices.push_back(i);
+      out.bytes += (w->prev_kv && !batch->with_prev[i].empty())
+                       ? batch->with_prev[i].size()
+                       : batch->plain[i].size();
+    };
     for (size_t i = 0; i < batch->events.size(); ++i) {
       const mvccpb::Event& ev = batch->events[i];
       if (RevisionOf(ev) <= floor) continue;
       auto range = synced_keys_.equal_range(ev.kv().key());
       for (auto it = range.first; it != range.second; ++it) {
-        if (it->second->Matches(ev)) {
-          hits[it->second].push_back(static_cast<uint32_t>(i));
-        }
+        if (it->second->Matches(ev)) hit(it->second, static_cast<uint32_t>(i));
       }
       for (Watcher* w : synced_ranges_) {
-        if (w->Matches(ev)) hits[w].push_back(static_cast<uint32_t>(i));
+        if (w->Matches(ev)) hit(w, static_cast<uint32_t>(i));
       }
     }
-    for (auto& [w, indices] : hits) {
-      WatchOutput out;
-      out.kind = WatchOutput::Kind::kEvents;
-      out.watch_id = w->id;
-      out.revision = last;
-      out.prev_kv = w->prev_kv;
-      out.fragment = w->fragment;
-      for (uint32_t i : indices) {
-        out.bytes += (w->prev_kv && !batch->with_prev[i].empty())
-                         ? batch->with_prev[i].size()
-                         : batch->plain[i].size();
+    // One lock per stream for all its watchers' outputs.
+    std::map<WatchStream*, std::vector<size_t>> by_stream;
+    for (size_t i = 0; i < hit_watchers.size(); ++i) {
+      hit_watchers[i]->hit = -1;
+      by_stream[hit_watchers[i]->stream].push_back(i);
+    }
+    std::vector<bool> refused(outs.size(), false);
+    for (auto& [stream, order] : by_stream) {
+      stream->PushMany(&outs, order, &refused);
+      bool any = false;
+      for (size_t i : order) {
+        Watcher* w = hit_watchers[i];
+        if (refused[i]) {
+          // Its stream is full: it reads this batch (and what follows)
+          // from storage once the stream has drained.
+          MakeUnsynced(w, std::max({first, floor + 1, w->min_revision}));
+        } else {
+          w->idle = false;
+          any = true;
+        }
       }
-      out.batch = batch;
-      out.indices = std::move(indices);
-      if (w->stream->Push(std::move(out), /*force=*/false)) {
-        w->idle = false;
-        wake.emplace(w->stream, streams_[w->stream].stream);
-      } else {
-        // Its stream is full: it reads this batch (and what follows) from
-        // storage once the stream has drained.
-        MakeUnsynced(w, std::max({first, floor + 1, w->min_revision}));
-      }
+      if (any) wake.push_back(streams_[stream].stream);
     }
     revision_ = std::max(revision_, last);
   }
-  for (auto& [raw, stream] : wake) stream->Wake();
+  for (auto& stream : wake) stream->Wake();
 }
 
 void WatchHub::AddSynced(Watcher* w) {
@@ -483,8 +516,8 @@ bool WatchHub::CatchUpOne(WatchStream* stream, int64_t id) {
   auto batch = std::make_shared<EventBatch>();
   std::vector<mvccpb::Event> events;
   int64_t next = from;
-  absl::Status s =
-      store_->History(from, options_.catchup_events_max, &events, &next);
+  absl::Status s = store_->History(from, options_.catchup_events_max, &events,
+                                   &next, options_.catchup_bytes_max);
   int64_t compact_revision = store_->compact_revision();
   int64_t new_next = from;
   if (s.ok()) {
@@ -506,9 +539,8 @@ bool WatchHub::CatchUpOne(WatchStream* stream, int64_t id) {
       }
       batch->events.push_back(std::move(ev));
     }
-    new_next = (truncated || events.size() < options_.catchup_events_max)
-                   ? cut + 1
-                   : next;
+    // Unless a limit cut the read short, it reached the end of history.
+    new_next = (truncated || events.empty() || next > cut) ? cut + 1 : next;
     batch->Serialize(spec.prev_kv);
   }
   mu_.Lock();

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -72,8 +73,9 @@ struct WatchOptions {
   // Committed batches waiting for the dispatcher; beyond it, batches are
   // dropped and every synced watcher catches up from storage instead.
   size_t hub_queue_batches_max = 4096;
-  // Events one History read returns at most (whole revisions).
+  // Events and bytes one History read returns at most (whole revisions).
   size_t catchup_events_max = 1000;
+  size_t catchup_bytes_max = 1 << 20;
   // etcd's progress report interval for watchers with progress_notify.
   absl::Duration progress_interval = absl::Minutes(10);
 };
@@ -108,7 +110,7 @@ struct WatchOutput {
   bool fragment = false;
   // kEvents: batch->events[i] for i in indices, in order.
   std::shared_ptr<const EventBatch> batch;
-  std::vector<uint32_t> indices;
+  absl::InlinedVector<uint32_t, 4> indices;
   // Serialized bytes of the events this output carries (for bounds).
   size_t bytes = 0;
 };
@@ -160,6 +162,11 @@ class WatchStream {
   // Appends unless it would exceed the byte bound; `force` ignores the
   // bound. Returns false if not appended.
   bool Push(WatchOutput out, bool force) ABSL_LOCKS_EXCLUDED(mu_);
+  // Appends outs[i] for each i in `order` that fits (one lock for all);
+  // sets refused[i] for those that did not.
+  void PushMany(std::vector<WatchOutput>* outs,
+                const std::vector<size_t>& order, std::vector<bool>* refused)
+      ABSL_LOCKS_EXCLUDED(mu_);
   bool HasRoom(size_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
   void Wake();
 
@@ -220,6 +227,8 @@ class WatchHub {
     uint64_t generation = 0;
     // progress_notify: nothing was sent since the last report.
     bool idle = true;
+    // Dispatch's scratch: index of this watcher's output, or -1.
+    int hit = -1;
     bool Matches(const mvccpb::Event& ev) const;
   };
 

@@ -327,6 +327,7 @@ TEST_F(HubTest, Overflow_catchesUpWithoutLossOrDuplicates) {
   WatchOptions options;
   options.stream_buffer_bytes_max = 512;
   options.catchup_events_max = 7;
+  options.catchup_bytes_max = 300;
   options.hub_queue_batches_max = 3;
   Open(options);
   hub_->Start();

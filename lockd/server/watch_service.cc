@@ -2,6 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
@@ -10,6 +13,8 @@
 #include <variant>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/synchronization/mutex.h"
 
 namespace lockd {
@@ -20,14 +25,6 @@ namespace {
 constexpr size_t kMergeBytesMax = 1 << 20;
 // etcd fragments at --max-request-bytes plus gRPC's overhead allowance.
 constexpr size_t kGrpcOverheadBytes = 512 * 1024;
-
-void AppendVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
 
 size_t VarintSize(uint64_t v) {
   size_t n = 1;
@@ -65,9 +62,18 @@ struct EventsMessage {
   int64_t revision = 0;
   bool fragment = false;
   size_t bytes = 0;
-  std::vector<const std::string*> events;
-  std::vector<std::shared_ptr<const kv::EventBatch>> batches;
+  absl::InlinedVector<const std::string*, 4> events;
+  absl::InlinedVector<std::shared_ptr<const kv::EventBatch>, 2> batches;
 };
+
+uint8_t* PutVarint(uint8_t* p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<uint8_t>(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<uint8_t>(v);
+  return p;
+}
 
 }  // namespace
 
@@ -175,7 +181,11 @@ class WatchReactor final
     }
     if (out_.empty()) return;
     writing_ = true;
-    StartWrite(&out_.front());
+    // All but the last response of a burst may wait in gRPC's buffer, so a
+    // burst leaves in a few large socket writes instead of one each.
+    grpc::WriteOptions options;
+    if (out_.size() > 1) options.set_buffer_hint();
+    StartWrite(&out_.front(), options);
   }
 
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -184,6 +194,20 @@ class WatchReactor final
     Finish(failed_ ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                   "watch stream write failed")
                    : grpc::Status::OK);
+  }
+
+  // The serialized header for `revision`, cached: consecutive responses
+  // mostly share it.
+  const std::string& HeaderBytes(int64_t revision)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const uint64_t term = service_->node_->term();
+    if (revision != header_revision_ || term != header_term_ ||
+        header_bytes_.empty()) {
+      header_bytes_ = Header(revision).SerializeAsString();
+      header_revision_ = revision;
+      header_term_ = term;
+    }
+    return header_bytes_;
   }
 
   etcdserverpb::ResponseHeader Header(int64_t revision) const {
@@ -200,7 +224,7 @@ class WatchReactor final
     // Responses in order; events of a watcher merge into its open message
     // until one of its control outputs (or a broadcast) closes it.
     std::vector<std::variant<EventsMessage, kv::WatchOutput>> msgs;
-    std::map<int64_t, size_t> open;
+    absl::flat_hash_map<int64_t, size_t> open;
     for (kv::WatchOutput& o : pending_) {
       if (o.kind == kv::WatchOutput::Kind::kEvents) {
         auto it = open.find(o.watch_id);
@@ -244,7 +268,8 @@ class WatchReactor final
     }
   }
 
-  void EncodeControl(const kv::WatchOutput& o) {
+  void EncodeControl(const kv::WatchOutput& o)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     etcdserverpb::WatchResponse r;
     *r.mutable_header() = Header(o.revision);
     r.set_watch_id(o.watch_id);
@@ -270,51 +295,65 @@ class WatchReactor final
   }
 
   // WatchResponse {header = 1, watch_id = 2, fragment = 7, events = 11},
-  // written by hand around the pre-serialized events.
-  void EncodeEvents(const EventsMessage& m) {
-    const std::string header = Header(m.revision).SerializeAsString();
-    auto start = [&](bool fragment) {
-      std::string s;
-      s.push_back(0x0a);
-      AppendVarint(&s, header.size());
-      s.append(header);
-      if (m.watch_id != 0) {
-        s.push_back(0x10);
-        AppendVarint(&s, static_cast<uint64_t>(m.watch_id));
-      }
-      if (fragment) {
-        s.push_back(0x38);
-        s.push_back(1);
-      }
-      return s;
-    };
+  // written by hand around the pre-serialized events, straight into the
+  // slice gRPC sends.
+  void EncodeEvents(const EventsMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const std::string& header = HeaderBytes(m.revision);
+    const size_t head_size =
+        1 + VarintSize(header.size()) + header.size() +
+        (m.watch_id != 0 ? 1 + VarintSize(static_cast<uint64_t>(m.watch_id))
+                         : 0);
     const size_t limit =
         service_->config_->max_request_bytes + kGrpcOverheadBytes;
     // As etcd: split only when asked, when too large, and when there is
     // more than one event; each piece holds at least one event and stays
     // under the limit when it can. All pieces but the last are marked.
-    const size_t base = header.size() + 32;
-    std::vector<std::pair<size_t, size_t>> pieces;  // [begin, end)
-    size_t begin = 0, size = base;
+    struct Piece {
+      size_t begin, end, bytes;
+    };
+    absl::InlinedVector<Piece, 1> pieces;
+    size_t begin = 0, size = head_size + 2;
     for (size_t i = 0; i < m.events.size(); ++i) {
       const size_t add =
           1 + VarintSize(m.events[i]->size()) + m.events[i]->size();
       if (m.fragment && i > begin && size + add >= limit) {
-        pieces.emplace_back(begin, i);
+        pieces.push_back({begin, i, size});
         begin = i;
-        size = base;
+        size = head_size + 2;
       }
       size += add;
     }
-    pieces.emplace_back(begin, m.events.size());
+    pieces.push_back({begin, m.events.size(), size});
     for (size_t p = 0; p < pieces.size(); ++p) {
-      std::string s = start(p + 1 < pieces.size());
-      for (size_t i = pieces[p].first; i < pieces[p].second; ++i) {
-        s.push_back(0x5a);
-        AppendVarint(&s, m.events[i]->size());
-        s.append(*m.events[i]);
+      const bool more = p + 1 < pieces.size();
+      const size_t bytes = pieces[p].bytes - (more ? 0 : 2);
+      grpc::Slice slice(bytes);
+      uint8_t* const start = const_cast<uint8_t*>(slice.begin());
+      uint8_t* w = start;
+      *w++ = 0x0a;
+      w = PutVarint(w, header.size());
+      std::memcpy(w, header.data(), header.size());
+      w += header.size();
+      if (m.watch_id != 0) {
+        *w++ = 0x10;
+        w = PutVarint(w, static_cast<uint64_t>(m.watch_id));
       }
-      out_.push_back(ToByteBuffer(std::move(s)));
+      if (more) {
+        *w++ = 0x38;
+        *w++ = 1;
+      }
+      for (size_t i = pieces[p].begin; i < pieces[p].end; ++i) {
+        const std::string& e = *m.events[i];
+        *w++ = 0x5a;
+        w = PutVarint(w, e.size());
+        std::memcpy(w, e.data(), e.size());
+        w += e.size();
+      }
+      if (static_cast<size_t>(w - start) != bytes) {
+        std::fprintf(stderr, "watch: response size miscomputed\n");
+        std::abort();
+      }
+      out_.emplace_back(&slice, 1);
     }
   }
 
@@ -326,6 +365,9 @@ class WatchReactor final
   std::vector<kv::WatchOutput> pending_ ABSL_GUARDED_BY(mu_);
   // Encoded responses; front() is being written while writing_.
   std::deque<grpc::ByteBuffer> out_ ABSL_GUARDED_BY(mu_);
+  std::string header_bytes_ ABSL_GUARDED_BY(mu_);
+  int64_t header_revision_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t header_term_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

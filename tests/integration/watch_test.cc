@@ -445,5 +445,104 @@ TEST(WatchTest, RandomLoad_RestartAndCompaction_ExactlyCommittedHistory) {
   EXPECT_EQ(lout.substr(0, lout.size() - 1), text);
 }
 
+// A txn whose events (with prev_kv) exceed --max-request-bytes plus gRPC's
+// allowance arrives in fragments to a watcher that asked for them, and
+// whole otherwise; ids the client chooses, etcd's duplicate-id error, cancel
+// and progress requests.
+TEST(WatchTest, Grpc_FragmentsIdsCancelProgress) {
+  LocalCluster cluster(1, "watchfrag");
+  ASSERT_TRUE(cluster.StartMember(0, {"--max-request-bytes=600000"}).ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  auto channel = grpc::CreateChannel(cluster.member(0).endpoint(),
+                                     grpc::InsecureChannelCredentials());
+  auto kv = etcdserverpb::KV::NewStub(channel);
+  auto watch = etcdserverpb::Watch::NewStub(channel);
+  const std::string big(290000, 'x');
+  for (const char* k : {"f/a", "f/b"}) {
+    grpc::ClientContext ctx;
+    etcdserverpb::PutRequest req;
+    req.set_key(k);
+    req.set_value(big);
+    etcdserverpb::PutResponse resp;
+    ASSERT_TRUE(kv->Put(&ctx, req, &resp).ok());
+  }
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto stream = watch->Watch(&ctx);
+  auto create = [&](int64_t id, bool fragment) {
+    etcdserverpb::WatchRequest req;
+    auto* c = req.mutable_create_request();
+    c->set_key("f/");
+    c->set_range_end("f0");
+    c->set_prev_kv(true);
+    c->set_fragment(fragment);
+    c->set_watch_id(id);
+    return stream->Write(req);
+  };
+  etcdserverpb::WatchResponse r;
+  ASSERT_TRUE(create(7, true));
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_TRUE(r.created());
+  EXPECT_EQ(r.watch_id(), 7);
+  EXPECT_EQ(r.header().revision(), 3);
+  ASSERT_TRUE(create(7, false));
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_TRUE(r.created());
+  EXPECT_TRUE(r.canceled());
+  EXPECT_EQ(r.watch_id(), -1);
+  EXPECT_EQ(r.cancel_reason(),
+            "mvcc: duplicate watch ID provided on the WatchStream");
+  ASSERT_TRUE(create(0, false));  // auto id: the lowest unused
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_EQ(r.watch_id(), 0);
+
+  {
+    grpc::ClientContext tctx;
+    etcdserverpb::TxnRequest txn;
+    for (const char* k : {"f/a", "f/b"}) {
+      auto* put = txn.add_success()->mutable_request_put();
+      put->set_key(k);
+      put->set_value(big);
+    }
+    etcdserverpb::TxnResponse resp;
+    grpc::Status st = kv->Txn(&tctx, txn, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  std::map<int64_t, std::vector<etcdserverpb::WatchResponse>> got;
+  int events = 0;
+  while (events < 4 && stream->Read(&r)) {
+    events += r.events_size();
+    got[r.watch_id()].push_back(r);
+  }
+  ASSERT_EQ(got[7].size(), 2u);
+  EXPECT_TRUE(got[7][0].fragment());
+  EXPECT_FALSE(got[7][1].fragment());
+  EXPECT_EQ(got[7][0].events_size() + got[7][1].events_size(), 2);
+  ASSERT_EQ(got[0].size(), 1u);
+  EXPECT_EQ(got[0][0].events_size(), 2);
+  EXPECT_EQ(got[0][0].events(1).prev_kv().value(), big);
+
+  // Cancel one; a progress request answers with watch_id -1 at the
+  // revision everything was sent up to.
+  etcdserverpb::WatchRequest cancel;
+  cancel.mutable_cancel_request()->set_watch_id(7);
+  ASSERT_TRUE(stream->Write(cancel));
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_TRUE(r.canceled());
+  EXPECT_EQ(r.watch_id(), 7);
+  etcdserverpb::WatchRequest progress;
+  progress.mutable_progress_request();
+  ASSERT_TRUE(stream->Write(progress));
+  ASSERT_TRUE(stream->Read(&r));
+  EXPECT_EQ(r.watch_id(), -1);
+  EXPECT_EQ(r.header().revision(), 4);
+  EXPECT_EQ(r.events_size(), 0);
+  EXPECT_NE(r.header().cluster_id(), 0u);
+  EXPECT_NE(r.header().member_id(), 0u);
+  EXPECT_GT(r.header().raft_term(), 0u);
+  ctx.TryCancel();
+}
+
 }  // namespace
 }  // namespace lockd::testing
