@@ -100,18 +100,25 @@ absl::StatusOr<int64_t> WatchStream::Create(const WatchSpec& spec) {
     w.no_delete = spec.no_delete;
     w.progress_notify = spec.progress_notify;
     w.fragment = spec.fragment;
-    const int64_t now = hub_->revision_;
+    const int64_t dispatched = hub_->revision_;
+    // "Now" is the store's revision, which may be ahead of the dispatcher:
+    // a client that saw its write acknowledged and then watches from now
+    // must not get that write as an event (as with etcd). Committed
+    // revisions above `dispatched` are still on their way to the
+    // dispatcher, so a synced watcher gets them, filtered by min_revision.
+    const int64_t now = std::max(dispatched, hub_->store_->revision());
     WatchOutput created;
     created.kind = WatchOutput::Kind::kCreated;
     created.watch_id = id;
     created.revision = now;
     Push(std::move(created), /*force=*/true);
-    if (spec.start_revision == 0 || spec.start_revision > now) {
-      w.min_revision = std::max(spec.start_revision, now + 1);
+    const int64_t start =
+        spec.start_revision == 0 ? now + 1 : spec.start_revision;
+    w.min_revision = start;
+    if (start > dispatched) {
       hub_->AddSynced(&w);
     } else {
-      w.min_revision = spec.start_revision;
-      hub_->MakeUnsynced(&w, spec.start_revision);
+      hub_->MakeUnsynced(&w, start);
     }
   }
   Wake();
@@ -282,7 +289,14 @@ void WatchHub::Publish(std::vector<mvccpb::Event> events) {
   batch->events = std::move(events);
   absl::MutexLock lock(&queue_mu_);
   if (stopping_) return;
-  if (overflowed_ || queue_.size() >= options_.hub_queue_batches_max) {
+  size_t bytes = 0;
+  for (const mvccpb::Event& ev : batch->events) {
+    bytes += ev.kv().key().size() + ev.kv().value().size() +
+             ev.prev_kv().value().size() + 64;
+  }
+  batch->approx_bytes = bytes;
+  if (overflowed_ || queue_.size() >= options_.hub_queue_batches_max ||
+      queued_bytes_ + bytes > options_.hub_queue_bytes_max) {
     // Dropping is safe: the store has the events; every synced watcher
     // will read them from there (the dispatcher arranges it once it has
     // drained what it was given before).
@@ -290,12 +304,14 @@ void WatchHub::Publish(std::vector<mvccpb::Event> events) {
     overflow_revision_ = RevisionOf(batch->events.back());
     return;
   }
+  queued_bytes_ += bytes;
   queue_.push_back(std::move(batch));
 }
 
 void WatchHub::OnStoreReplaced() {
   absl::MutexLock lock(&queue_mu_);
   queue_.clear();
+  queued_bytes_ = 0;
   overflowed_ = false;
   replaced_ = true;
   replaced_revision_ = store_->revision();
@@ -332,6 +348,7 @@ void WatchHub::DispatchLoop() {
       } else if (!queue_.empty()) {
         batch = std::move(queue_.front());
         queue_.pop_front();
+        queued_bytes_ -= batch->approx_bytes;
       } else {
         overflowed_ = false;
         resync = true;

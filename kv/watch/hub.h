@@ -20,11 +20,12 @@
 //    catching up) ends the watcher with a compacted output.
 //
 // Memory: the hub queue holds at most WatchOptions::hub_queue_batches_max
-// batches; a stream queue at most stream_buffer_bytes_max bytes of events
-// (one output larger than that is admitted only into an empty queue, so a
-// huge txn still gets through). Outputs share the batch they came from
-// (EventBatch, immutable, with each event serialized once), so a thousand
-// watchers of one key hold one copy of its events.
+// batches and hub_queue_bytes_max bytes; a stream queue at most
+// stream_buffer_bytes_max bytes of events (one output larger than that is
+// admitted only into an empty queue, so a huge txn still gets through). Outputs
+// share the batch they came from (EventBatch, immutable, with each event
+// serialized once), so a thousand watchers of one key hold one copy of its
+// events.
 //
 // Thread safety: everything is thread-safe. Lock order: hub mu_ -> stream
 // mu_. The wake callback of a stream runs with no hub or stream lock held.
@@ -73,6 +74,7 @@ struct WatchOptions {
   // Committed batches waiting for the dispatcher; beyond it, batches are
   // dropped and every synced watcher catches up from storage instead.
   size_t hub_queue_batches_max = 4096;
+  size_t hub_queue_bytes_max = 64 << 20;
   // Events and bytes one History read returns at most (whole revisions).
   size_t catchup_events_max = 1000;
   size_t catchup_bytes_max = 1 << 20;
@@ -87,6 +89,8 @@ struct EventBatch {
   // Each event serialized without prev_kv, and (where it has one) with it.
   std::vector<std::string> plain;
   std::vector<std::string> with_prev;
+  // Roughly the memory the events take (for the hub queue's bound).
+  size_t approx_bytes = 0;
   // Builds the serialized forms. `with_prev_kv`: also the with-prev form.
   void Serialize(bool with_prev_kv);
 };
@@ -121,7 +125,7 @@ struct WatchSpec {
   std::string key;
   // Empty: just `key`; "\0": every key >= key; else [key, range_end).
   std::string range_end;
-  // 0: from the hub's revision() + 1.
+  // 0: from the store's current revision + 1.
   int64_t start_revision = 0;
   bool prev_kv = false;
   bool no_put = false;
@@ -254,6 +258,7 @@ class WatchHub {
   absl::Mutex queue_mu_;
   std::deque<std::shared_ptr<EventBatch>> queue_ ABSL_GUARDED_BY(queue_mu_);
   // Batches were dropped; the last dropped revision.
+  size_t queued_bytes_ ABSL_GUARDED_BY(queue_mu_) = 0;
   bool overflowed_ ABSL_GUARDED_BY(queue_mu_) = false;
   int64_t overflow_revision_ ABSL_GUARDED_BY(queue_mu_) = 0;
   bool replaced_ ABSL_GUARDED_BY(queue_mu_) = false;

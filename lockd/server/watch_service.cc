@@ -91,9 +91,13 @@ class WatchReactor final
     if (!ok) {
       // The client closed its side (or went away): as etcd, the stream
       // ends.
-      absl::MutexLock lock(&mu_);
-      finishing_ = true;
-      MaybeFinishLocked();
+      bool finish;
+      {
+        absl::MutexLock lock(&mu_);
+        finishing_ = true;
+        finish = ShouldFinishLocked();
+      }
+      if (finish) FinishStream();
       return;
     }
     etcdserverpb::WatchRequest req;
@@ -102,16 +106,21 @@ class WatchReactor final
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      finishing_ = true;
-      failed_ = true;
-    } else if (!out_.empty()) {
-      out_.pop_front();
+    bool finish;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        finishing_ = true;
+        failed_ = true;
+      } else if (!out_.empty()) {
+        out_.pop_front();
+      }
+      WriteNextLocked();
+      finish = ShouldFinishLocked();
     }
-    WriteNextLocked();
-    MaybeFinishLocked();
+    // Outside the lock: OnDone (which deletes this) may follow at once.
+    if (finish) FinishStream();
   }
 
   void OnDone() override {
@@ -182,18 +191,30 @@ class WatchReactor final
     if (out_.empty()) return;
     writing_ = true;
     // All but the last response of a burst may wait in gRPC's buffer, so a
-    // burst leaves in a few large socket writes instead of one each.
+    // burst leaves in a few large socket writes instead of one each. Never
+    // on a stream's first write: gRPC 1.51 can then fail the write and leave
+    // the stream hanging (seen here: OnWriteDone(false), client never told).
     grpc::WriteOptions options;
-    if (out_.size() > 1) options.set_buffer_hint();
+    if (wrote_any_ && out_.size() > 1) options.set_buffer_hint();
+    wrote_any_ = true;
     StartWrite(&out_.front(), options);
   }
 
-  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!finishing_ || writing_ || finished_) return;
+  // True once, when the stream should end now.
+  bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!finishing_ || writing_ || finished_) return false;
     finished_ = true;
-    Finish(failed_ ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                  "watch stream write failed")
-                   : grpc::Status::OK);
+    return true;
+  }
+  void FinishStream() {
+    bool failed;
+    {
+      absl::MutexLock lock(&mu_);
+      failed = failed_;
+    }
+    Finish(failed ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                 "watch stream write failed")
+                  : grpc::Status::OK);
   }
 
   // The serialized header for `revision`, cached: consecutive responses
@@ -369,6 +390,7 @@ class WatchReactor final
   int64_t header_revision_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t header_term_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool wrote_any_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
