@@ -106,7 +106,12 @@ absl::StatusOr<int64_t> WatchStream::Create(const WatchSpec& spec) {
     // must not get that write as an event (as with etcd). Committed
     // revisions above `dispatched` are still on their way to the
     // dispatcher, so a synced watcher gets them, filtered by min_revision.
-    const int64_t now = std::max(dispatched, hub_->store_->revision());
+    int64_t store_revision;
+    {
+      absl::ReaderMutexLock store_lock(&hub_->store_mu_);
+      store_revision = hub_->store_->revision();
+    }
+    const int64_t now = std::max(dispatched, store_revision);
     WatchOutput created;
     created.kind = WatchOutput::Kind::kCreated;
     created.watch_id = id;
@@ -258,8 +263,8 @@ void WatchStream::Wake() {
 // WatchHub
 
 WatchHub::WatchHub(const MvccStore* store, WatchOptions options)
-    : store_(store), options_(options) {
-  revision_ = store_->revision();
+    : options_(options), store_(store) {
+  revision_ = store->revision();
 }
 
 WatchHub::~WatchHub() { Stop(); }
@@ -308,13 +313,19 @@ void WatchHub::Publish(std::vector<mvccpb::Event> events) {
   queue_.push_back(std::move(batch));
 }
 
-void WatchHub::OnStoreReplaced() {
+void WatchHub::OnStoreReplaced(const MvccStore* new_store) {
+  int64_t store_revision;
+  {
+    absl::MutexLock store_lock(&store_mu_);
+    if (new_store != nullptr) store_ = new_store;
+    store_revision = store_->revision();
+  }
   absl::MutexLock lock(&queue_mu_);
   queue_.clear();
   queued_bytes_ = 0;
   overflowed_ = false;
   replaced_ = true;
-  replaced_revision_ = store_->revision();
+  replaced_revision_ = store_revision;
 }
 
 std::shared_ptr<WatchStream> WatchHub::OpenStream(std::function<void()> wake) {
@@ -533,33 +544,39 @@ bool WatchHub::CatchUpOne(WatchStream* stream, int64_t id) {
   auto batch = std::make_shared<EventBatch>();
   std::vector<mvccpb::Event> events;
   int64_t next = from;
-  absl::Status s = store_->History(from, options_.catchup_events_max, &events,
-                                   &next, options_.catchup_bytes_max);
-  int64_t compact_revision = store_->compact_revision();
+  absl::Status s;
+  int64_t compact_revision = 0;
   int64_t new_next = from;
-  if (s.ok()) {
-    bool truncated = false;
-    for (mvccpb::Event& ev : events) {
-      if (RevisionOf(ev) > cut) {
-        truncated = true;
-        break;
+  {
+    // Released before mu_ is taken again: store_mu_ is a leaf lock.
+    absl::ReaderMutexLock store_lock(&store_mu_);
+    s = store_->History(from, options_.catchup_events_max, &events, &next,
+                        options_.catchup_bytes_max);
+    compact_revision = store_->compact_revision();
+    if (s.ok()) {
+      bool truncated = false;
+      for (mvccpb::Event& ev : events) {
+        if (RevisionOf(ev) > cut) {
+          truncated = true;
+          break;
+        }
+        if (!spec.Matches(ev)) continue;
+        const bool create = ev.type() == mvccpb::Event::PUT &&
+                            ev.kv().create_revision() == ev.kv().mod_revision();
+        if (spec.prev_kv && !create) {
+          // As etcd: the key's version just before this event, if still
+          // readable.
+          absl::StatusOr<mvccpb::KeyValue> prev =
+              store_->GetAt(ev.kv().key(), RevisionOf(ev) - 1);
+          if (prev.ok()) *ev.mutable_prev_kv() = *std::move(prev);
+        }
+        batch->events.push_back(std::move(ev));
       }
-      if (!spec.Matches(ev)) continue;
-      const bool create = ev.type() == mvccpb::Event::PUT &&
-                          ev.kv().create_revision() == ev.kv().mod_revision();
-      if (spec.prev_kv && !create) {
-        // As etcd: the key's version just before this event, if still
-        // readable.
-        absl::StatusOr<mvccpb::KeyValue> prev =
-            store_->GetAt(ev.kv().key(), RevisionOf(ev) - 1);
-        if (prev.ok()) *ev.mutable_prev_kv() = *std::move(prev);
-      }
-      batch->events.push_back(std::move(ev));
+      // Unless a limit cut the read short, it reached the end of history.
+      new_next = (truncated || events.empty() || next > cut) ? cut + 1 : next;
     }
-    // Unless a limit cut the read short, it reached the end of history.
-    new_next = (truncated || events.empty() || next > cut) ? cut + 1 : next;
-    batch->Serialize(spec.prev_kv);
   }
+  if (s.ok()) batch->Serialize(spec.prev_kv);
   mu_.Lock();
 
   w = Find(stream, id);

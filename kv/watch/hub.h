@@ -187,7 +187,7 @@ class WatchStream {
 
 class WatchHub {
  public:
-  // `store` must outlive the hub.
+  // `store` must outlive the hub (or its replacement by OnStoreReplaced).
   WatchHub(const MvccStore* store, WatchOptions options = {});
   ~WatchHub();
   WatchHub(const WatchHub&) = delete;
@@ -204,7 +204,11 @@ class WatchHub {
   void Publish(std::vector<mvccpb::Event> events);
   // The store was replaced wholesale (snapshot install): every watcher
   // catches up from the new store's history (or is told it was compacted).
-  void OnStoreReplaced();
+  // Call from the apply thread, after the new state is readable and before
+  // the next Publish. If the MvccStore object itself was swapped, pass the
+  // new one: the call waits for any storage read in flight, after which
+  // the old object may be destroyed.
+  void OnStoreReplaced(const MvccStore* new_store = nullptr);
 
   // `wake` is called (from hub threads, without hub locks) whenever outputs
   // were queued on the stream; it must not block for long.
@@ -252,7 +256,10 @@ class WatchHub {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReportProgress() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const MvccStore* const store_;
+  // A leaf lock: held only around reads of the store (so OnStoreReplaced
+  // can swap the pointer safely).
+  mutable absl::Mutex store_mu_;
+  const MvccStore* store_ ABSL_GUARDED_BY(store_mu_);
   const WatchOptions options_;
 
   absl::Mutex queue_mu_;

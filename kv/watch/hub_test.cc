@@ -63,7 +63,8 @@ class HubTest : public ::testing::Test {
 
   // One committed batch of writes; each op is "put k v", "del k", or a txn
   // "txn k1 v1 k2 v2 ..." (puts in one revision).
-  void Apply(const std::vector<std::vector<std::string>>& ops) {
+  void Apply(const std::vector<std::vector<std::string>>& ops,
+             bool publish = true) {
     auto b = store_->BeginApply(&leases_);
     for (const auto& op : ops) {
       if (op[0] == "put") {
@@ -90,7 +91,7 @@ class HubTest : public ::testing::Test {
     }
     std::vector<mvccpb::Event> events = b->TakeEvents();
     ASSERT_TRUE(b->Commit(++index_).ok());
-    hub_->Publish(std::move(events));
+    if (publish) hub_->Publish(std::move(events));
   }
 
   void Compact(int64_t revision) {
@@ -413,6 +414,39 @@ TEST_F(HubTest, OnStoreReplaced_watchersCatchUpFromStorage) {
   auto more = Drain(s.get(), [](const auto& o) { return EventCount(o) >= 2; });
   for (auto& o : more) outs.push_back(std::move(o));
   EXPECT_EQ(Events(outs, 0), StoredHistory("k", "k\x01", false));
+}
+
+// A snapshot install that swaps the MvccStore object: the new store holds
+// the old history plus more; watchers continue from it without a gap.
+TEST_F(HubTest, OnStoreReplaced_newStoreObject) {
+  hub_->Start();
+  auto s = NewStream();
+  WatchSpec spec;
+  spec.key = "k";
+  spec.range_end = "l";
+  ASSERT_TRUE(s->Create(spec).ok());
+  const std::vector<std::vector<std::string>> before = {{"put", "k1", "a"},
+                                                        {"put", "k2", "b"}};
+  Apply(before);
+  auto outs = Drain(s.get(), [](const auto& o) { return EventCount(o) >= 2; });
+  // The replacement: the same history, then writes this member never
+  // applied itself.
+  std::unique_ptr<MvccStore> old = std::move(store_);
+  auto opened =
+      MvccStore::Open(std::string(std::getenv("TEST_TMPDIR")) + "/replacement");
+  ASSERT_TRUE(opened.ok());
+  store_ = *std::move(opened);
+  index_ = 0;
+  Apply(before, /*publish=*/false);
+  Apply({{"del", "k1"}}, /*publish=*/false);
+  Apply({{"put", "k3", "c"}}, /*publish=*/false);
+  hub_->OnStoreReplaced(store_.get());
+  old.reset();
+  Apply({{"put", "k1", "d"}});
+  auto more = Drain(s.get(), [](const auto& o) { return EventCount(o) >= 3; });
+  for (auto& o : more) outs.push_back(std::move(o));
+  EXPECT_EQ(Events(outs, 0), StoredHistory("k", "l", false));
+  EXPECT_EQ(Events(outs, 0).size(), 5u);
 }
 
 TEST_F(HubTest, Progress_reportsDeliveredRevision) {
