@@ -819,18 +819,24 @@ absl::Status MvccStore::Range(const etcdserverpb::RangeRequest& req,
 
 absl::Status MvccStore::History(int64_t from_revision, size_t max_events,
                                 std::vector<mvccpb::Event>* events,
-                                int64_t* next_revision) const {
+                                int64_t* next_revision,
+                                size_t max_bytes) const {
   const std::shared_ptr<Db> d = db();
   SnapshotReader reader(d->db);
   if (from_revision < compact_revision()) return ErrCompacted();
   std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator(d->history);
   int64_t last_main = 0;
+  size_t bytes = 0;
   *next_revision = from_revision;
   for (it->Seek(EncodeRevision(Revision{from_revision, 0})); it->Valid();
        it->Next()) {
     Revision r = DecodeRevision(View(it->key()));
-    if (events->size() >= max_events && r.main != last_main) break;
+    if ((events->size() >= max_events || bytes >= max_bytes) &&
+        r.main != last_main) {
+      break;
+    }
     absl::string_view v = View(it->value());
+    bytes += v.size();
     mvccpb::Event ev;
     if (v.empty() || !ParseKv(v.substr(1), ev.mutable_kv())) {
       return absl::InternalError("corrupt store: history value");

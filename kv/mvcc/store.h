@@ -92,12 +92,14 @@ class MvccStore {
                      etcdserverpb::RangeResponse* resp) const;
 
   // Events of revisions >= `from_revision`, in revision order, at most
-  // `max_events` (an event batch never splits a main revision, so it may hold
-  // a few more). prev_kv is not filled. `*next_revision` is where to continue.
-  // Errors: ErrCompacted when from_revision <= compact_revision().
+  // `max_events` and about `max_bytes` of keys and values (an event batch
+  // never splits a main revision, so it may hold a few more). prev_kv is not
+  // filled. `*next_revision` is where to continue.
+  // Errors: ErrCompacted when from_revision < compact_revision().
   absl::Status History(int64_t from_revision, size_t max_events,
                        std::vector<mvccpb::Event>* events,
-                       int64_t* next_revision) const;
+                       int64_t* next_revision,
+                       size_t max_bytes = SIZE_MAX) const;
 
   // The version of `key` live at `revision` (the newest write <= revision);
   // NotFound if the key did not exist then.

@@ -21,6 +21,7 @@
 #include "kv/snapshot/archive.h"
 #include "lockd/client/client.h"
 #include "lockd/ctl/output.h"
+#include "lockd/ctl/watch_cmd.h"
 #include "lockd/util/flags.h"
 #include "lockd/version.h"
 
@@ -905,6 +906,11 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"lease keep-alive",
        {"Keeps leases alive (renew); --once: one renewal",
         Lease("keep-alive")}},
+      {"watch",
+       {"Watches events stream on keys or prefixes",
+        [](const Globals& g, const Args& args) {
+          return WatchCommand(g.endpoints, g.write_out, g.dial_timeout, args);
+        }}},
   };
   return *commands;
 }
@@ -947,13 +953,13 @@ int Main(int argc, char** argv) {
       // flag is a known boolean of a command.
       if (name.find('=') == std::string::npos && i + 1 < argc &&
           argv[i + 1][0] != '-' &&
-          (global
-               ? bare != "h" && bare != "help"
-               : !(bare == "prefix" || bare == "from-key" ||
-                   bare == "keys-only" || bare == "print-value-only" ||
-                   bare == "count-only" || bare == "prev-kv" ||
-                   bare == "ignore-value" || bare == "ignore-lease" ||
-                   bare == "physical" || bare == "keys" || bare == "once"))) {
+          (global ? bare != "h" && bare != "help"
+                  : !(bare == "prefix" || bare == "from-key" ||
+                      bare == "keys-only" || bare == "print-value-only" ||
+                      bare == "count-only" || bare == "prev-kv" ||
+                      bare == "ignore-value" || bare == "ignore-lease" ||
+                      bare == "physical" || bare == "keys" || bare == "once" ||
+                      bare == "progress-notify"))) {
         sink->push_back(argv[++i]);
       }
     } else {

@@ -135,7 +135,11 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
     }
   }
   if (table_changed) batch->PutRecord(kMembersRecord, EncodeMemberTable(table));
+  std::vector<mvccpb::Event> events;
+  if (watch_hub_ != nullptr) events = batch->TakeEvents();
   if (absl::Status s = batch->Commit(entries.back().index); !s.ok()) return s;
+  // Watchers see a batch only once readers can (same as clients' answers).
+  if (watch_hub_ != nullptr) watch_hub_->Publish(std::move(events));
   if (table_changed && membership_ != nullptr) {
     membership_->Replace(std::move(table));
   }

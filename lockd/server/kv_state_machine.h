@@ -20,6 +20,7 @@
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/lease/lessor.h"
 #include "kv/mvcc/store.h"
+#include "kv/watch/hub.h"
 #include "lockd/server/membership.h"
 #include "lockdpb/internal.pb.h"
 #include "raft/node/node.h"
@@ -80,6 +81,8 @@ class KvStateMachine final : public raft::StateMachine {
   void Register(uint64_t id, std::function<void(ApplyResult)> done);
   // Forgets a registration (the client gave up).
   void Cancel(uint64_t id);
+  // Each committed batch's events go to `hub` (set before the node starts).
+  void set_watch_hub(kv::WatchHub* hub) { watch_hub_ = hub; }
 
  private:
   const uint64_t member_id_;
@@ -88,6 +91,7 @@ class KvStateMachine final : public raft::StateMachine {
   kv::Lessor* lessor_ = nullptr;
   std::string snapshot_dir_;  // set before the node starts
   std::vector<std::function<void()>> restore_listeners_;  // apply thread
+  kv::WatchHub* watch_hub_ = nullptr;
   absl::Mutex mu_;
   std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
       ABSL_GUARDED_BY(mu_);

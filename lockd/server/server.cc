@@ -174,6 +174,9 @@ absl::Status Server::OpenStorage() {
       std::abort();
     }
     UpdatePeers(membership_.Members());
+    // Watchers continue from storage: the events in between were never
+    // applied here one by one.
+    watch_hub_->OnStoreReplaced();
   });
   // Crash-point injection for tests: die between the two steps of a
   // snapshot install (new store in place, raft log not yet updated).
@@ -185,6 +188,8 @@ absl::Status Server::OpenStorage() {
       std::_Exit(3);
     });
   }
+  watch_hub_ = std::make_unique<kv::WatchHub>(store_.get());
+  state_machine_->set_watch_hub(watch_hub_.get());
   raft::TransportOptions topts;
   topts.cluster_id = config_.cluster_id;
   topts.self_id = config_.member_id;
@@ -259,6 +264,8 @@ absl::Status Server::OpenStorage() {
   peer_lease_ = std::make_unique<LeaseService>(
       &config_, node_.get(), store_.get(), peer_kv_.get(), lessor_.get(),
       lease_driver_.get());
+  watch_ =
+      std::make_unique<WatchService>(&config_, node_.get(), watch_hub_.get());
   return absl::OkStatus();
 }
 
@@ -551,6 +558,7 @@ absl::Status Server::Start() {
   client_builder.RegisterService(&cluster_);
   client_builder.RegisterService(kv_.get());
   client_builder.RegisterService(lease_.get());
+  client_builder.RegisterService(watch_.get());
   client_server_ = client_builder.BuildAndStart();
   if (client_server_ == nullptr) {
     return absl::UnavailableError(
@@ -582,6 +590,7 @@ absl::Status Server::Start() {
         "on this host and the ports are free");
   }
 
+  watch_hub_->Start();
   node_->Start();
   lease_driver_->Start();
   compactor_ = std::thread([this] { CompactorLoop(); });
@@ -627,6 +636,8 @@ void Server::Shutdown(absl::Duration grace) {
     peer_server_.reset();
   }
   if (node_ != nullptr) node_->Stop();
+  // After the client server: no stream is left to use the hub.
+  if (watch_hub_ != nullptr) watch_hub_->Stop();
 }
 
 }  // namespace lockd

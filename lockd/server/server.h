@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kv/mvcc/store.h"
+#include "kv/watch/hub.h"
 #include "lockd/server/cluster_service.h"
 #include "lockd/server/config.h"
 #include "lockd/server/kv_service.h"
@@ -32,6 +33,7 @@
 #include "lockd/server/proxy.h"
 #include "lockd/server/services.h"
 #include "lockd/server/snapshot_io.h"
+#include "lockd/server/watch_service.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -106,6 +108,7 @@ class Server {
   int lock_fd_ = -1;
   std::unique_ptr<kv::MvccStore> store_;
   std::unique_ptr<raft::DiskStorage> log_;
+  std::unique_ptr<kv::WatchHub> watch_hub_;
   std::unique_ptr<KvStateMachine> state_machine_;
   std::unique_ptr<kv::Lessor> lessor_;
   // Outlives the transport, which uses it.
@@ -118,6 +121,7 @@ class Server {
   std::unique_ptr<LeaseDriver> lease_driver_;
   std::unique_ptr<LeaseService> lease_;
   std::unique_ptr<LeaseService> peer_lease_;
+  std::unique_ptr<WatchService> watch_;
   absl::Mutex compaction_mu_;
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;

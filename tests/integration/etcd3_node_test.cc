@@ -1,7 +1,8 @@
 // A 3-member lockd cluster driven by the npm etcd3 client (run with
-// Node.js): KV, transactions, leases with keep-alive, expiry and revoke, and
-// etcd3's client-side locks. tests/node/etcd3_check.js does the checking;
-// this test starts the cluster and runs it.
+// Node.js): KV, transactions, leases with keep-alive, expiry and revoke,
+// watches, and etcd3's client-side locks and elections.
+// tests/node/etcd3_check.js does the checking; this test starts the cluster and
+// runs it.
 #include <gtest/gtest.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -42,6 +43,8 @@ void RunSuites(const std::string& suites) {
 }
 
 TEST(Etcd3NodeTest, KvTxnLeasesAndClientLocks) { RunSuites("kv,lease,lock"); }
+
+TEST(Etcd3NodeTest, WatchesAndClientElections) { RunSuites("watch,election"); }
 
 }  // namespace
 }  // namespace lockd::testing

@@ -1,0 +1,56 @@
+// etcd v3 Watch on a member: one bidirectional stream carries many watchers
+// (create, cancel, progress requests) served from this member's applied
+// state through the WatchHub, as etcd serves watches on every member.
+//
+// The method is registered raw (gRPC callback API on ByteBuffers): events
+// are serialized once per committed batch by the hub and responses are
+// assembled from those bytes, so a thousand watchers of one key do not
+// re-serialize its events a thousand times. Requests are parsed as protobuf.
+//
+// Sending: a stream has at most one write in flight. Outputs the hub queues
+// meanwhile wait in the hub's bounded stream queue; when the write
+// completes, everything queued is turned into responses at once, merging
+// consecutive event outputs of one watcher into one response (bounded by
+// kMergeBytesMax) — a slow client gets fewer, larger responses rather than
+// an unbounded backlog. Per watcher, order is kept.
+//
+// Thread-safe; config, node and hub must outlive the service, and the
+// gRPC server must be shut down (ending every stream) before the hub stops.
+#ifndef LOCKD_SERVER_WATCH_SERVICE_H_
+#define LOCKD_SERVER_WATCH_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "etcdserverpb/rpc.grpc.pb.h"
+#include "kv/watch/hub.h"
+#include "lockd/server/config.h"
+#include "raft/node/node.h"
+
+namespace lockd {
+
+class WatchService final
+    : public etcdserverpb::Watch::WithRawCallbackMethod_Watch<
+          etcdserverpb::Watch::Service> {
+ public:
+  WatchService(const ServerConfig* config, raft::RaftNode* node,
+               kv::WatchHub* hub)
+      : config_(config), node_(node), hub_(hub) {}
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Watch(
+      grpc::CallbackServerContext* ctx) override;
+
+  // Streams open now (for tests and limits).
+  int open_streams() const { return open_streams_.load(); }
+
+ private:
+  friend class WatchReactor;
+  const ServerConfig* config_;
+  raft::RaftNode* node_;
+  kv::WatchHub* hub_;
+  std::atomic<int> open_streams_{0};
+};
+
+}  // namespace lockd
+
+#endif  // LOCKD_SERVER_WATCH_SERVICE_H_
