@@ -512,6 +512,19 @@ void Server::CompactorLoop() {
       if (stopping_) return;
     }
     RetirePeers();
+    // Require-leader: a member without a leader for three election
+    // timeouts ends its watch streams, so no client hangs on a cut-off
+    // member; clients resume on another member from their last revision.
+    if (node_->LeaderlessFor() >
+        3 * absl::Milliseconds(config_.election_timeout_ms)) {
+      const int ended = watch_->EndAll(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
+      if (ended > 0) {
+        Logf(LogLevel::kWarning, "server",
+             "no leader for %s: ended %d watch streams with \"no leader\"",
+             absl::FormatDuration(node_->LeaderlessFor()), ended);
+      }
+    }
     absl::MutexLock lock(&compaction_mu_);
     absl::StatusOr<bool> done = store_->CompactSome(1000);
     if (!done.ok()) {

@@ -8,6 +8,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -84,7 +85,20 @@ class WatchReactor final
       : service_(service), ctx_(ctx) {
     service_->open_streams_.fetch_add(1);
     stream_ = service_->hub_->OpenStream([this] { MaybeWrite(); });
+    service_->Register(this);
     StartRead(&request_);
+  }
+
+  // Ends the stream with `status` (after a write in flight completes).
+  void End(const grpc::Status& status) {
+    bool finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!end_status_.has_value()) end_status_ = status;
+      finishing_ = true;
+      finish = ShouldFinishLocked();
+    }
+    if (finish) FinishStream();
   }
 
   void OnReadDone(bool ok) override {
@@ -124,6 +138,7 @@ class WatchReactor final
   }
 
   void OnDone() override {
+    service_->Unregister(this);
     stream_->Close();
     service_->open_streams_.fetch_sub(1);
     delete this;
@@ -208,9 +223,15 @@ class WatchReactor final
   }
   void FinishStream() {
     bool failed;
+    std::optional<grpc::Status> end;
     {
       absl::MutexLock lock(&mu_);
       failed = failed_;
+      end = end_status_;
+    }
+    if (end.has_value()) {
+      Finish(*end);
+      return;
     }
     Finish(failed ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                  "watch stream write failed")
@@ -394,11 +415,46 @@ class WatchReactor final
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by End(): the status the stream finishes with.
+  std::optional<grpc::Status> end_status_ ABSL_GUARDED_BY(mu_);
 };
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 WatchService::Watch(grpc::CallbackServerContext* ctx) {
   return new WatchReactor(this, ctx);
+}
+
+void WatchService::Register(WatchReactor* r) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.insert(r);
+}
+
+namespace {
+// The service whose EndAll runs on this thread (it holds streams_mu_).
+thread_local WatchService* ending_streams = nullptr;
+}  // namespace
+
+void WatchService::Unregister(WatchReactor* r) {
+  // Finishing a stream may run its OnDone at once, on the thread that
+  // finished it: inside EndAll, which holds the lock already.
+  if (ending_streams == this) {
+    streams_.erase(r);
+    return;
+  }
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(r);
+}
+
+int WatchService::EndAll(const grpc::Status& status) {
+  // A reactor is deleted only after OnDone, which unregisters it under
+  // streams_mu_ first, so every reactor in the set is alive while the lock
+  // is held.
+  absl::MutexLock lock(&streams_mu_);
+  const std::vector<WatchReactor*> open(streams_.begin(), streams_.end());
+  ending_streams = this;
+  for (WatchReactor* r : open) r->End(status);
+  ending_streams = nullptr;
+  return static_cast<int>(open.size());
 }
 
 }  // namespace lockd

@@ -21,13 +21,17 @@
 
 #include <atomic>
 #include <cstdint>
+#include <set>
 
+#include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "kv/watch/hub.h"
 #include "lockd/server/config.h"
 #include "raft/node/node.h"
 
 namespace lockd {
+
+class WatchReactor;
 
 class WatchService final
     : public etcdserverpb::Watch::WithRawCallbackMethod_Watch<
@@ -43,8 +47,17 @@ class WatchService final
   // Streams open now (for tests and limits).
   int open_streams() const { return open_streams_.load(); }
 
+  // Ends every open stream with `status` (require-leader: a member cut off
+  // from its leader ends its streams with "etcdserver: no leader", so
+  // clients resume elsewhere from their last revision). Returns how many.
+  int EndAll(const grpc::Status& status);
+
  private:
   friend class WatchReactor;
+  void Register(WatchReactor* r);
+  void Unregister(WatchReactor* r);
+  absl::Mutex streams_mu_;
+  std::set<WatchReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
   const ServerConfig* config_;
   raft::RaftNode* node_;
   kv::WatchHub* hub_;

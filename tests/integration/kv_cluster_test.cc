@@ -360,6 +360,17 @@ TEST(KvClusterTest, QuorumLost_CallsFailWithNoLeaderBeforeTheirDeadline) {
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   ASSERT_EQ(Etcdctl(cluster.member(0).endpoint(), {"put", "k", "v"}).exit_code,
             0);
+  // A watch open on the survivor.
+  auto watch_stub = etcdserverpb::Watch::NewStub(grpc::CreateChannel(
+      cluster.member(0).endpoint(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext watch_ctx;
+  auto watch = watch_stub->Watch(&watch_ctx);
+  etcdserverpb::WatchRequest create;
+  create.mutable_create_request()->set_key("k");
+  ASSERT_TRUE(watch->Write(create));
+  etcdserverpb::WatchResponse created;
+  ASSERT_TRUE(watch->Read(&created));
+  ASSERT_TRUE(created.created());
   cluster.process(1).Signal(SIGKILL);
   cluster.process(2).Signal(SIGKILL);
   // The survivor loses its leader (a leader steps down when it cannot reach
@@ -392,6 +403,14 @@ TEST(KvClusterTest, QuorumLost_CallsFailWithNoLeaderBeforeTheirDeadline) {
     EXPECT_NE(r->err.find("etcdserver: no leader"), std::string::npos)
         << r->err;
   }
+  // The watch does not hang: the member ends it with "no leader", and the
+  // client can resume elsewhere.
+  etcdserverpb::WatchResponse ignored;
+  while (watch->Read(&ignored)) {
+  }
+  grpc::Status watch_end = watch->Finish();
+  EXPECT_EQ(watch_end.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(watch_end.error_message(), "etcdserver: no leader");
   // A serializable read still answers from local state.
   EXPECT_EQ(
       Etcdctl(ep, {"get", "k", "--consistency=s", "--print-value-only"}).out,
