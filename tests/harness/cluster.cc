@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
@@ -93,10 +94,28 @@ absl::Status LocalCluster::StartMember(
 }
 
 absl::Status LocalCluster::StartAll() {
-  for (int i = 0; i < size(); ++i) {
-    if (absl::Status s = StartMember(i); !s.ok()) return s;
+  // Ports are picked free, but a test running beside this one may take one
+  // before the member binds it. Before any member has run, new ports (and
+  // fresh data directories) are still possible: try again with them.
+  absl::Status s;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    s = absl::OkStatus();
+    for (int i = 0; i < size() && s.ok(); ++i) s = StartMember(i);
+    if (s.ok() || !(absl::StrContains(s.message(), "Address already in use") ||
+                    absl::StrContains(s.message(), "cannot listen"))) {
+      return s;
+    }
+    for (int i = 0; i < size(); ++i) {
+      if (procs_[i]->running()) procs_[i]->Stop();
+      MemberSpec& spec = specs_[i];
+      spec.client_port = PickFreePort();
+      do {
+        spec.peer_port = PickFreePort();
+      } while (spec.peer_port == spec.client_port);
+      spec.data_dir = TempDir(absl::StrCat(tag_, "-", spec.name));
+    }
   }
-  return absl::OkStatus();
+  return s;
 }
 
 int LocalCluster::StopMember(int i) { return procs_[i]->Stop(); }

@@ -160,7 +160,10 @@ void KillAndRestart(LocalCluster& cluster, int i, Load& load) {
 
 TEST(DurabilityTest, KillFollowerThenLeaderUnderLoad_NoAcknowledgedWriteLost) {
   LocalCluster cluster(3, "durability");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
   ASSERT_NE(leader, 0u);
   Load load(cluster, /*writers=*/6);

@@ -32,7 +32,10 @@ void RunSuites(const std::string& suites) {
       << "the npm etcd3 client is not installed in " << dir
       << "/node_modules: run scripts/setup.sh (it runs npm ci there)";
   LocalCluster cluster(3, "etcd3-" + suites);
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   absl::StatusOr<CommandResult> r = RunCommand(
       {"node", script, cluster.endpoints(), suites}, absl::Seconds(120));

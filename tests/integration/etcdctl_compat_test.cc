@@ -67,7 +67,10 @@ std::string Hex(uint64_t id) { return absl::StrFormat("%x", id); }
 
 TEST(EtcdctlCompatTest, SingleMember_EndpointStatusAndMemberList) {
   LocalCluster cluster(1, "single");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const MemberSpec& m = cluster.member(0);
 
@@ -109,7 +112,10 @@ TEST(EtcdctlCompatTest, SingleMember_EndpointStatusAndMemberList) {
 
 TEST(EtcdctlCompatTest, ThreeMembers_AgreeOnClusterAndMembers) {
   LocalCluster cluster(3, "three");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
 
   CommandResult status =
       Etcdctl(cluster.endpoints(), {"endpoint", "status", "-w", "json"});
@@ -144,7 +150,10 @@ TEST(EtcdctlCompatTest, ThreeMembers_AgreeOnClusterAndMembers) {
 
 TEST(EtcdctlCompatTest, HealthService_ServesOnClientAndPeerPorts) {
   LocalCluster cluster(1, "health");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   for (int port :
        {cluster.member(0).client_port, cluster.member(0).peer_port}) {
     auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
@@ -209,7 +218,10 @@ TEST(LockdFlagsTest, BadFlags_ClearMessageAndExitCode1) {
 
 TEST(LockdFlagsTest, DataDirInUse_SecondProcessRefused) {
   LocalCluster cluster(1, "inuse");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   // Same data directory, different ports.
   int client = PickFreePort();
   int peer = PickFreePort();
@@ -231,7 +243,10 @@ TEST(LockdFlagsTest, DataDirInUse_SecondProcessRefused) {
 
 TEST(LockdFlagsTest, PortInUse_NamesTheAddress) {
   LocalCluster cluster(1, "portuse");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   const MemberSpec& m = cluster.member(0);
   int peer = PickFreePort();
   std::string peer_url = absl::StrCat("http://127.0.0.1:", peer);

@@ -126,7 +126,10 @@ CommandResult Lockctl(const std::string& endpoints,
 
 TEST(KvClusterTest, Lockctl_KvAndClusterCommands) {
   LocalCluster cluster(3, "lockctl");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const std::string all = cluster.endpoints();
   EXPECT_EQ(Lockctl(all, {"put", "app/a", "1"}).out, "OK\n");
@@ -294,7 +297,10 @@ class Writer {
 
 TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
   LocalCluster cluster(3, "durable");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
   ASSERT_NE(leader, 0u);
   Writer writer(cluster);
@@ -356,7 +362,10 @@ TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
 
 TEST(KvClusterTest, QuorumLost_CallsFailWithNoLeaderBeforeTheirDeadline) {
   LocalCluster cluster(3, "noquorum");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   ASSERT_EQ(Etcdctl(cluster.member(0).endpoint(), {"put", "k", "v"}).exit_code,
             0);
@@ -419,7 +428,10 @@ TEST(KvClusterTest, QuorumLost_CallsFailWithNoLeaderBeforeTheirDeadline) {
 
 TEST(KvClusterTest, Etcdctl_MoveLeaderAndDefrag) {
   LocalCluster cluster(3, "moveleader");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
   ASSERT_NE(leader, 0u);
   int li = cluster.MemberIndexOf(leader);

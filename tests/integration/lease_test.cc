@@ -93,7 +93,10 @@ uint64_t MemberId(LocalCluster& cluster, int i) {
 
 TEST(LeaseTest, Etcdctl_GrantRevokeTimeToLiveList_EtcdOutputAndErrors) {
   LocalCluster cluster(3, "leaseops");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const std::string all = cluster.endpoints();
 
@@ -183,7 +186,10 @@ TEST(LeaseTest, Etcdctl_GrantRevokeTimeToLiveList_EtcdOutputAndErrors) {
 
 TEST(LeaseTest, ExpiredLeaseKeysVanish_NeverEarly) {
   LocalCluster cluster(3, "leaseexpiry");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const std::string all = cluster.endpoints();
   const absl::Time granted_before = absl::Now();
@@ -216,7 +222,10 @@ TEST(LeaseTest, ExpiredLeaseKeysVanish_NeverEarly) {
 
 TEST(LeaseTest, LeaderChanges_KeptAliveSurvives_RemainingNotReset) {
   LocalCluster cluster(3, "leasemove");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
   ASSERT_NE(leader, 0u);
   const std::string all = cluster.endpoints();

@@ -71,7 +71,10 @@ CommandResult CtlUntilOk(const std::string& endpoints,
 
 TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
   LocalCluster cluster(3, "members");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const std::string ep1 = cluster.member(0).endpoint();
   for (int n = 0; n < 50; ++n) {

@@ -211,7 +211,10 @@ State RangeAt(etcdserverpb::KV::Stub* kv, const std::string& key,
 
 TEST(WatchTest, Etcdctl_PrefixRevPrevKvAndCompaction) {
   LocalCluster cluster(3, "watchctl");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const std::string all = cluster.endpoints();
   ASSERT_EQ(Etcdctl(all, {"put", "w/a", "1"}).exit_code, 0);  // rev 2
@@ -274,7 +277,10 @@ TEST(WatchTest, Etcdctl_PrefixRevPrevKvAndCompaction) {
 
 TEST(WatchTest, RandomLoad_RestartAndCompaction_ExactlyCommittedHistory) {
   LocalCluster cluster(3, "watchload");
-  ASSERT_TRUE(cluster.StartAll().ok());
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const std::string prefix = "p/", prefix_end = "p0";
   std::vector<std::unique_ptr<etcdserverpb::KV::Stub>> kv;
