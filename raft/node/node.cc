@@ -302,12 +302,20 @@ void RaftNode::HandleInput(Input& in) {
       in.done(raw_->Propose(std::move(in.data)), 0);
       break;
     case Input::kRead: {
+      // Reads that arrived together share one ReadIndex round (one
+      // heartbeat to a quorum): each arrived before it was issued, so the
+      // index it confirms covers every write committed before any of them.
+      if (!read_batch_ctx_.empty()) {
+        reads_[read_batch_ctx_].push_back(std::move(in.done));
+        break;
+      }
       std::string ctx = absl::StrCat(options_.id, ":", next_read_ctx_++);
       absl::Status s = raw_->ReadIndex(ctx);
       if (!s.ok()) {
         in.done(s, 0);
       } else {
-        reads_[ctx] = std::move(in.done);
+        reads_[ctx].push_back(std::move(in.done));
+        read_batch_ctx_ = ctx;
       }
       break;
     }
@@ -325,8 +333,11 @@ void RaftNode::HandleInput(Input& in) {
 }
 
 void RaftNode::FailPending(const absl::Status& status) {
-  for (auto& [ctx, done] : reads_) done(status, 0);
+  for (auto& [ctx, dones] : reads_) {
+    for (auto& done : dones) done(status, 0);
+  }
   reads_.clear();
+  read_batch_ctx_.clear();
 }
 
 bool RaftNode::HandleReady(Ready rd) {
@@ -417,7 +428,7 @@ bool RaftNode::HandleReady(Ready rd) {
   for (const ReadState& rs : rd.read_states) {
     auto it = reads_.find(rs.request_ctx);
     if (it == reads_.end()) continue;
-    it->second(absl::OkStatus(), rs.index);
+    for (auto& done : it->second) done(absl::OkStatus(), rs.index);
     reads_.erase(it);
   }
   raw_->Advance(rd);
@@ -485,6 +496,7 @@ void RaftNode::Run() {
       inputs.swap(inbox_);
     }
     for (Input& in : inputs) HandleInput(in);
+    read_batch_ctx_.clear();
     for (uint64_t id : transport_->TakeUnreachable()) {
       raw_->ReportUnreachable(id);
     }

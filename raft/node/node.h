@@ -238,7 +238,12 @@ class RaftNode final : public MessageHandler {
   std::thread thread_;
   uint64_t next_read_ctx_ = 1;  // node thread only
   // ReadIndex requests in flight, by context; node thread only.
-  std::map<std::string, std::function<void(absl::Status, uint64_t)>> reads_;
+  std::map<std::string,
+           std::vector<std::function<void(absl::Status, uint64_t)>>>
+      reads_;
+  // The ReadIndex context the reads of the current input batch share
+  // (empty between batches); node thread only.
+  std::string read_batch_ctx_;
   // Index of the latest raft snapshot in the log storage; node thread only.
   uint64_t snapshot_index_ = 0;
   // Images of the snapshot messages stepped in this loop iteration, freed
