@@ -135,7 +135,14 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
     }
   }
   if (table_changed) batch->PutRecord(kMembersRecord, EncodeMemberTable(table));
+  // Taken once per batch, so each listener sees every event exactly once.
+  std::vector<mvccpb::Event> events;
+  if (!commit_listeners_.empty()) events = batch->TakeEvents();
+  const int64_t revision = batch->revision();
   if (absl::Status s = batch->Commit(entries.back().index); !s.ok()) return s;
+  if (!events.empty()) {
+    for (const auto& listener : commit_listeners_) listener(events, revision);
+  }
   if (table_changed && membership_ != nullptr) {
     membership_->Replace(std::move(table));
   }

@@ -160,6 +160,12 @@ absl::Status Server::OpenStorage() {
     if (absl::Status s = lessor_->ReloadFromStore(); !s.ok()) return s;
     state_machine_->AttachLessor(lessor_.get());
   }
+  locks_ = std::make_unique<lock::LockManager>(store_.get(), lock::Limits{});
+  state_machine_->AddCommitListener(
+      [this](const std::vector<mvccpb::Event>& events, int64_t revision) {
+        locks_->OnCommit(events, revision);
+      });
+  state_machine_->AddRestoreListener([this] { locks_->OnRestore(); });
   snapshot_io_ =
       std::make_unique<StoreSnapshotIo>(member_dir + "/snap", store_.get());
   state_machine_->SetSnapshotDir(snapshot_io_->dir());
@@ -259,6 +265,8 @@ absl::Status Server::OpenStorage() {
   peer_lease_ = std::make_unique<LeaseService>(
       &config_, node_.get(), store_.get(), peer_kv_.get(), lessor_.get(),
       lease_driver_.get());
+  lock_ = std::make_unique<LockService>(kv_.get(), locks_.get());
+  election_ = std::make_unique<ElectionService>(kv_.get(), locks_.get());
   return absl::OkStatus();
 }
 
@@ -551,6 +559,8 @@ absl::Status Server::Start() {
   client_builder.RegisterService(&cluster_);
   client_builder.RegisterService(kv_.get());
   client_builder.RegisterService(lease_.get());
+  client_builder.RegisterService(lock_.get());
+  client_builder.RegisterService(election_.get());
   client_server_ = client_builder.BuildAndStart();
   if (client_server_ == nullptr) {
     return absl::UnavailableError(
