@@ -35,6 +35,9 @@ struct LeaseContext {
 };
 int RunLeaseCommand(const std::string& command, const LeaseContext& g,
                     const std::vector<std::string>& in);
+// lock_cmd.cc ("lock" or "elect"; same context).
+int RunLockCommand(const std::string& command, const LeaseContext& g,
+                   const std::vector<std::string>& in);
 
 namespace {
 
@@ -870,6 +873,18 @@ std::function<int(const Globals&, const Args&)> Lease(const char* command) {
   };
 }
 
+// "lock" and "elect" as commands of the table below.
+std::function<int(const Globals&, const Args&)> LockCmd(const char* command) {
+  return [command](const Globals& g, const Args& in) {
+    LeaseContext c;
+    c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
+    c.write_out = g.write_out;
+    c.dial_timeout = g.dial_timeout;
+    c.command_timeout = g.command_timeout;
+    return RunLockCommand(command, c, in);
+  };
+}
+
 using Command = std::function<int(const Globals&, const Args&)>;
 struct CommandInfo {
   const char* summary;
@@ -902,6 +917,12 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"lease timetolive",
        {"Get lease information (--keys: attached keys)", Lease("timetolive")}},
       {"lease list", {"List all active leases", Lease("list")}},
+      {"lock",
+       {"lock NAME [command...]: holds a lock (while running the command)",
+        LockCmd("lock")}},
+      {"elect",
+       {"elect NAME [proposal]: campaigns, or observes the leader",
+        LockCmd("elect")}},
       {"lease keep-alive",
        {"Keeps leases alive (renew); --once: one renewal",
         Lease("keep-alive")}},
