@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -954,8 +955,17 @@ int Main(int argc, char** argv) {
   // Global flags may come anywhere, as with etcdctl: parse them all, and
   // hand unknown ones to the command.
   Args positional, command_flags;
+  // `lock NAME command...` and `elect`: everything after the command word
+  // is theirs, verbatim (the command run under the lock has its own flags).
+  std::optional<Args> verbatim;
+  bool seen_word = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (!seen_word && (a == "lock" || a == "elect")) {
+      positional.push_back(a);
+      verbatim = Args(argv + i + 1, argv + argc);
+      break;
+    }
     if (a.size() > 1 && a[0] == '-') {
       std::string name = a.substr(a[1] == '-' ? 2 : 1);
       std::string bare = name.substr(0, name.find('='));
@@ -978,6 +988,7 @@ int Main(int argc, char** argv) {
         sink->push_back(argv[++i]);
       }
     } else {
+      seen_word = true;
       positional.push_back(a);
     }
   }
@@ -1025,6 +1036,7 @@ int Main(int argc, char** argv) {
   }
   Args rest(words.begin() + used, words.end());
   rest.insert(rest.end(), command_flags.begin(), command_flags.end());
+  if (verbatim.has_value()) rest = *verbatim;
   return cmd->run(g, rest);
 }
 

@@ -36,8 +36,8 @@ std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) {
 // Stubs for one member.
 struct Member {
   explicit Member(const std::string& endpoint)
-      : channel(grpc::CreateChannel(endpoint,
-                                    grpc::InsecureChannelCredentials())),
+      : channel(
+            grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials())),
         kv(etcdserverpb::KV::NewStub(channel)),
         lease(etcdserverpb::Lease::NewStub(channel)),
         lock(v3lockpb::Lock::NewStub(channel)),
@@ -47,8 +47,8 @@ struct Member {
     etcdserverpb::LeaseGrantRequest req;
     req.set_ttl(ttl_s);
     etcdserverpb::LeaseGrantResponse resp;
-    grpc::Status st = lease->LeaseGrant(Ctx(absl::Seconds(10)).get(), req,
-                                        &resp);
+    grpc::Status st =
+        lease->LeaseGrant(Ctx(absl::Seconds(10)).get(), req, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
     return resp.id();
   }
@@ -56,8 +56,8 @@ struct Member {
     etcdserverpb::LeaseRevokeRequest req;
     req.set_id(id);
     etcdserverpb::LeaseRevokeResponse resp;
-    grpc::Status st = lease->LeaseRevoke(Ctx(absl::Seconds(10)).get(), req,
-                                         &resp);
+    grpc::Status st =
+        lease->LeaseRevoke(Ctx(absl::Seconds(10)).get(), req, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
   }
   grpc::Status Lock(const std::string& name, int64_t lease_id,
@@ -241,9 +241,9 @@ TEST_F(LockTest, CancelledWaiterLeavesTheQueue) {
   EXPECT_EQ(m.CountPrefix("cx/"), 1);
   v3lockpb::LockRequest no_lease;
   no_lease.set_name("cx");
-  EXPECT_EQ(m.lock->Lock(Ctx(absl::Seconds(5)).get(), no_lease, &rb)
-                .error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      m.lock->Lock(Ctx(absl::Seconds(5)).get(), no_lease, &rb).error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
   // A lease that does not exist: etcd's error.
   st = m.Lock("cx", 0x1234, absl::Seconds(5), &rb);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
@@ -369,6 +369,68 @@ TEST_F(LockTest, ElectionThroughLeaderAndFollowers) {
   while (reader->Read(&seen)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(LockTest, LockctlLockAndElect) {
+  const std::string all = cluster_->endpoints();
+  const std::string lockctl = Runfile("lockd/lockctl");
+  // lock NAME command: the command runs holding the lock, with etcdctl's
+  // environment; flags after NAME belong to the command.
+  absl::StatusOr<CommandResult> r = RunCommand(
+      {lockctl, "--endpoints=" + all, "lock", "--ttl=5", "job", "sh", "-c",
+       "echo held $ETCD_LOCK_KEY $ETCD_LOCK_REV; exit 3"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 3) << r->err;
+  EXPECT_EQ(r->out.rfind("held job/", 0), 0u) << r->out;
+  EXPECT_EQ(M(0).CountPrefix("job/"), 0);  // unlocked afterwards
+
+  // A held lock makes lockctl wait; it runs once the holder unlocks.
+  Member& m = M(Follower(0));
+  const int64_t lease = m.Grant(60);
+  v3lockpb::LockResponse held;
+  ASSERT_TRUE(m.Lock("job", lease, absl::Seconds(10), &held).ok());
+  Subprocess waiter;
+  ASSERT_TRUE(waiter
+                  .Start({lockctl, "--endpoints=" + all, "lock", "job", "sh",
+                          "-c", "echo got-it"})
+                  .ok());
+  EXPECT_FALSE(waiter.WaitForOutput("got-it", absl::Seconds(1)));
+  ASSERT_TRUE(m.Unlock(held.key()).ok());
+  EXPECT_TRUE(waiter.WaitForOutput("got-it", absl::Seconds(20)));
+  absl::StatusOr<int> code = waiter.Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << waiter.output();
+
+  // elect NAME proposal leads until SIGINT, then resigns; elect NAME
+  // observes.
+  Subprocess observer, candidate;
+  ASSERT_TRUE(
+      observer.Start({lockctl, "--endpoints=" + all, "elect", "svc"}).ok());
+  ASSERT_TRUE(candidate
+                  .Start({lockctl, "--endpoints=" + all, "elect", "svc",
+                          "primary-1"})
+                  .ok());
+  ASSERT_TRUE(candidate.WaitForOutput("primary-1", absl::Seconds(20)))
+      << candidate.output();
+  EXPECT_TRUE(observer.WaitForOutput("primary-1", absl::Seconds(20)))
+      << observer.output();
+  v3electionpb::LeaderRequest who;
+  who.set_name("svc");
+  v3electionpb::LeaderResponse lr;
+  grpc::Status st =
+      M(leader_).election->Leader(Ctx(absl::Seconds(5)).get(), who, &lr);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(lr.kv().value(), "primary-1");
+  candidate.Signal(SIGINT);
+  code = candidate.Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << candidate.output();
+  st = M(leader_).election->Leader(Ctx(absl::Seconds(5)).get(), who, &lr);
+  EXPECT_EQ(st.error_message(), "election: no leader");
+  observer.Signal(SIGINT);
+  code = observer.Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << observer.output();
 }
 
 }  // namespace
