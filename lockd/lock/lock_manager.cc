@@ -185,11 +185,10 @@ absl::Status LockManager::Sleep(Waiter* w, uint64_t generation,
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> LockManager::WaitForOwnership(const std::string& name,
-                                                      const std::string& key,
-                                                      int64_t create_revision,
-                                                      int64_t min_revision,
-                                                      const WaitScope& scope) {
+absl::StatusOr<int64_t> LockManager::WaitForOwnership(
+    const std::string& name, const std::string& key, int64_t create_revision,
+    int64_t min_revision, const WaitScope& scope, const Rule& rule) {
+  const bool plain = rule.slots <= 1 && !rule.shared;
   const std::string prefix = Prefix(name);
   Waiter waiter;
   Subscription sub(this, &waiter);
@@ -201,7 +200,9 @@ absl::StatusOr<int64_t> LockManager::WaitForOwnership(const std::string& name,
     if (revision < min_revision) {
       sub.WatchCommits(true);
       if (store_->revision() < min_revision) {
-        if (absl::Status s = Sleep(&waiter, generation, scope); !s.ok()) {
+        WaitScope catch_up = scope;
+        catch_up.deadline = std::max(scope.deadline, scope.catch_up_deadline);
+        if (absl::Status s = Sleep(&waiter, generation, catch_up); !s.ok()) {
           return s;
         }
       }
@@ -217,8 +218,10 @@ absl::StatusOr<int64_t> LockManager::WaitForOwnership(const std::string& name,
     req.set_max_create_revision(create_revision);
     req.set_sort_target(etcdserverpb::RangeRequest::CREATE);
     req.set_sort_order(etcdserverpb::RangeRequest::DESCEND);
-    req.set_limit(2);
-    req.set_keys_only(true);
+    if (plain) {
+      req.set_limit(2);
+      req.set_keys_only(true);
+    }
     etcdserverpb::RangeResponse resp;
     absl::Status s = store_->Range(req, &resp);
     if (!s.ok()) {
@@ -232,6 +235,23 @@ absl::StatusOr<int64_t> LockManager::WaitForOwnership(const std::string& name,
           "the key ", key, " no longer exists at revision ", revision));
     }
     if (resp.kvs_size() == 1) return revision;
+    if (!plain) {
+      // Semaphores and readers may be released by any older key: wake on
+      // any change under the prefix and count again.
+      int older_exclusive = 0;
+      for (int i = 1; i < resp.kvs_size(); ++i) {
+        if (resp.kvs(i).value() == kExclusiveValue) ++older_exclusive;
+      }
+      const bool holds =
+          rule.shared ? older_exclusive == 0 : resp.kvs_size() - 1 < rule.slots;
+      if (holds) return revision;
+      sub.WatchPrefix(prefix);
+      if (store_->revision() != revision) continue;
+      if (absl::Status s = Sleep(&waiter, generation, scope); !s.ok()) {
+        return s;
+      }
+      continue;
+    }
     const std::string& predecessor = resp.kvs(1).key();
     if (predecessor != watched_predecessor) {
       // Our own key too: its loss (lease expiry) must end the wait at once.

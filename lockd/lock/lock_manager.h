@@ -61,8 +61,25 @@ struct Limits {
 // since gRPC's synchronous API has no cancellation callback).
 struct WaitScope {
   absl::Time deadline = absl::InfiniteFuture();
+  // How long the local store may take to reach the caller's min_revision,
+  // if later than `deadline` (a try-lock with a zero wait still needs its
+  // own write applied here before it can decide).
+  absl::Time catch_up_deadline = absl::InfinitePast();
   std::function<bool()> cancelled;
 };
+
+// Who may hold a name at once. The default is a plain (exclusive) lock:
+// only the oldest key. `slots` > 1 makes a counting semaphore: the `slots`
+// oldest keys hold. `shared` makes a reader: it holds once no older key is
+// an exclusive one (a key whose value is kExclusiveValue). All contenders
+// for one name must use the same kind of rule.
+struct Rule {
+  int64_t slots = 1;
+  bool shared = false;
+};
+// The value lockd.v1 stores on an exclusive contender's key of a
+// shared/exclusive lock.
+inline constexpr char kExclusiveValue[] = "exclusive";
 
 class LockManager {
  public:
@@ -88,11 +105,9 @@ class LockManager {
   // which ownership was observed. Errors: kNotFound when the key no longer
   // exists with that create revision (its lease expired, it was deleted);
   // kDeadlineExceeded; kCancelled; kInternal for store failures.
-  absl::StatusOr<int64_t> WaitForOwnership(const std::string& name,
-                                           const std::string& key,
-                                           int64_t create_revision,
-                                           int64_t min_revision,
-                                           const WaitScope& scope);
+  absl::StatusOr<int64_t> WaitForOwnership(
+      const std::string& name, const std::string& key, int64_t create_revision,
+      int64_t min_revision, const WaitScope& scope, const Rule& rule = Rule());
 
   // The oldest key under Prefix(name) in the local store (with its value),
   // or nullopt; `*revision` is the revision it was read at.

@@ -145,6 +145,38 @@ TEST_F(LockManagerTest, WaitsForTheLocalStoreToCatchUp) {
   waiter.join();
 }
 
+TEST_F(LockManagerTest, SemaphoreSlotsAndSharedReaders) {
+  const int64_t r1 = Put("s/1");
+  const int64_t r2 = Put("s/2");
+  const int64_t r3 = Put("s/3");
+  Rule two;
+  two.slots = 2;
+  EXPECT_TRUE(
+      manager_->WaitForOwnership("s", "s/2", r2, r2, For(absl::Seconds(5)), two)
+          .ok());
+  EXPECT_TRUE(absl::IsDeadlineExceeded(
+      manager_
+          ->WaitForOwnership("s", "s/3", r3, r3, For(absl::Milliseconds(100)),
+                             two)
+          .status()));
+  std::thread third([&] {
+    EXPECT_TRUE(
+        manager_
+            ->WaitForOwnership("s", "s/3", r3, r3, For(absl::Seconds(10)), two)
+            .ok());
+  });
+  (void)r1;
+  Delete("s/1");
+  third.join();
+  // Readers (value-less keys are not exclusive) share.
+  Rule shared;
+  shared.shared = true;
+  EXPECT_TRUE(
+      manager_
+          ->WaitForOwnership("s", "s/3", r3, r3, For(absl::Seconds(5)), shared)
+          .ok());
+}
+
 TEST_F(LockManagerTest, AdmissionIsBounded) {
   auto a = manager_->Admit("x");
   auto b = manager_->Admit("x");

@@ -267,6 +267,7 @@ absl::Status Server::OpenStorage() {
       lease_driver_.get());
   lock_ = std::make_unique<LockService>(kv_.get(), locks_.get());
   election_ = std::make_unique<ElectionService>(kv_.get(), locks_.get());
+  lockd_locks_ = std::make_unique<LockdLocksService>(kv_.get(), locks_.get());
   return absl::OkStatus();
 }
 
@@ -561,6 +562,7 @@ absl::Status Server::Start() {
   client_builder.RegisterService(lease_.get());
   client_builder.RegisterService(lock_.get());
   client_builder.RegisterService(election_.get());
+  client_builder.RegisterService(lockd_locks_.get());
   client_server_ = client_builder.BuildAndStart();
   if (client_server_ == nullptr) {
     return absl::UnavailableError(

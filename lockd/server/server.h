@@ -31,6 +31,7 @@
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/lease_service.h"
 #include "lockd/server/lock_service.h"
+#include "lockd/server/lockd_locks_service.h"
 #include "lockd/server/membership.h"
 #include "lockd/server/proxy.h"
 #include "lockd/server/services.h"
@@ -125,6 +126,7 @@ class Server {
   std::unique_ptr<lock::LockManager> locks_;
   std::unique_ptr<LockService> lock_;
   std::unique_ptr<ElectionService> election_;
+  std::unique_ptr<LockdLocksService> lockd_locks_;
   absl::Mutex compaction_mu_;
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "lockdpb/lockd.grpc.pb.h"
 #include "tests/harness/cluster.h"
 #include "tests/harness/process.h"
 #include "v3electionpb/v3election.grpc.pb.h"
@@ -376,9 +377,9 @@ TEST_F(LockTest, LockctlLockAndElect) {
   const std::string lockctl = Runfile("lockd/lockctl");
   // lock NAME command: the command runs holding the lock, with etcdctl's
   // environment; flags after NAME belong to the command.
-  absl::StatusOr<CommandResult> r = RunCommand(
-      {lockctl, "--endpoints=" + all, "lock", "--ttl=5", "job", "sh", "-c",
-       "echo held $ETCD_LOCK_KEY $ETCD_LOCK_REV; exit 3"});
+  absl::StatusOr<CommandResult> r =
+      RunCommand({lockctl, "--endpoints=" + all, "lock", "--ttl=5", "job", "sh",
+                  "-c", "echo held $ETCD_LOCK_KEY $ETCD_LOCK_REV; exit 3"});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 3) << r->err;
   EXPECT_EQ(r->out.rfind("held job/", 0), 0u) << r->out;
@@ -406,10 +407,10 @@ TEST_F(LockTest, LockctlLockAndElect) {
   Subprocess observer, candidate;
   ASSERT_TRUE(
       observer.Start({lockctl, "--endpoints=" + all, "elect", "svc"}).ok());
-  ASSERT_TRUE(candidate
-                  .Start({lockctl, "--endpoints=" + all, "elect", "svc",
-                          "primary-1"})
-                  .ok());
+  ASSERT_TRUE(
+      candidate
+          .Start({lockctl, "--endpoints=" + all, "elect", "svc", "primary-1"})
+          .ok());
   ASSERT_TRUE(candidate.WaitForOutput("primary-1", absl::Seconds(20)))
       << candidate.output();
   EXPECT_TRUE(observer.WaitForOutput("primary-1", absl::Seconds(20)))
@@ -431,6 +432,105 @@ TEST_F(LockTest, LockctlLockAndElect) {
   code = observer.Wait(absl::Seconds(20));
   ASSERT_TRUE(code.ok());
   EXPECT_EQ(*code, 0) << observer.output();
+}
+
+// lockd.v1.Locks: try-lock with a wait timeout, shared/exclusive, semaphores,
+// holders and waiters, fencing tokens, guarded release.
+TEST_F(LockTest, LockdExtension) {
+  auto locks = lockd::v1::Locks::NewStub(M(Follower(0)).channel);
+  auto locks_leader = lockd::v1::Locks::NewStub(M(leader_).channel);
+  Member& m = M(Follower(0));
+  const int64_t a = m.Grant(60), b = m.Grant(60), c = m.Grant(60);
+  auto try_lock = [&](lockd::v1::Locks::Stub* s, int64_t lease,
+                      lockd::v1::LockMode mode, int64_t wait_ms,
+                      lockd::v1::TryLockResponse* r) {
+    lockd::v1::TryLockRequest req;
+    req.set_name("rw");
+    req.set_lease(lease);
+    req.set_mode(mode);
+    req.set_wait_timeout_ms(wait_ms);
+    return s->TryLock(Ctx(absl::Seconds(20)).get(), req, r);
+  };
+  // Two readers share; a writer cannot get in within its timeout.
+  lockd::v1::TryLockResponse ra, rb, rc;
+  ASSERT_TRUE(try_lock(locks.get(), a, lockd::v1::SHARED, 0, &ra).ok());
+  ASSERT_TRUE(ra.acquired());
+  ASSERT_TRUE(try_lock(locks_leader.get(), b, lockd::v1::SHARED, 0, &rb).ok());
+  ASSERT_TRUE(rb.acquired());
+  EXPECT_LT(ra.fencing_token(), rb.fencing_token());
+  grpc::Status st = try_lock(locks.get(), c, lockd::v1::EXCLUSIVE, 300, &rc);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_FALSE(rc.acquired());
+  EXPECT_EQ(m.CountPrefix("rw/"), 2);  // the timed-out writer left the queue
+
+  // A queued writer is listed as a waiter and gets in once both readers
+  // release; a release with a stale token does nothing.
+  lockd::v1::TryLockResponse rw;
+  grpc::Status sw;
+  std::thread writer(
+      [&] { sw = try_lock(locks.get(), c, lockd::v1::EXCLUSIVE, 15000, &rw); });
+  lockd::v1::ListHoldersRequest lreq;
+  lreq.set_name("rw");
+  lockd::v1::ListHoldersResponse list;
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  do {
+    ASSERT_TRUE(
+        locks_leader->ListHolders(Ctx(absl::Seconds(5)).get(), lreq, &list)
+            .ok());
+  } while (list.waiters_size() == 0 && absl::Now() < until);
+  ASSERT_EQ(list.holders_size(), 2);
+  ASSERT_EQ(list.waiters_size(), 1);
+  EXPECT_EQ(list.waiters(0).mode(), lockd::v1::EXCLUSIVE);
+  EXPECT_EQ(list.waiters(0).lease(), c);
+  lockd::v1::ReleaseRequest rel;
+  lockd::v1::ReleaseResponse relr;
+  rel.set_key(ra.key());
+  rel.set_fencing_token(ra.fencing_token() + 1);
+  ASSERT_TRUE(locks->Release(Ctx(absl::Seconds(5)).get(), rel, &relr).ok());
+  EXPECT_FALSE(relr.released());
+  rel.set_fencing_token(ra.fencing_token());
+  ASSERT_TRUE(locks->Release(Ctx(absl::Seconds(5)).get(), rel, &relr).ok());
+  EXPECT_TRUE(relr.released());
+  rel.set_key(rb.key());
+  rel.set_fencing_token(0);
+  ASSERT_TRUE(locks->Release(Ctx(absl::Seconds(5)).get(), rel, &relr).ok());
+  EXPECT_TRUE(relr.released());
+  writer.join();
+  ASSERT_TRUE(sw.ok()) << sw.error_message();
+  ASSERT_TRUE(rw.acquired());
+  EXPECT_GT(rw.fencing_token(), rb.fencing_token());
+
+  // A semaphore with 2 slots: the third waits, then gets the freed slot.
+  auto acquire = [&](int64_t lease, int64_t wait_ms,
+                     lockd::v1::AcquireSemaphoreResponse* r) {
+    lockd::v1::AcquireSemaphoreRequest req;
+    req.set_name("sem");
+    req.set_lease(lease);
+    req.set_limit(2);
+    req.set_wait_timeout_ms(wait_ms);
+    return locks->AcquireSemaphore(Ctx(absl::Seconds(20)).get(), req, r);
+  };
+  lockd::v1::AcquireSemaphoreResponse s1, s2, s3;
+  ASSERT_TRUE(acquire(a, 0, &s1).ok() && s1.acquired());
+  ASSERT_TRUE(acquire(b, 0, &s2).ok() && s2.acquired());
+  ASSERT_TRUE(acquire(c, 0, &s3).ok());
+  EXPECT_FALSE(s3.acquired());
+  grpc::Status s3st;
+  std::thread third([&] { s3st = acquire(c, 15000, &s3); });
+  rel.set_key(s1.key());
+  do {
+    ASSERT_TRUE(locks->Release(Ctx(absl::Seconds(5)).get(), rel, &relr).ok());
+  } while (!relr.released());
+  third.join();
+  ASSERT_TRUE(s3st.ok()) << s3st.error_message();
+  EXPECT_TRUE(s3.acquired());
+  EXPECT_GT(s3.fencing_token(), s2.fencing_token());
+  lreq.set_name("sem");
+  ASSERT_TRUE(
+      locks->ListHolders(Ctx(absl::Seconds(5)).get(), lreq, &list).ok());
+  EXPECT_EQ(list.limit(), 2u);
+  EXPECT_EQ(list.holders_size(), 2);
+  EXPECT_EQ(list.waiters_size(), 0);
 }
 
 }  // namespace
