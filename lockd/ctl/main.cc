@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,9 @@ struct LeaseContext {
 };
 int RunLeaseCommand(const std::string& command, const LeaseContext& g,
                     const std::vector<std::string>& in);
+// lock_cmd.cc ("lock" or "elect"; same context).
+int RunLockCommand(const std::string& command, const LeaseContext& g,
+                   const std::vector<std::string>& in);
 
 namespace {
 
@@ -871,6 +875,18 @@ std::function<int(const Globals&, const Args&)> Lease(const char* command) {
   };
 }
 
+// "lock" and "elect" as commands of the table below.
+std::function<int(const Globals&, const Args&)> LockCmd(const char* command) {
+  return [command](const Globals& g, const Args& in) {
+    LeaseContext c;
+    c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
+    c.write_out = g.write_out;
+    c.dial_timeout = g.dial_timeout;
+    c.command_timeout = g.command_timeout;
+    return RunLockCommand(command, c, in);
+  };
+}
+
 using Command = std::function<int(const Globals&, const Args&)>;
 struct CommandInfo {
   const char* summary;
@@ -903,6 +919,12 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"lease timetolive",
        {"Get lease information (--keys: attached keys)", Lease("timetolive")}},
       {"lease list", {"List all active leases", Lease("list")}},
+      {"lock",
+       {"lock NAME [command...]: holds a lock (while running the command)",
+        LockCmd("lock")}},
+      {"elect",
+       {"elect NAME [proposal]: campaigns, or observes the leader",
+        LockCmd("elect")}},
       {"lease keep-alive",
        {"Keeps leases alive (renew); --once: one renewal",
         Lease("keep-alive")}},
@@ -939,8 +961,17 @@ int Main(int argc, char** argv) {
   // Global flags may come anywhere, as with etcdctl: parse them all, and
   // hand unknown ones to the command.
   Args positional, command_flags;
+  // `lock NAME command...` and `elect`: everything after the command word
+  // is theirs, verbatim (the command run under the lock has its own flags).
+  std::optional<Args> verbatim;
+  bool seen_word = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (!seen_word && (a == "lock" || a == "elect")) {
+      positional.push_back(a);
+      verbatim = Args(argv + i + 1, argv + argc);
+      break;
+    }
     if (a.size() > 1 && a[0] == '-') {
       std::string name = a.substr(a[1] == '-' ? 2 : 1);
       std::string bare = name.substr(0, name.find('='));
@@ -963,6 +994,7 @@ int Main(int argc, char** argv) {
         sink->push_back(argv[++i]);
       }
     } else {
+      seen_word = true;
       positional.push_back(a);
     }
   }
@@ -1010,6 +1042,7 @@ int Main(int argc, char** argv) {
   }
   Args rest(words.begin() + used, words.end());
   rest.insert(rest.end(), command_flags.begin(), command_flags.end());
+  if (verbatim.has_value()) rest = *verbatim;
   return cmd->run(g, rest);
 }
 

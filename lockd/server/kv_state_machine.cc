@@ -135,10 +135,17 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
     }
   }
   if (table_changed) batch->PutRecord(kMembersRecord, EncodeMemberTable(table));
+  // Taken once per batch, so each consumer sees every event exactly once.
   std::vector<mvccpb::Event> events;
-  if (watch_hub_ != nullptr) events = batch->TakeEvents();
+  if (watch_hub_ != nullptr || !commit_listeners_.empty()) {
+    events = batch->TakeEvents();
+  }
+  const int64_t revision = batch->revision();
   if (absl::Status s = batch->Commit(entries.back().index); !s.ok()) return s;
-  // Watchers see a batch only once readers can (same as clients' answers).
+  // Consumers see a batch only once readers can (as clients' answers do).
+  if (!events.empty()) {
+    for (const auto& listener : commit_listeners_) listener(events, revision);
+  }
   if (watch_hub_ != nullptr) watch_hub_->Publish(std::move(events));
   if (table_changed && membership_ != nullptr) {
     membership_->Replace(std::move(table));

@@ -76,6 +76,19 @@ class KvStateMachine final : public raft::StateMachine {
     restore_listeners_.push_back(std::move(listener));
   }
 
+  // Runs `listener` on the apply thread after each committed batch that
+  // produced events, with the batch's events (in revision order, with
+  // prev_kv) and the store revision after it; readers of the store already
+  // see the batch. Listeners must not block or call back into the state
+  // machine: they note what happened and wake their own threads. Not called
+  // for snapshot installs (use AddRestoreListener). Call before the node
+  // starts.
+  using CommitListener = std::function<void(
+      const std::vector<mvccpb::Event>& events, int64_t revision)>;
+  void AddCommitListener(CommitListener listener) {
+    commit_listeners_.push_back(std::move(listener));
+  }
+
   // Arranges for `done` to run (on the apply thread) with the result of the
   // command with this id once applied. Call before proposing.
   void Register(uint64_t id, std::function<void(ApplyResult)> done);
@@ -92,6 +105,7 @@ class KvStateMachine final : public raft::StateMachine {
   std::string snapshot_dir_;  // set before the node starts
   std::vector<std::function<void()>> restore_listeners_;  // apply thread
   kv::WatchHub* watch_hub_ = nullptr;
+  std::vector<CommitListener> commit_listeners_;  // apply thread
   absl::Mutex mu_;
   std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
       ABSL_GUARDED_BY(mu_);

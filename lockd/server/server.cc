@@ -160,6 +160,12 @@ absl::Status Server::OpenStorage() {
     if (absl::Status s = lessor_->ReloadFromStore(); !s.ok()) return s;
     state_machine_->AttachLessor(lessor_.get());
   }
+  locks_ = std::make_unique<lock::LockManager>(store_.get(), lock::Limits{});
+  state_machine_->AddCommitListener(
+      [this](const std::vector<mvccpb::Event>& events, int64_t revision) {
+        locks_->OnCommit(events, revision);
+      });
+  state_machine_->AddRestoreListener([this] { locks_->OnRestore(); });
   snapshot_io_ =
       std::make_unique<StoreSnapshotIo>(member_dir + "/snap", store_.get());
   state_machine_->SetSnapshotDir(snapshot_io_->dir());
@@ -266,6 +272,9 @@ absl::Status Server::OpenStorage() {
       lease_driver_.get());
   watch_ =
       std::make_unique<WatchService>(&config_, node_.get(), watch_hub_.get());
+  lock_ = std::make_unique<LockService>(kv_.get(), locks_.get());
+  election_ = std::make_unique<ElectionService>(kv_.get(), locks_.get());
+  lockd_locks_ = std::make_unique<LockdLocksService>(kv_.get(), locks_.get());
   return absl::OkStatus();
 }
 
@@ -572,6 +581,9 @@ absl::Status Server::Start() {
   client_builder.RegisterService(kv_.get());
   client_builder.RegisterService(lease_.get());
   client_builder.RegisterService(watch_.get());
+  client_builder.RegisterService(lock_.get());
+  client_builder.RegisterService(election_.get());
+  client_builder.RegisterService(lockd_locks_.get());
   client_server_ = client_builder.BuildAndStart();
   if (client_server_ == nullptr) {
     return absl::UnavailableError(

@@ -24,11 +24,15 @@
 #include "absl/time/time.h"
 #include "kv/mvcc/store.h"
 #include "kv/watch/hub.h"
+#include "lockd/lock/lock_manager.h"
 #include "lockd/server/cluster_service.h"
 #include "lockd/server/config.h"
+#include "lockd/server/election_service.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/lease_service.h"
+#include "lockd/server/lock_service.h"
+#include "lockd/server/lockd_locks_service.h"
 #include "lockd/server/membership.h"
 #include "lockd/server/proxy.h"
 #include "lockd/server/services.h"
@@ -122,6 +126,11 @@ class Server {
   std::unique_ptr<LeaseService> lease_;
   std::unique_ptr<LeaseService> peer_lease_;
   std::unique_ptr<WatchService> watch_;
+  // Lock and election waits, fed by the state machine's commit hook.
+  std::unique_ptr<lock::LockManager> locks_;
+  std::unique_ptr<LockService> lock_;
+  std::unique_ptr<ElectionService> election_;
+  std::unique_ptr<LockdLocksService> lockd_locks_;
   absl::Mutex compaction_mu_;
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
