@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <set>
 #include <utility>
 
@@ -263,6 +264,65 @@ absl::Status Server::OpenStorage() {
 }
 
 absl::Status Server::JoinFromPeers() {
+  // An operator (or `lockctl cluster resize`) may start a member before
+  // adding it, and a cluster may be between leaders: keep asking with a
+  // jittered, bounded backoff until --join-timeout.
+  const absl::Time deadline = absl::Now() + config_.join_timeout;
+  absl::Duration backoff = absl::Milliseconds(100);
+  // Each kind of wait is logged once.
+  bool said_not_added = false;
+  bool said_no_answer = false;
+  std::mt19937_64 rng(
+      config_.advertise_peer.empty()
+          ? 0
+          : std::hash<std::string>()(config_.advertise_peer[0].ToString()));
+  for (;;) {
+    absl::Status s = AskPeersToJoin();
+    if (s.ok()) return s;
+    if (!absl::IsFailedPrecondition(s) && !absl::IsUnavailable(s)) return s;
+    if (absl::Now() + backoff >= deadline) {
+      if (config_.join_timeout <= absl::ZeroDuration()) return s;
+      return absl::Status(
+          s.code(),
+          absl::StrCat(s.message(), " (gave up after --join-timeout=",
+                       absl::FormatDuration(config_.join_timeout), ")"));
+    }
+    bool& said =
+        absl::IsFailedPrecondition(s) ? said_not_added : said_no_answer;
+    if (!said) {
+      said = true;
+      std::vector<std::string> mine;
+      for (const Url& u : config_.advertise_peer) mine.push_back(u.ToString());
+      const std::string flags =
+          absl::StrCat(config_.name, " --peer-urls=", absl::StrJoin(mine, ","));
+      const std::string limit = absl::FormatDuration(config_.join_timeout);
+      LogLine(LogLevel::kInfo, "server",
+              absl::IsFailedPrecondition(s)
+                  ? absl::StrCat("waiting to be added: run `lockctl member "
+                                 "add ",
+                                 flags, "` (waiting up to ", limit,
+                                 ", --join-timeout)")
+                  : absl::StrCat("waiting for the cluster to answer, to join "
+                                 "as ",
+                                 flags, " (up to ", limit,
+                                 ", --join-timeout): ", s.message()));
+    }
+    // Start() runs before main() waits for SIGTERM (blocked in every
+    // thread): notice a pending one here so a waiting member can be stopped.
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) == 1 ||
+                                      sigismember(&pending, SIGINT) == 1)) {
+      return absl::CancelledError("stopped while waiting to join the cluster");
+    }
+    std::uniform_int_distribution<int64_t> jitter(
+        0, absl::ToInt64Milliseconds(backoff) / 2);
+    absl::SleepFor(backoff + absl::Milliseconds(jitter(rng)));
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+absl::Status Server::AskPeersToJoin() {
   std::vector<std::string> mine;
   for (const Url& u : config_.advertise_peer) mine.push_back(u.ToString());
   std::sort(mine.begin(), mine.end());
