@@ -128,10 +128,15 @@ bool Retryable(const absl::Status& s) {
 // lockd answers these only when it refused a write before proposing it
 // (lockd/server/kv_service.cc forwards on the same rule), so a retry cannot
 // apply a write twice.
+// A leader handing off leadership drops proposals before appending them
+// (raft/core HandlePropose) and says so with kFailedPrecondition; the
+// transfer ends within an election timeout.
 bool RefusedBeforeProposing(const absl::Status& s) {
-  return absl::IsUnavailable(s) &&
-         (s.message() == "etcdserver: no leader" ||
-          s.message() == "etcdserver: leader changed");
+  return (absl::IsUnavailable(s) &&
+          (s.message() == "etcdserver: no leader" ||
+           s.message() == "etcdserver: leader changed")) ||
+         (absl::IsFailedPrecondition(s) &&
+          absl::StartsWith(s.message(), "leadership transfer to "));
 }
 
 }  // namespace
@@ -302,10 +307,11 @@ absl::Status Client::WithRetry(bool idempotent, Call&& call) {
         return s;
       }
       last = s;
+      if (RefusedBeforeProposing(s)) continue;  // safe for any call
       if (!Retryable(s)) return s;
       MarkFailed(ep);
       RequestSync();
-      if (!idempotent && !RefusedBeforeProposing(s)) return s;
+      if (!idempotent) return s;
     }
     // Every endpoint failed this round: don't spin while the cluster
     // elects a leader.
