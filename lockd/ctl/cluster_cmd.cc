@@ -128,7 +128,14 @@ class Resizer {
   // The current members, matched to the targets by peer URL.
   absl::StatusOr<std::vector<Current>> List() {
     absl::StatusOr<etcdserverpb::MemberListResponse> r = client_->MemberList();
-    if (!r.ok()) return r.status();
+    if (!r.ok()) {
+      // Without a quorum no linearizable answer comes; a member's own view
+      // still lets CheckQuorum say which members are missing.
+      absl::StatusOr<etcdserverpb::MemberListResponse> local =
+          client_->MemberList(/*linearizable=*/false);
+      if (!local.ok()) return r.status();
+      r = std::move(local);
+    }
     std::vector<Current> out;
     for (const etcdserverpb::Member& m : r->members()) {
       Current c;

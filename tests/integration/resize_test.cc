@@ -160,6 +160,29 @@ TEST(ResizeTest, ThreeToFiveToThree_UnderLoad_NoClientCallFails) {
   // StartMember returns once each serves clients.
   const int m4 = cluster.AddSpec();
   const int m5 = cluster.AddSpec();
+  std::vector<std::string> all;
+  for (int i = 0; i < cluster.size(); ++i) {
+    all.push_back(absl::StrCat(cluster.member(i).name, "=",
+                               cluster.member(i).peer_url()));
+  }
+  // Interrupted: m4 is added as a learner but never starts, so the resize
+  // gives up, saying how to start it and to run again.
+  absl::StatusOr<CommandResult> first = RunCommand(
+      {Runfile("lockd/lockctl"), "--endpoints=" + pinned, "cluster", "resize",
+       "--members=" + absl::StrJoin(all, ","), "--wait-timeout=2s"},
+      absl::Seconds(60));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_NE(first->exit_code, 0);
+  EXPECT_NE(first->out.find("adding m4"), std::string::npos) << first->out;
+  EXPECT_NE(first->out.find("--name=m4 --initial-advertise-peer-urls=" +
+                            cluster.member(m4).peer_url()),
+            std::string::npos)
+      << first->out;
+  EXPECT_NE(first->err.find("run the same `lockctl cluster resize` again"),
+            std::string::npos)
+      << first->err;
+
+  // Run again with the new members starting: it continues with m4.
   absl::Status start4, start5;
   std::thread s4([&] {
     start4 = cluster.StartMember(m4, {"--initial-cluster-state=existing"},
@@ -169,18 +192,19 @@ TEST(ResizeTest, ThreeToFiveToThree_UnderLoad_NoClientCallFails) {
     start5 = cluster.StartMember(m5, {"--initial-cluster-state=existing"},
                                  absl::Seconds(60));
   });
-  std::vector<std::string> all;
-  for (int i = 0; i < cluster.size(); ++i) {
-    all.push_back(absl::StrCat(cluster.member(i).name, "=",
-                               cluster.member(i).peer_url()));
-  }
   absl::StatusOr<CommandResult> grow = Resize(pinned, absl::StrJoin(all, ","));
   s4.join();
   s5.join();
   ASSERT_TRUE(grow.ok()) << grow.status();
   EXPECT_EQ(grow->exit_code, 0) << grow->out << grow->err;
+  EXPECT_EQ(grow->out.find("adding m4"), std::string::npos) << grow->out;
+  EXPECT_NE(grow->out.find("waiting for learner m4"), std::string::npos)
+      << grow->out;
   EXPECT_TRUE(start4.ok()) << start4;
   EXPECT_TRUE(start5.ok()) << start5;
+  // m5 started before it was added, and waited to be.
+  EXPECT_NE(cluster.process(m5).output().find("waiting to be added"),
+            std::string::npos);
   // The client, given one endpoint, learns all five from MemberList.
   for (absl::Time until = absl::Now() + absl::Seconds(15);
        (*c)->current_endpoints().size() < 5 && absl::Now() < until;) {
@@ -270,6 +294,40 @@ TEST(ResizeTest, ThreeToFiveToThree_UnderLoad_NoClientCallFails) {
                      "_longest_call_ms"),
         static_cast<int>(absl::ToInt64Milliseconds(t->longest)));
   }
+}
+
+TEST(ResizeTest, RefusesARemovalThatWouldLeaveNoQuorum) {
+  // m3 is down; removing the healthy m2 would leave m1 alone of two voters.
+  LocalCluster cluster(3, "refuse");
+  ASSERT_TRUE(cluster.StartAll().ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  // Every member has published its client URLs before m3 goes away
+  // (bootstrap members are listed by name from the start).
+  for (absl::Time until = absl::Now() + absl::Seconds(15);
+       absl::Now() < until;) {
+    absl::StatusOr<CommandResult> l =
+        RunEtcdctl(cluster.member(0).endpoint(), {"member", "list"});
+    if (l.ok() && l->exit_code == 0 &&
+        l->out.find(cluster.member(1).client_url()) != std::string::npos &&
+        l->out.find(cluster.member(2).client_url()) != std::string::npos) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  cluster.StopMember(2);
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  const std::string target = absl::StrCat("m1=", cluster.member(0).peer_url(),
+                                          ",m3=", cluster.member(2).peer_url());
+  absl::StatusOr<CommandResult> r =
+      Resize(cluster.member(0).endpoint(), target);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NE(r->exit_code, 0);
+  EXPECT_NE(r->err.find("refusing to remove m2"), std::string::npos) << r->err;
+  EXPECT_NE(r->err.find("fewer than a quorum"), std::string::npos) << r->err;
+  absl::StatusOr<CommandResult> list =
+      RunEtcdctl(cluster.member(0).endpoint(), {"member", "list"});
+  ASSERT_TRUE(list.ok());
+  EXPECT_NE(list->out.find(", m2,"), std::string::npos) << list->out;
 }
 
 }  // namespace
