@@ -120,7 +120,7 @@ cmd_stop() {
       local p; p="$(pid_of "$name")"
       kill -TERM "$p"
       local t
-      for ((t = 0; t < 100 && $(kill -0 "$p" 2>/dev/null && echo 1 || echo 0); t++)); do sleep 0.1; done
+      for ((t = 0; t < 100; t++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
       kill -0 "$p" 2>/dev/null && { echo "$name did not stop in 10s; SIGKILL"; kill -KILL "$p"; }
       echo "$name stopped"
     fi
@@ -139,7 +139,9 @@ cmd_status() {
       echo "$name stopped"
     fi
   done <"$REGISTRY"
-  [[ -n "$eps" ]] && "$LOCKCTL" --endpoints="$eps" endpoint status --cluster -w table || true
+  if [[ -n "$eps" ]]; then
+    "$LOCKCTL" --endpoints="$eps" endpoint status --cluster -w table || true
+  fi
 }
 
 cmd_members() {

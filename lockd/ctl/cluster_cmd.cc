@@ -174,13 +174,19 @@ class Resizer {
 
   // Voters that answer Status and are not retired (a removed member's
   // proxy answers too, but is no voter any more).
+  // `silent` (if given) gets the labels of the voters that did not answer.
   int ReachableVoters(const std::vector<Current>& list,
-                      const std::set<uint64_t>& excluded) {
+                      const std::set<uint64_t>& excluded,
+                      std::vector<std::string>* silent = nullptr) {
     int n = 0;
     for (const Current& c : list) {
       if (c.m.islearner() || excluded.count(c.m.id())) continue;
       absl::StatusOr<etcdserverpb::StatusResponse> s = StatusOf(c);
-      if (s.ok() && s->header().member_id() == c.m.id()) ++n;
+      if (s.ok() && s->header().member_id() == c.m.id()) {
+        ++n;
+      } else if (silent != nullptr) {
+        silent->push_back(c.label());
+      }
     }
     return n;
   }
@@ -227,14 +233,15 @@ class Resizer {
   absl::Status CheckQuorum(const std::vector<Current>& list) {
     int voters = 0;
     for (const Current& c : list) voters += c.m.islearner() ? 0 : 1;
-    const int reachable = ReachableVoters(list, {});
+    std::vector<std::string> silent;
+    const int reachable = ReachableVoters(list, {}, &silent);
     if (reachable < voters / 2 + 1) {
       return absl::FailedPreconditionError(absl::StrCat(
           "only ", reachable, " of ", voters,
           " voting members answer, fewer than a quorum (", voters / 2 + 1,
-          "): the cluster cannot change its membership now. Start or repair "
-          "the missing members (lockctl endpoint status --cluster shows "
-          "which answer), then ",
+          "); not answering: ", absl::StrJoin(silent, ", "),
+          ". The cluster cannot change its membership now: start or repair "
+          "those members, then ",
           kRerun));
     }
     return absl::OkStatus();
@@ -348,14 +355,16 @@ absl::Status Resizer::Remove(const Current& victim,
     int voters = 0;
     for (const Current& c : list) voters += c.m.islearner() ? 0 : 1;
     const int after = voters - 1;
-    const int reachable = ReachableVoters(list, {victim.m.id()});
+    std::vector<std::string> silent;
+    const int reachable = ReachableVoters(list, {victim.m.id()}, &silent);
     if (after == 0 || reachable < after / 2 + 1) {
       return absl::FailedPreconditionError(absl::StrCat(
           "refusing to remove ", victim.label(), ": afterwards ", reachable,
           " of ", after, " voting members would answer, fewer than a quorum (",
           after / 2 + 1,
-          "); more than one voter is missing. Start or repair the missing "
-          "members first (lockctl endpoint status --cluster), then ",
+          "), because these do not answer: ", absl::StrJoin(silent, ", "),
+          ". Start or repair them first (lockctl endpoint status --cluster), "
+          "then ",
           kRerun));
     }
     etcdserverpb::StatusResponse leader_status;
