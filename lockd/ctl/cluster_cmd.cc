@@ -501,16 +501,22 @@ absl::Status Resizer::Run(bool dry_run) {
                        " target members"));
       return absl::OkStatus();
     }
-    if (absl::Status s = CheckQuorum(*list); !s.ok()) return s;
-
     absl::Status s;
+    if (!unstarted_in.empty()) {
+      // A target voter that has not published its client URLs cannot be
+      // asked whether it answers; waiting for it changes nothing, so it
+      // needs no quorum check.
+      s = WaitStarted(*unstarted_in[0]);
+      if (!s.ok()) return s;
+      continue;
+    }
+    if (absl::Status q = CheckQuorum(*list); !q.ok()) return q;
+
     if (!extra_learners.empty()) {
       // Only one learner may be in flight: clear strays first.
       s = Remove(*extra_learners[0], *list);
     } else if (!learners_in.empty()) {
       s = WaitAndPromote(*learners_in[0]);
-    } else if (!unstarted_in.empty()) {
-      s = WaitStarted(*unstarted_in[0]);
     } else if (!missing.empty()) {
       const Target& t = targets_[missing[0]];
       Say(absl::StrCat("[", ++step_, "] adding ", t.name, " (", t.peer_url,

@@ -137,6 +137,20 @@ TEST(ResizeTest, ThreeToFiveToThree_UnderLoad_NoClientCallFails) {
   LocalCluster cluster(3, "resize");
   ASSERT_TRUE(cluster.StartAll().ok());
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  // The members publish their client URLs soon after they start; the
+  // resize below waits for that itself, but the interrupted first run is
+  // meant to stop at m4.
+  for (absl::Time until = absl::Now() + absl::Seconds(20);
+       absl::Now() < until;) {
+    absl::StatusOr<CommandResult> l =
+        RunEtcdctl(cluster.member(0).endpoint(), {"member", "list"});
+    bool all = l.ok() && l->exit_code == 0;
+    for (int i = 0; all && i < 3; ++i) {
+      all = l->out.find(cluster.member(i).client_url()) != std::string::npos;
+    }
+    if (all) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
   const std::string first_three = cluster.endpoints();
   const std::string pinned = cluster.member(0).endpoint();
 
