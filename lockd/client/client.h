@@ -60,6 +60,7 @@ class Client {
   // Errors: kInvalidArgument for an empty or malformed endpoint list.
   static absl::StatusOr<std::unique_ptr<Client>> Create(
       const ClientOptions& options);
+  // Waits for a sync in progress to end (bounded by call_timeout).
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
