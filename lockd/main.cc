@@ -88,6 +88,10 @@ int Main(int argc, char** argv) {
               "client listener keeps relaying calls to the current members "
               "(so clients with a static endpoint list keep working) before "
               "it exits; 0 exits at once.");
+  fs.Duration("join-timeout", &config.join_timeout,
+              "With --initial-cluster-state=existing, how long to wait for "
+              "this member to be added to the cluster (`lockctl member add`) "
+              "and for a member to answer; 0 fails at once.");
   fs.String("log-level", &log_level, "Log level: debug, info, warn or error.");
   fs.Bool("version", &print_version, "Print the version and exit.");
 

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -12,11 +13,14 @@
 namespace lockd::client {
 
 struct Client::Endpoint {
+  std::string address;  // "host:port"
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
   std::unique_ptr<etcdserverpb::Maintenance::Stub> maintenance;
   std::unique_ptr<etcdserverpb::Cluster::Stub> cluster;
   std::unique_ptr<etcdserverpb::Lease::Stub> lease;
+  // absl::ToUnixNanos of the last failed call; 0 for never.
+  std::atomic<int64_t> failed_at_ns{0};
 };
 
 absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
@@ -35,36 +39,75 @@ absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
   return std::string(e);
 }
 
+std::shared_ptr<Client::Endpoint> Client::Dial(
+    const std::string& address) const {
+  grpc::ChannelArguments args;
+  // Notice a dead member within seconds, as a long-lived client must; the
+  // server allows pings without calls (lockd/server/server.cc).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+              absl::ToInt64Milliseconds(options_.keepalive_time));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+              absl::ToInt64Milliseconds(options_.keepalive_timeout));
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Reconnect to a restarted member quickly, but not in a tight loop.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetMaxReceiveMessageSize(INT32_MAX);
+  auto ep = std::make_shared<Endpoint>();
+  ep->address = address;
+  ep->channel = grpc::CreateCustomChannel(
+      address, grpc::InsecureChannelCredentials(), args);
+  ep->kv = etcdserverpb::KV::NewStub(ep->channel);
+  ep->maintenance = etcdserverpb::Maintenance::NewStub(ep->channel);
+  ep->cluster = etcdserverpb::Cluster::NewStub(ep->channel);
+  ep->lease = etcdserverpb::Lease::NewStub(ep->channel);
+  return ep;
+}
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(
     const ClientOptions& options) {
   if (options.endpoints.empty()) {
     return absl::InvalidArgumentError("no endpoints given");
   }
+  if (options.call_timeout <= absl::ZeroDuration() ||
+      options.dial_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "call and dial timeouts must be positive: every call has a deadline");
+  }
   auto client = std::unique_ptr<Client>(new Client(options));
   for (const std::string& raw : options.endpoints) {
     absl::StatusOr<std::string> e = NormalizeEndpoint(raw);
     if (!e.ok()) return e.status();
-    grpc::ChannelArguments args;
-    // Notice a dead member within seconds, as a long-lived client must.
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    args.SetMaxReceiveMessageSize(INT32_MAX);
-    auto ep = std::make_unique<Endpoint>();
-    ep->channel =
-        grpc::CreateCustomChannel(*e, grpc::InsecureChannelCredentials(), args);
-    ep->kv = etcdserverpb::KV::NewStub(ep->channel);
-    ep->maintenance = etcdserverpb::Maintenance::NewStub(ep->channel);
-    ep->cluster = etcdserverpb::Cluster::NewStub(ep->channel);
-    ep->lease = etcdserverpb::Lease::NewStub(ep->channel);
     client->endpoints_.push_back(*e);
-    client->conns_.push_back(std::move(ep));
+    client->conns_.push_back(client->Dial(*e));
+  }
+  {
+    absl::MutexLock lock(&client->mu_);
+    client->rng_state_ ^= static_cast<uint64_t>(absl::GetCurrentTimeNanos()) |
+                          1;  // never zero: xorshift would stay at zero
+    for (const auto& ep : client->conns_) {
+      bool dup = false;
+      for (const auto& p : client->pool_) dup |= p->address == ep->address;
+      if (!dup) client->pool_.push_back(ep);
+    }
+  }
+  if (options.auto_sync_interval > absl::ZeroDuration()) {
+    Client* c = client.get();
+    client->sync_thread_ = std::thread([c] { c->SyncLoop(); });
   }
   return client;
 }
 
 Client::Client(const ClientOptions& options) : options_(options) {}
-Client::~Client() = default;
+
+Client::~Client() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (sync_thread_.joinable()) sync_thread_.join();
+}
 
 namespace {
 
@@ -74,44 +117,208 @@ absl::Status FromGrpc(const grpc::Status& s) {
                       s.error_message());
 }
 
-// Errors after which another member may well succeed.
+// Errors after which another member may well succeed. The client never
+// cancels a unary call itself, so kCancelled comes from a member shutting
+// down its listener (e.g. one just removed, handing its port to its proxy).
 bool Retryable(const absl::Status& s) {
-  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s);
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
+         absl::IsCancelled(s);
+}
+
+// lockd answers these only when it refused a write before proposing it
+// (lockd/server/kv_service.cc forwards on the same rule), so a retry cannot
+// apply a write twice.
+// A leader handing off leadership drops proposals before appending them
+// (raft/core HandlePropose) and says so with kFailedPrecondition; the
+// transfer ends within an election timeout.
+bool RefusedBeforeProposing(const absl::Status& s) {
+  return (absl::IsUnavailable(s) &&
+          (s.message() == "etcdserver: no leader" ||
+           s.message() == "etcdserver: leader changed")) ||
+         (absl::IsFailedPrecondition(s) &&
+          absl::StartsWith(s.message(), "leadership transfer to "));
 }
 
 }  // namespace
 
+std::vector<std::shared_ptr<Client::Endpoint>> Client::Ordered() const {
+  std::vector<std::shared_ptr<Endpoint>> out;
+  std::string preferred;
+  {
+    absl::MutexLock lock(&mu_);
+    out = pool_;
+    preferred = preferred_;
+  }
+  const int64_t recent_ns =
+      absl::ToUnixNanos(absl::Now() - options_.failure_memory);
+  // 0: preferred and healthy, 1: healthy, 2: failed recently (oldest
+  // failure first: it has had the longest to recover).
+  auto rank = [&](const std::shared_ptr<Endpoint>& e) {
+    const int64_t f = e->failed_at_ns.load();
+    if (f != 0 && f > recent_ns) return 2;
+    return e->address == preferred ? 0 : 1;
+  };
+  std::stable_sort(out.begin(), out.end(),
+                   [&](const std::shared_ptr<Endpoint>& a,
+                       const std::shared_ptr<Endpoint>& b) {
+                     const int ra = rank(a), rb = rank(b);
+                     if (ra != rb) return ra < rb;
+                     if (ra == 2) {
+                       return a->failed_at_ns.load() < b->failed_at_ns.load();
+                     }
+                     return false;
+                   });
+  return out;
+}
+
+std::vector<std::string> Client::current_endpoints() const {
+  std::vector<std::string> out;
+  for (const auto& e : Ordered()) out.push_back(e->address);
+  return out;
+}
+
+void Client::MarkFailed(Endpoint& ep) {
+  ep.failed_at_ns = absl::ToUnixNanos(absl::Now());
+  absl::MutexLock lock(&mu_);
+  if (preferred_ == ep.address) preferred_.clear();
+}
+
+void Client::RequestSync() {
+  absl::MutexLock lock(&mu_);
+  sync_requested_ = true;
+}
+
+absl::Duration Client::Jittered(absl::Duration d) {
+  uint64_t x;
+  {
+    absl::MutexLock lock(&mu_);
+    // xorshift64: cheap, and good enough to spread retries apart.
+    x = rng_state_;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    rng_state_ = x;
+  }
+  const double factor = 0.5 + static_cast<double>(x % 1000) / 1000.0;
+  return d * factor;
+}
+
+absl::Status Client::Sync() {
+  absl::StatusOr<etcdserverpb::MemberListResponse> resp = MemberList(true);
+  if (!resp.ok()) return resp.status();
+  std::vector<std::string> addresses;
+  for (const etcdserverpb::Member& m : resp->members()) {
+    // A learner serves no linearizable calls; an unstarted member has not
+    // published its client URLs yet.
+    if (m.islearner()) continue;
+    for (const std::string& url : m.clienturls()) {
+      absl::StatusOr<std::string> a = NormalizeEndpoint(url);
+      if (a.ok() && std::find(addresses.begin(), addresses.end(), *a) ==
+                        addresses.end()) {
+        addresses.push_back(*a);
+      }
+    }
+  }
+  if (addresses.empty()) {
+    return absl::FailedPreconditionError(
+        "the member list names no client URL; keeping the endpoints");
+  }
+  std::vector<std::shared_ptr<Endpoint>> old;
+  {
+    absl::MutexLock lock(&mu_);
+    old = pool_;
+  }
+  std::vector<std::shared_ptr<Endpoint>> next;
+  for (const std::string& a : addresses) {
+    std::shared_ptr<Endpoint> found;
+    for (const auto& e : old) {
+      if (e->address == a) found = e;
+    }
+    for (const auto& e : conns_) {
+      if (found == nullptr && e->address == a) found = e;
+    }
+    // Dialing is lazy in gRPC: creating a channel does no I/O.
+    next.push_back(found != nullptr ? found : Dial(a));
+  }
+  absl::MutexLock lock(&mu_);
+  pool_ = std::move(next);
+  bool keep = false;
+  for (const auto& e : pool_) keep |= e->address == preferred_;
+  if (!keep) preferred_.clear();
+  return absl::OkStatus();
+}
+
+void Client::SyncLoop() {
+  auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || sync_requested_;
+  };
+  auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+  mu_.Lock();
+  while (!stopping_) {
+    mu_.AwaitWithTimeout(absl::Condition(&wake), options_.auto_sync_interval);
+    if (stopping_) break;
+    sync_requested_ = false;
+    mu_.Unlock();
+    // Failures are not fatal: the current list stays, and the next round
+    // (or the next failed call) tries again.
+    (void)Sync();
+    mu_.Lock();
+    // At most one sync a second, however many calls fail.
+    mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Seconds(1));
+  }
+  mu_.Unlock();
+}
+
 template <typename Call>
 absl::Status Client::WithRetry(bool idempotent, Call&& call) {
-  absl::Time deadline = absl::Now() + options_.call_timeout;
+  const absl::Time deadline = absl::Now() + options_.call_timeout;
   absl::Status last = absl::UnavailableError("no endpoint tried");
-  size_t n = conns_.size();
-  size_t start = preferred_.load();
-  for (size_t attempt = 0; absl::Now() < deadline; ++attempt) {
-    size_t i = (start + attempt) % n;
-    Endpoint& ep = *conns_[i];
-    // A member we cannot connect to never saw the request: safe to move on.
-    absl::Time dial_by =
-        std::min(deadline, absl::Now() + options_.dial_timeout);
-    if (!ep.channel->WaitForConnected(absl::ToChronoTime(dial_by))) {
-      last = absl::UnavailableError(absl::StrCat(
-          "cannot connect to ", endpoints_[i],
-          ": check that the member is running and the endpoint is right"));
-      continue;
+  absl::Duration backoff = options_.backoff_min;
+  while (absl::Now() < deadline) {
+    const std::vector<std::shared_ptr<Endpoint>> order = Ordered();
+    for (size_t k = 0; k < order.size() && absl::Now() < deadline; ++k) {
+      Endpoint& ep = *order[k];
+      const bool last_choice = k + 1 == order.size();
+      // A member we cannot connect to never saw the request: safe to move
+      // on. Don't wait for one that is failing while others remain.
+      if (!last_choice &&
+          ep.channel->GetState(true) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+        MarkFailed(ep);
+        last = absl::UnavailableError(
+            absl::StrCat("cannot connect to ", ep.address));
+        continue;
+      }
+      const absl::Time dial_by =
+          std::min(deadline, absl::Now() + options_.dial_timeout);
+      if (!ep.channel->WaitForConnected(absl::ToChronoTime(dial_by))) {
+        MarkFailed(ep);
+        RequestSync();
+        last = absl::UnavailableError(absl::StrCat(
+            "cannot connect to ", ep.address,
+            ": check that the member is running and the endpoint is right"));
+        continue;
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+      absl::Status s = FromGrpc(call(ep, &ctx));
+      if (s.ok()) {
+        absl::MutexLock lock(&mu_);
+        preferred_ = ep.address;
+        return s;
+      }
+      last = s;
+      if (RefusedBeforeProposing(s)) continue;  // safe for any call
+      if (!Retryable(s)) return s;
+      MarkFailed(ep);
+      RequestSync();
+      if (!idempotent) return s;
     }
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(deadline));
-    absl::Status s = FromGrpc(call(ep, &ctx));
-    if (s.ok()) {
-      preferred_ = i;
-      return s;
-    }
-    last = s;
-    if (!Retryable(s) || !idempotent) return s;
-    // Don't spin while the cluster elects a leader.
-    if (attempt + 1 >= n) {
-      absl::SleepFor(std::min(absl::Milliseconds(200), deadline - absl::Now()));
-    }
+    // Every endpoint failed this round: don't spin while the cluster
+    // elects a leader.
+    const absl::Duration pause =
+        std::min(Jittered(backoff), deadline - absl::Now());
+    if (pause > absl::ZeroDuration()) absl::SleepFor(pause);
+    backoff = std::min(backoff * 2, options_.backoff_max);
   }
   return last;
 }
@@ -167,10 +374,14 @@ absl::StatusOr<etcdserverpb::CompactionResponse> Client::Compact(
   return resp;
 }
 
-absl::StatusOr<etcdserverpb::MemberListResponse> Client::MemberList() {
+absl::StatusOr<etcdserverpb::MemberListResponse> Client::MemberList(
+    bool linearizable) {
   etcdserverpb::MemberListResponse resp;
+  etcdserverpb::MemberListRequest req;
+  req.set_linearizable(linearizable);
   absl::Status s = WithRetry(true, [&](Endpoint& ep, grpc::ClientContext* c) {
-    return ep.cluster->MemberList(c, etcdserverpb::MemberListRequest(), &resp);
+    resp.Clear();
+    return ep.cluster->MemberList(c, req, &resp);
   });
   if (!s.ok()) return s;
   return resp;
@@ -225,19 +436,23 @@ absl::Status Client::LeaseKeepAlive(
   absl::Duration ttl = options_.call_timeout;
   absl::Time last_renewed = absl::Now();
   absl::Status last = absl::UnavailableError("no endpoint tried");
-  const size_t n = conns_.size();
-  for (size_t attempt = 0;; ++attempt) {
+  absl::Duration backoff = options_.backoff_min;
+  for (;;) {
     if (absl::Now() - last_renewed > std::max(ttl, options_.call_timeout)) {
       return absl::UnavailableError(
           absl::StrCat("no member renewed the lease for ",
                        absl::FormatDuration(ttl), ": ", last.message()));
     }
-    const size_t i = (preferred_.load() + attempt) % n;
-    Endpoint& ep = *conns_[i];
+    // The healthiest endpoint now; one whose stream just failed has moved
+    // to the back.
+    const std::shared_ptr<Endpoint> chosen = Ordered().front();
+    Endpoint& ep = *chosen;
     if (!ep.channel->WaitForConnected(
             absl::ToChronoTime(absl::Now() + options_.dial_timeout))) {
+      MarkFailed(ep);
+      RequestSync();
       last = absl::UnavailableError(
-          absl::StrCat("cannot connect to ", endpoints_[i]));
+          absl::StrCat("cannot connect to ", ep.address));
       continue;
     }
     grpc::ClientContext ctx;
@@ -251,7 +466,11 @@ absl::Status Client::LeaseKeepAlive(
         (void)stream->Finish();
         return absl::NotFoundError("etcdserver: requested lease not found");
       }
-      preferred_ = i;
+      {
+        absl::MutexLock lock(&mu_);
+        preferred_ = ep.address;
+      }
+      backoff = options_.backoff_min;
       last_renewed = absl::Now();
       ttl = absl::Seconds(resp.ttl());
       if (!on_response(resp)) {
@@ -262,8 +481,11 @@ absl::Status Client::LeaseKeepAlive(
       absl::SleepFor(std::max(ttl / 3, absl::Milliseconds(500)));
     }
     last = FromGrpc(stream->Finish());
+    MarkFailed(ep);
+    RequestSync();
     // A member between leaders ends the stream; give the election a moment.
-    absl::SleepFor(absl::Milliseconds(200));
+    absl::SleepFor(Jittered(backoff));
+    backoff = std::min(backoff * 2, options_.backoff_max);
   }
 }
 
@@ -345,7 +567,7 @@ absl::Status Client::Snapshot(
   if (!ep.channel->WaitForConnected(
           absl::ToChronoTime(absl::Now() + options_.dial_timeout))) {
     return absl::UnavailableError(absl::StrCat(
-        "cannot connect to ", endpoints_[endpoint],
+        "cannot connect to ", endpoints_.at(endpoint),
         ": check that the member is running and the endpoint is right"));
   }
   grpc::ClientContext ctx;

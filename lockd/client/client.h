@@ -1,20 +1,30 @@
 // lockd's client library: the etcd v3 API over gRPC with the safety an
 // operator expects: a deadline on every call, reads retried on the next
 // endpoint when one is unavailable, writes retried only when no member could
-// have received them (the connection was never made).
+// have applied them (the connection was never made, or the member refused
+// before proposing: "etcdserver: no leader" / "leader changed"), with
+// jittered, bounded backoff between rounds.
+//
+// Endpoints: the client keeps its list in sync with the cluster's member
+// list (on an interval and soon after a failed call), so a client given one
+// endpoint learns the others and forgets removed members. An endpoint that
+// failed recently is tried after the others. Channels send HTTP/2
+// keepalive pings, so a dead member is noticed without a call hanging.
 //
 // Depends only on the wire protos and gRPC. Thread-safe.
 #ifndef LOCKD_CLIENT_CLIENT_H_
 #define LOCKD_CLIENT_CLIENT_H_
 
-#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
@@ -26,6 +36,20 @@ struct ClientOptions {
   absl::Duration dial_timeout = absl::Seconds(2);
   // Deadline of each call, retries included.
   absl::Duration call_timeout = absl::Seconds(5);
+  // How often the endpoint list is refreshed from MemberList; zero turns
+  // syncing off (lockctl, which addresses the endpoints it was given). A
+  // failed call asks for a refresh sooner (at most once a second).
+  absl::Duration auto_sync_interval = absl::Seconds(30);
+  // An endpoint whose call failed within this long is tried last.
+  absl::Duration failure_memory = absl::Seconds(5);
+  // Backoff between rounds over all endpoints: doubles from `backoff_min`
+  // up to `backoff_max`, each pause jittered by +-50%; the call deadline
+  // bounds the total.
+  absl::Duration backoff_min = absl::Milliseconds(50);
+  absl::Duration backoff_max = absl::Seconds(1);
+  // HTTP/2 keepalive pings on every channel.
+  absl::Duration keepalive_time = absl::Seconds(10);
+  absl::Duration keepalive_timeout = absl::Seconds(5);
 };
 
 // gRPC errors come back as absl::Status with the same code and message
@@ -36,6 +60,7 @@ class Client {
   // Errors: kInvalidArgument for an empty or malformed endpoint list.
   static absl::StatusOr<std::unique_ptr<Client>> Create(
       const ClientOptions& options);
+  // Waits for a sync in progress to end (bounded by call_timeout).
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -50,7 +75,10 @@ class Client {
       const etcdserverpb::TxnRequest& req);
   absl::StatusOr<etcdserverpb::CompactionResponse> Compact(
       const etcdserverpb::CompactionRequest& req);
-  absl::StatusOr<etcdserverpb::MemberListResponse> MemberList();
+  // Linearizable by default: a member that lags behind could otherwise
+  // answer with a membership that has already changed.
+  absl::StatusOr<etcdserverpb::MemberListResponse> MemberList(
+      bool linearizable = true);
   // Membership changes; never retried once a member may have received them.
   absl::StatusOr<etcdserverpb::MemberAddResponse> MemberAdd(
       const etcdserverpb::MemberAddRequest& req);
@@ -98,21 +126,51 @@ class Client {
       const std::function<bool(const std::string& chunk, uint64_t remaining)>&
           on_chunk);
 
+  // The endpoints given in the options (normalized); the indexed calls
+  // above (Status, Health, MoveLeader, Snapshot) address these. Fixed for
+  // the client's life.
   const std::vector<std::string>& endpoints() const { return endpoints_; }
+  // The endpoints calls are balanced over now: the given ones until the
+  // first sync, then the started voting members' client URLs, in the order
+  // the next call would try them.
+  std::vector<std::string> current_endpoints() const;
+  // Refreshes the endpoint list from MemberList now. Errors: those of
+  // MemberList; kFailedPrecondition when the list names no client URL
+  // (then the current list is kept).
+  absl::Status Sync();
 
  private:
   struct Endpoint;
   explicit Client(const ClientOptions& options);
-  // Runs `call` on endpoints in turn, starting at the preferred one, until
-  // it succeeds, fails with a non-retryable error, or the deadline passes.
-  // `idempotent` allows a retry after the request may have been delivered.
+  std::shared_ptr<Endpoint> Dial(const std::string& address) const;
+  // The current endpoints in trying order: the last one that worked first,
+  // then the others, those that failed within failure_memory last.
+  std::vector<std::shared_ptr<Endpoint>> Ordered() const;
+  void MarkFailed(Endpoint& ep);
+  void RequestSync();
+  void SyncLoop();
+  // Runs `call` on endpoints in turn, in Ordered() order, until it
+  // succeeds, fails with a non-retryable error, or the deadline passes;
+  // pauses with jittered backoff after each full round. `idempotent`
+  // allows a retry after the request may have been delivered.
   template <typename Call>
   absl::Status WithRetry(bool idempotent, Call&& call);
+  absl::Duration Jittered(absl::Duration d);
 
   ClientOptions options_;
   std::vector<std::string> endpoints_;
-  std::vector<std::unique_ptr<Endpoint>> conns_;
-  std::atomic<size_t> preferred_{0};
+  // Configured endpoints, by index; never changes after Create.
+  std::vector<std::shared_ptr<Endpoint>> conns_;
+
+  mutable absl::Mutex mu_;
+  // Shared with calls in flight, which keep an endpoint alive while a sync
+  // drops it.
+  std::vector<std::shared_ptr<Endpoint>> pool_ ABSL_GUARDED_BY(mu_);
+  std::string preferred_ ABSL_GUARDED_BY(mu_);  // address; "" for none
+  uint64_t rng_state_ ABSL_GUARDED_BY(mu_) = 0x9e3779b97f4a7c15u;
+  bool sync_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread sync_thread_;
 };
 
 // Normalizes "http://host:port" to "host:port". Errors: kInvalidArgument.

@@ -40,6 +40,14 @@ int RunLeaseCommand(const std::string& command, const LeaseContext& g,
 // lock_cmd.cc ("lock" or "elect"; same context).
 int RunLockCommand(const std::string& command, const LeaseContext& g,
                    const std::vector<std::string>& in);
+// cluster_cmd.cc.
+struct ClusterContext {
+  std::vector<std::string> endpoints;
+  absl::Duration dial_timeout;
+  absl::Duration command_timeout;
+};
+int RunClusterResize(const ClusterContext& g,
+                     const std::vector<std::string>& in);
 
 namespace {
 
@@ -77,6 +85,8 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Globals& g) {
   o.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
   o.dial_timeout = g.dial_timeout;
   o.call_timeout = g.command_timeout;
+  // Commands address the endpoints they were given (endpoint status, ...).
+  o.auto_sync_interval = absl::ZeroDuration();
   return client::Client::Create(o);
 }
 
@@ -887,6 +897,14 @@ std::function<int(const Globals&, const Args&)> LockCmd(const char* command) {
   };
 }
 
+int ClusterResize(const Globals& g, const Args& in) {
+  ClusterContext c;
+  c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
+  c.dial_timeout = g.dial_timeout;
+  c.command_timeout = g.command_timeout;
+  return RunClusterResize(c, in);
+}
+
 using Command = std::function<int(const Globals&, const Args&)>;
 struct CommandInfo {
   const char* summary;
@@ -909,6 +927,9 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"member promote",
        {"Promotes a non-voting member in the cluster", MemberPromote}},
       {"member update", {"Updates a member's peer URLs", MemberUpdate}},
+      {"cluster resize",
+       {"Grows or shrinks the cluster to --members, one safe step at a time",
+        ClusterResize}},
       {"move-leader", {"Transfers leadership to another member", MoveLeader}},
       {"txn", {"Txn processes all the requests in one transaction", Txn}},
       {"snapshot save",
@@ -990,7 +1011,7 @@ int Main(int argc, char** argv) {
                       bare == "count-only" || bare == "prev-kv" ||
                       bare == "ignore-value" || bare == "ignore-lease" ||
                       bare == "physical" || bare == "keys" || bare == "once" ||
-                      bare == "progress-notify"))) {
+                      bare == "progress-notify" || bare == "dry-run"))) {
         sink->push_back(argv[++i]);
       }
     } else {

@@ -62,6 +62,10 @@ struct ServerConfig {
   // How long a removed member keeps relaying its clients' calls to the
   // current members before it exits; zero exits at once.
   absl::Duration removed_member_grace = absl::Minutes(10);
+  // With --initial-cluster-state=existing: how long a new member keeps
+  // asking the cluster until its peer URLs appear in the member list (so it
+  // may be started before `member add`); zero fails at once.
+  absl::Duration join_timeout = absl::Minutes(5);
 
   // Derived by Validate().
   std::vector<Url> listen_client;

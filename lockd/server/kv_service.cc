@@ -164,9 +164,21 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContext* ctx,
   if (!s.ok()) {
     state_machine_->Cancel(id);
     // The node's own refusals name no etcd error; a proposer's checks do.
-    if (absl::IsUnavailable(s) &&
-        !absl::StartsWith(s.message(), "etcdserver: ")) {
-      return NotLeader(node_->leader());
+    const bool from_node = !absl::StartsWith(s.message(), "etcdserver: ");
+    if (absl::IsUnavailable(s) && from_node) return NotLeader(node_->leader());
+    if (absl::IsFailedPrecondition(s) && from_node) {
+      // Leadership is being handed over: the proposal was refused before
+      // it was appended, so trying again under the new leader cannot apply
+      // it twice. Wait for the handover (an election timeout at most).
+      const uint64_t was = node_->leader();
+      (void)node_->WaitForLeaderChange(std::min(
+          deadline,
+          absl::Now() + 2 * absl::Milliseconds(config_->election_timeout_ms)));
+      if (node_->leader() != was && absl::Now() < deadline) {
+        return ReplicateWith(ctx, propose, result, forward);
+      }
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "etcdserver: leader changed");
     }
     if (absl::IsDeadlineExceeded(s)) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <set>
 #include <utility>
 
@@ -279,6 +280,65 @@ absl::Status Server::OpenStorage() {
 }
 
 absl::Status Server::JoinFromPeers() {
+  // An operator (or `lockctl cluster resize`) may start a member before
+  // adding it, and a cluster may be between leaders: keep asking with a
+  // jittered, bounded backoff until --join-timeout.
+  const absl::Time deadline = absl::Now() + config_.join_timeout;
+  absl::Duration backoff = absl::Milliseconds(100);
+  // Each kind of wait is logged once.
+  bool said_not_added = false;
+  bool said_no_answer = false;
+  std::mt19937_64 rng(
+      config_.advertise_peer.empty()
+          ? 0
+          : std::hash<std::string>()(config_.advertise_peer[0].ToString()));
+  for (;;) {
+    absl::Status s = AskPeersToJoin();
+    if (s.ok()) return s;
+    if (!absl::IsFailedPrecondition(s) && !absl::IsUnavailable(s)) return s;
+    if (absl::Now() + backoff >= deadline) {
+      if (config_.join_timeout <= absl::ZeroDuration()) return s;
+      return absl::Status(
+          s.code(),
+          absl::StrCat(s.message(), " (gave up after --join-timeout=",
+                       absl::FormatDuration(config_.join_timeout), ")"));
+    }
+    bool& said =
+        absl::IsFailedPrecondition(s) ? said_not_added : said_no_answer;
+    if (!said) {
+      said = true;
+      std::vector<std::string> mine;
+      for (const Url& u : config_.advertise_peer) mine.push_back(u.ToString());
+      const std::string flags =
+          absl::StrCat(config_.name, " --peer-urls=", absl::StrJoin(mine, ","));
+      const std::string limit = absl::FormatDuration(config_.join_timeout);
+      LogLine(LogLevel::kInfo, "server",
+              absl::IsFailedPrecondition(s)
+                  ? absl::StrCat("waiting to be added: run `lockctl member "
+                                 "add ",
+                                 flags, "` (waiting up to ", limit,
+                                 ", --join-timeout)")
+                  : absl::StrCat("waiting for the cluster to answer, to join "
+                                 "as ",
+                                 flags, " (up to ", limit,
+                                 ", --join-timeout): ", s.message()));
+    }
+    // Start() runs before main() waits for SIGTERM (blocked in every
+    // thread): notice a pending one here so a waiting member can be stopped.
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) == 1 ||
+                                      sigismember(&pending, SIGINT) == 1)) {
+      return absl::CancelledError("stopped while waiting to join the cluster");
+    }
+    std::uniform_int_distribution<int64_t> jitter(
+        0, absl::ToInt64Milliseconds(backoff) / 2);
+    absl::SleepFor(backoff + absl::Milliseconds(jitter(rng)));
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+absl::Status Server::AskPeersToJoin() {
   std::vector<std::string> mine;
   for (const Url& u : config_.advertise_peer) mine.push_back(u.ToString());
   std::sort(mine.begin(), mine.end());
@@ -422,16 +482,28 @@ void Server::Retire() {
       b.RegisterCallbackGenericService(proxy_.get());
       return b.BuildAndStart();
     };
+    // Watches this member serves from its own (now frozen) state end with a
+    // retryable error; clients re-create them from their last revision.
+    watch_->EndAll(grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        "etcdserver: this member was removed from the cluster; watch again "
+        "(calls to this endpoint are relayed to the current members)"));
+    // The proxy listens beside the old listener (gRPC sets SO_REUSEPORT)
+    // before the old one closes, so no call finds the port closed; calls in
+    // flight on the old listener (writes it forwarded to the leader) get
+    // time to finish.
+    std::unique_ptr<grpc::Server> proxy_server = build();
     std::unique_ptr<grpc::Server> old;
     {
       absl::MutexLock lock(&client_server_mu_);
       old = std::move(client_server_);
     }
     if (old != nullptr) {
-      old->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      old->Shutdown(std::chrono::system_clock::now() +
+                    std::chrono::seconds(10));
       old->Wait();
     }
-    std::unique_ptr<grpc::Server> proxy_server = build();
+    if (proxy_server == nullptr) proxy_server = build();
     if (proxy_server == nullptr) {
       Logf(LogLevel::kError, "server",
            "cannot listen on the client ports for the proxy; exiting");

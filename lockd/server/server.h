@@ -95,6 +95,9 @@ class Server {
   // A member joining a running cluster learns its own ID and the cluster's
   // from the members in --initial-cluster.
   absl::Status JoinFromPeers();
+  // One round of JoinFromPeers: kFailedPrecondition when the cluster does
+  // not list this member yet, kUnavailable when no peer answered.
+  absl::Status AskPeersToJoin();
   // Adds and removes transport peers to match the member table.
   void UpdatePeers(const MemberList& members);
   // Disconnects removed members whose grace period is over.
