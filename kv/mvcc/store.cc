@@ -43,6 +43,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "kv/mvcc/errors.h"
+#include "kv/snapshot/archive.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/slice.h"
@@ -423,22 +424,6 @@ void RemoveTree(const std::string& path) {
         return 0;
       },
       16, FTW_DEPTH | FTW_PHYS);
-}
-
-absl::Status SyncDir(const std::string& dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(
-        absl::StrCat("open ", dir, ": ", std::strerror(errno)));
-  }
-  int rc = fsync(fd);
-  int err = errno;
-  close(fd);
-  if (rc != 0) {
-    return absl::InternalError(
-        absl::StrCat("fsync ", dir, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
 }
 
 uint64_t NextDbId() {

@@ -386,4 +386,20 @@ void RemoveFlatDir(const std::string& dir) {
   rmdir(dir.c_str());
 }
 
+absl::Status SyncDir(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("open ", dir, ": ", std::strerror(errno)));
+  }
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0) {
+    return absl::InternalError(
+        absl::StrCat("fsync ", dir, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace lockd::kv

@@ -72,6 +72,10 @@ absl::Status VerifyArchiveFile(const std::string& path);
 // directory itself. Missing is fine.
 void RemoveFlatDir(const std::string& dir);
 
+// fsyncs a directory, so renames and creations in it are durable. Errors:
+// kInternal naming the directory and the system error.
+absl::Status SyncDir(const std::string& dir);
+
 }  // namespace lockd::kv
 
 #endif  // LOCKD_KV_SNAPSHOT_ARCHIVE_H_

@@ -17,22 +17,6 @@
 namespace lockd {
 namespace {
 
-absl::Status SyncDir(const std::string& dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(
-        absl::StrCat("open ", dir, ": ", std::strerror(errno)));
-  }
-  int rc = fsync(fd);
-  int err = errno;
-  close(fd);
-  if (rc != 0) {
-    return absl::InternalError(
-        absl::StrCat("fsync ", dir, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
-}
-
 class CheckpointSource final : public raft::SnapshotSource {
  public:
   CheckpointSource(std::string dir, std::unique_ptr<kv::ArchiveReader> reader)
@@ -63,7 +47,7 @@ class StagingSink final : public raft::SnapshotSink {
   absl::StatusOr<std::string> Finish() override {
     if (absl::Status s = writer_.Finish(); !s.ok()) return s;
     // The files are fsynced as written; their directory entries too now.
-    if (absl::Status s = SyncDir(dir_); !s.ok()) return s;
+    if (absl::Status s = kv::SyncDir(dir_); !s.ok()) return s;
     finished_ = true;
     return dir_;
   }
