@@ -21,18 +21,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "lockd/client/client.h"
+#include "lockd/ctl/command.h"
 #include "lockd/util/flags.h"
 
 namespace lockd::ctl {
-
-// Called from main.cc's command table.
-struct ClusterContext {
-  std::vector<std::string> endpoints;
-  absl::Duration dial_timeout;
-  absl::Duration command_timeout;
-};
-int RunClusterResize(const ClusterContext& g,
-                     const std::vector<std::string>& in);
 
 namespace {
 
@@ -40,11 +32,6 @@ using Args = std::vector<std::string>;
 
 constexpr char kRerun[] =
     "run the same `lockctl cluster resize` again to continue from here";
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "Error: %s\n", message.c_str());
-  return 1;
-}
 
 void Say(const std::string& line) {
   std::printf("%s\n", line.c_str());
@@ -106,7 +93,7 @@ struct Current {
 
 class Resizer {
  public:
-  Resizer(const ClusterContext& g, std::vector<Target> targets,
+  Resizer(const CommandContext& g, std::vector<Target> targets,
           absl::Duration wait_timeout)
       : g_(g), targets_(std::move(targets)), wait_timeout_(wait_timeout) {}
 
@@ -251,7 +238,7 @@ class Resizer {
   absl::Status WaitStarted(const Current& member);
   absl::Status Remove(const Current& victim, const std::vector<Current>& list);
 
-  ClusterContext g_;
+  CommandContext g_;
   std::vector<Target> targets_;
   absl::Duration wait_timeout_;
   std::unique_ptr<client::Client> client_;
@@ -561,7 +548,7 @@ absl::Status Resizer::Run(bool dry_run) {
 
 }  // namespace
 
-int RunClusterResize(const ClusterContext& g, const Args& in) {
+int RunClusterResize(const CommandContext& g, const Args& in) {
   FlagSet fs("lockctl cluster resize", "");
   std::string members;
   bool dry_run = false;

@@ -11,29 +11,15 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "lockd/client/client.h"
+#include "lockd/ctl/command.h"
 #include "lockd/ctl/output.h"
 #include "lockd/util/flags.h"
 
 namespace lockd::ctl {
 
-// Called from main.cc's command table.
-struct LeaseContext {
-  std::vector<std::string> endpoints;
-  std::string write_out;
-  absl::Duration dial_timeout;
-  absl::Duration command_timeout;
-};
-int RunLeaseCommand(const std::string& command, const LeaseContext& g,
-                    const std::vector<std::string>& in);
-
 namespace {
 
 using Args = std::vector<std::string>;
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "Error: %s\n", message.c_str());
-  return 1;
-}
 
 std::string Hex(int64_t id) {
   return absl::StrFormat("%016x", static_cast<uint64_t>(id));
@@ -50,7 +36,8 @@ bool ParseId(const std::string& s, int64_t* id) {
   return true;
 }
 
-absl::StatusOr<std::unique_ptr<client::Client>> Connect(const LeaseContext& g) {
+absl::StatusOr<std::unique_ptr<client::Client>> Connect(
+    const CommandContext& g) {
   client::ClientOptions o;
   o.endpoints = g.endpoints;
   o.dial_timeout = g.dial_timeout;
@@ -63,7 +50,7 @@ void PrintTable(const std::vector<std::string>& header,
   std::printf("%s", RenderTable(header, rows).c_str());
 }
 
-int Grant(const LeaseContext& g, client::Client& c, const Args& args) {
+int Grant(const CommandContext& g, client::Client& c, const Args& args) {
   if (args.size() != 1) return Fail("lease grant command needs TTL argument");
   int64_t ttl;
   if (!absl::SimpleAtoi(args[0], &ttl)) {
@@ -87,7 +74,7 @@ int Grant(const LeaseContext& g, client::Client& c, const Args& args) {
   return 0;
 }
 
-int Revoke(const LeaseContext& g, client::Client& c, const Args& args) {
+int Revoke(const CommandContext& g, client::Client& c, const Args& args) {
   if (args.size() != 1) return Fail("lease revoke command needs 1 argument");
   etcdserverpb::LeaseRevokeRequest req;
   int64_t id;
@@ -109,7 +96,7 @@ int Revoke(const LeaseContext& g, client::Client& c, const Args& args) {
   return 0;
 }
 
-int TimeToLive(const LeaseContext& g, client::Client& c, const Args& in) {
+int TimeToLive(const CommandContext& g, client::Client& c, const Args& in) {
   bool keys = false;
   FlagSet fs("lockctl lease timetolive", "");
   fs.Bool("keys", &keys, "Get keys attached to this lease.");
@@ -161,7 +148,7 @@ int TimeToLive(const LeaseContext& g, client::Client& c, const Args& in) {
   return 0;
 }
 
-int List(const LeaseContext& g, client::Client& c, const Args& args) {
+int List(const CommandContext& g, client::Client& c, const Args& args) {
   if (!args.empty()) return Fail("lease list takes no arguments");
   auto r = c.LeaseLeases();
   if (!r.ok()) return Fail(std::string(r.status().message()));
@@ -180,7 +167,7 @@ int List(const LeaseContext& g, client::Client& c, const Args& args) {
   return 0;
 }
 
-int KeepAlive(const LeaseContext& g, client::Client& c, const Args& in) {
+int KeepAlive(const CommandContext& g, client::Client& c, const Args& in) {
   bool once = false;
   FlagSet fs("lockctl lease keep-alive", "");
   fs.Bool("once", &once,
@@ -222,7 +209,7 @@ int KeepAlive(const LeaseContext& g, client::Client& c, const Args& in) {
 
 }  // namespace
 
-int RunLeaseCommand(const std::string& command, const LeaseContext& g,
+int RunLeaseCommand(const std::string& command, const CommandContext& g,
                     const std::vector<std::string>& in) {
   auto c = Connect(g);
   if (!c.ok()) return Fail(std::string(c.status().message()));

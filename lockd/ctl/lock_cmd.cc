@@ -27,27 +27,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lockd/client/client.h"
+#include "lockd/ctl/command.h"
 #include "v3electionpb/v3election.grpc.pb.h"
 #include "v3lockpb/v3lock.grpc.pb.h"
 
 namespace lockd::ctl {
 
-// Called from main.cc's command table (the same struct as lease_cmd.cc's).
-struct LeaseContext {
-  std::vector<std::string> endpoints;
-  std::string write_out;
-  absl::Duration dial_timeout;
-  absl::Duration command_timeout;
-};
-int RunLockCommand(const std::string& command, const LeaseContext& g,
-                   const std::vector<std::string>& in);
-
 namespace {
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "Error: %s\n", message.c_str());
-  return 1;
-}
 
 // SIGINT/SIGTERM end the command: a thread waits for them (they are blocked
 // everywhere else) and cancels the call in flight.
@@ -181,7 +167,7 @@ bool Parse(const std::vector<std::string>& in, Parsed* p) {
   return true;
 }
 
-int Lock(const LeaseContext& g, Interrupts* interrupts, client::Client* c,
+int Lock(const CommandContext& g, Interrupts* interrupts, client::Client* c,
          const Parsed& p) {
   if (p.args.empty()) return Fail("lock takes a lock name argument");
   auto session = Session::Start(c, p.ttl_s);
@@ -244,7 +230,7 @@ int Lock(const LeaseContext& g, Interrupts* interrupts, client::Client* c,
   return code;
 }
 
-int Elect(const LeaseContext& g, Interrupts* interrupts, client::Client* c,
+int Elect(const CommandContext& g, Interrupts* interrupts, client::Client* c,
           const Parsed& p) {
   if (p.args.empty()) return Fail("elect takes an election name argument");
   const std::string& name = p.args[0];
@@ -296,7 +282,7 @@ int Elect(const LeaseContext& g, Interrupts* interrupts, client::Client* c,
 
 }  // namespace
 
-int RunLockCommand(const std::string& command, const LeaseContext& g,
+int RunLockCommand(const std::string& command, const CommandContext& g,
                    const std::vector<std::string>& in) {
   Parsed p;
   if (!Parse(in, &p)) return 1;

@@ -21,33 +21,13 @@
 #include "absl/time/clock.h"
 #include "kv/snapshot/archive.h"
 #include "lockd/client/client.h"
+#include "lockd/ctl/command.h"
 #include "lockd/ctl/output.h"
 #include "lockd/ctl/watch_cmd.h"
 #include "lockd/util/flags.h"
 #include "lockd/version.h"
 
 namespace lockd::ctl {
-
-// lease_cmd.cc.
-struct LeaseContext {
-  std::vector<std::string> endpoints;
-  std::string write_out;
-  absl::Duration dial_timeout;
-  absl::Duration command_timeout;
-};
-int RunLeaseCommand(const std::string& command, const LeaseContext& g,
-                    const std::vector<std::string>& in);
-// lock_cmd.cc ("lock" or "elect"; same context).
-int RunLockCommand(const std::string& command, const LeaseContext& g,
-                   const std::vector<std::string>& in);
-// cluster_cmd.cc.
-struct ClusterContext {
-  std::vector<std::string> endpoints;
-  absl::Duration dial_timeout;
-  absl::Duration command_timeout;
-};
-int RunClusterResize(const ClusterContext& g,
-                     const std::vector<std::string>& in);
 
 namespace {
 
@@ -57,11 +37,6 @@ struct Globals {
   absl::Duration dial_timeout = absl::Seconds(2);
   absl::Duration command_timeout = absl::Seconds(5);
 };
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "Error: %s\n", message.c_str());
-  return 1;
-}
 
 // etcd's errors already say what went wrong; add what to do for the common
 // ones a new user meets.
@@ -88,19 +63,6 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Globals& g) {
   // Commands address the endpoints they were given (endpoint status, ...).
   o.auto_sync_interval = absl::ZeroDuration();
   return client::Client::Create(o);
-}
-
-// The key just past every key with this prefix (etcd's GetPrefixRangeEnd).
-std::string PrefixEnd(const std::string& prefix) {
-  std::string end = prefix;
-  while (!end.empty()) {
-    if (static_cast<unsigned char>(end.back()) < 0xff) {
-      end.back() = static_cast<char>(end.back() + 1);
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');  // every key
 }
 
 using Args = std::vector<std::string>;
@@ -873,36 +835,32 @@ int Version(const Globals&, const Args& args) {
   return 0;
 }
 
+// The global flags as the commands in other files take them.
+CommandContext Context(const Globals& g) {
+  CommandContext c;
+  c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
+  c.write_out = g.write_out;
+  c.dial_timeout = g.dial_timeout;
+  c.command_timeout = g.command_timeout;
+  return c;
+}
+
 // "lease SUBCOMMAND" as a command of the table below.
 std::function<int(const Globals&, const Args&)> Lease(const char* command) {
   return [command](const Globals& g, const Args& in) {
-    LeaseContext c;
-    c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
-    c.write_out = g.write_out;
-    c.dial_timeout = g.dial_timeout;
-    c.command_timeout = g.command_timeout;
-    return RunLeaseCommand(command, c, in);
+    return RunLeaseCommand(command, Context(g), in);
   };
 }
 
 // "lock" and "elect" as commands of the table below.
 std::function<int(const Globals&, const Args&)> LockCmd(const char* command) {
   return [command](const Globals& g, const Args& in) {
-    LeaseContext c;
-    c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
-    c.write_out = g.write_out;
-    c.dial_timeout = g.dial_timeout;
-    c.command_timeout = g.command_timeout;
-    return RunLockCommand(command, c, in);
+    return RunLockCommand(command, Context(g), in);
   };
 }
 
 int ClusterResize(const Globals& g, const Args& in) {
-  ClusterContext c;
-  c.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
-  c.dial_timeout = g.dial_timeout;
-  c.command_timeout = g.command_timeout;
-  return RunClusterResize(c, in);
+  return RunClusterResize(Context(g), in);
 }
 
 using Command = std::function<int(const Globals&, const Args&)>;

@@ -19,28 +19,12 @@
 #include "absl/time/clock.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "lockd/client/client.h"
+#include "lockd/ctl/command.h"
 #include "lockd/ctl/output.h"
 #include "lockd/util/flags.h"
 
 namespace lockd::ctl {
 namespace {
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "Error: %s\n", message.c_str());
-  return 1;
-}
-
-std::string PrefixEnd(const std::string& prefix) {
-  std::string end = prefix;
-  while (!end.empty()) {
-    if (static_cast<unsigned char>(end.back()) < 0xff) {
-      end.back() = static_cast<char>(end.back() + 1);
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');
-}
 
 void PrintEvents(const etcdserverpb::WatchResponse& r) {
   for (const mvccpb::Event& ev : r.events()) {
