@@ -1,6 +1,7 @@
 #include "lockd/server/kv_state_machine.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -34,9 +35,16 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   // Results are handed to waiters only after the batch is durable in the
   // store (so a client never sees a write a reader on this member can't).
   std::vector<std::pair<uint64_t, ApplyResult>> mine;
-  MemberList table;
+  // The member table, copied only for a batch that touches membership
+  // (rare), never on every apply.
+  std::optional<MemberList> table;
+  auto members = [&]() -> MemberList& {
+    if (!table.has_value()) {
+      table = membership_ != nullptr ? membership_->Members() : MemberList();
+    }
+    return *table;
+  };
   bool table_changed = false;
-  if (membership_ != nullptr) table = membership_->Members();
   for (const raft::Entry& e : entries) {
     if (e.index <= already) continue;
     if (e.type == raft::EntryType::kConfChange) {
@@ -53,11 +61,11 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
         continue;
       }
       if (membership_ == nullptr) continue;
-      ApplyConfChangeToTable(*cc, context, &table);
+      ApplyConfChangeToTable(*cc, context, &members());
       table_changed = true;
       if (context.origin_member() == member_id_ && context.id() != 0) {
         ApplyResult r;
-        r.members = table;
+        r.members = members();
         mine.emplace_back(context.id(), std::move(r));
       }
       continue;
@@ -94,9 +102,10 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
         const uint64_t id = req.has_member_update()
                                 ? req.member_update().id()
                                 : req.member_attributes().id();
-        auto it = std::find_if(table.begin(), table.end(),
+        MemberList& t = members();
+        auto it = std::find_if(t.begin(), t.end(),
                                [id](const auto& m) { return m.id() == id; });
-        if (it == table.end()) {
+        if (it == t.end()) {
           r.status = absl::NotFoundError("etcdserver: member not found");
         } else if (req.has_member_update()) {
           it->mutable_peerurls()->CopyFrom(req.member_update().peerurls());
@@ -106,7 +115,7 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
               req.member_attributes().clienturls());
         }
         if (r.status.ok()) table_changed = true;
-        r.members = table;
+        r.members = t;
         break;
       }
       case internal::Request::kLeaseGrant:
@@ -134,7 +143,9 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
       mine.emplace_back(req.id(), std::move(r));
     }
   }
-  if (table_changed) batch->PutRecord(kMembersRecord, EncodeMemberTable(table));
+  if (table_changed) {
+    batch->PutRecord(kMembersRecord, EncodeMemberTable(*table));
+  }
   // Taken once per batch, so each consumer sees every event exactly once.
   std::vector<mvccpb::Event> events;
   if (watch_hub_ != nullptr || !commit_listeners_.empty()) {
@@ -148,7 +159,7 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   }
   if (watch_hub_ != nullptr) watch_hub_->Publish(std::move(events));
   if (table_changed && membership_ != nullptr) {
-    membership_->Replace(std::move(table));
+    membership_->Replace(*std::move(table));
   }
   for (auto& [id, result] : mine) {
     std::function<void(ApplyResult)> done;

@@ -1,6 +1,7 @@
 #include "tests/harness/cluster.h"
 
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 
@@ -46,6 +47,14 @@ absl::StatusOr<CommandResult> RunEtcdctl(const std::string& endpoints,
                                    "--command-timeout=15s"};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, absl::Seconds(30), {"ETCDCTL_API=3"}, stdin_text);
+}
+
+CommandResult Etcdctl(const std::string& endpoints,
+                      const std::vector<std::string>& args,
+                      const std::string& stdin_text) {
+  absl::StatusOr<CommandResult> r = RunEtcdctl(endpoints, args, stdin_text);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : CommandResult{};
 }
 
 std::string LocalCluster::initial_cluster() const {

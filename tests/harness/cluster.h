@@ -68,6 +68,12 @@ class LocalCluster {
 absl::StatusOr<CommandResult> RunEtcdctl(const std::string& endpoints,
                                          const std::vector<std::string>& args,
                                          const std::string& stdin_text = "");
+// RunEtcdctl for test bodies: an etcdctl that cannot be run at all fails
+// the test (and an empty result comes back); its exit code and output are
+// the caller's to check.
+CommandResult Etcdctl(const std::string& endpoints,
+                      const std::vector<std::string>& args,
+                      const std::string& stdin_text = "");
 
 }  // namespace lockd::testing
 

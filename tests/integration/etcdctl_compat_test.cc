@@ -18,18 +18,6 @@
 namespace lockd::testing {
 namespace {
 
-CommandResult Etcdctl(const std::string& endpoints,
-                      const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoints,
-                                   "--dial-timeout=5s",
-                                   "--command-timeout=10s"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  absl::StatusOr<CommandResult> r =
-      RunCommand(argv, absl::Seconds(30), {"ETCDCTL_API=3"});
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : CommandResult{};
-}
-
 // etcdctl's JSON output is Go's rendering of the etcd messages; the field
 // names are the proto field names, so protobuf's JSON parser reads them.
 template <typename Message>

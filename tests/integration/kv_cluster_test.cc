@@ -20,19 +20,6 @@
 namespace lockd::testing {
 namespace {
 
-CommandResult Etcdctl(const std::string& endpoints,
-                      const std::vector<std::string>& args,
-                      const std::string& stdin_text = "") {
-  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoints,
-                                   "--dial-timeout=5s",
-                                   "--command-timeout=10s"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  absl::StatusOr<CommandResult> r =
-      RunCommand(argv, absl::Seconds(30), {"ETCDCTL_API=3"}, stdin_text);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : CommandResult{};
-}
-
 TEST(KvClusterTest, Etcdctl_EveryOperationThroughEveryMember) {
   LocalCluster cluster(3, "kvops");
   for (int i = 0; i < 3; ++i) {

@@ -28,15 +28,6 @@ CommandResult Run(const std::vector<std::string>& argv,
   return r.ok() ? *r : CommandResult{};
 }
 
-CommandResult Etcdctl(const std::string& endpoints,
-                      const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoints,
-                                   "--dial-timeout=5s",
-                                   "--command-timeout=10s"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return Run(argv, {"ETCDCTL_API=3"});
-}
-
 CommandResult Lockctl(const std::string& endpoints,
                       const std::vector<std::string>& args) {
   std::vector<std::string> argv = {Runfile("lockd/lockctl"),

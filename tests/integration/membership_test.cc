@@ -20,13 +20,6 @@
 namespace lockd::testing {
 namespace {
 
-CommandResult Ctl(const std::string& endpoints,
-                  const std::vector<std::string>& args) {
-  absl::StatusOr<CommandResult> r = RunEtcdctl(endpoints, args);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : CommandResult{};
-}
-
 struct Listed {
   std::string id_hex;
   std::string status;  // "started" / "unstarted"
@@ -38,7 +31,7 @@ struct Listed {
 
 // `member list` in etcdctl's simple format, by name ("" for unstarted).
 std::map<std::string, Listed> MemberList(const std::string& endpoint) {
-  CommandResult r = Ctl(endpoint, {"member", "list"});
+  CommandResult r = Etcdctl(endpoint, {"member", "list"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   std::map<std::string, Listed> out;
   for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
@@ -62,7 +55,7 @@ CommandResult CtlUntilOk(const std::string& endpoints,
   const absl::Time deadline = absl::Now() + timeout;
   CommandResult r;
   do {
-    r = Ctl(endpoints, args);
+    r = Etcdctl(endpoints, args);
     if (r.exit_code == 0) return r;
     absl::SleepFor(absl::Milliseconds(200));
   } while (absl::Now() < deadline);
@@ -78,7 +71,8 @@ TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
   const std::string ep1 = cluster.member(0).endpoint();
   for (int n = 0; n < 50; ++n) {
-    ASSERT_EQ(Ctl(ep1, {"put", absl::StrCat("before/", n), "v"}).exit_code, 0);
+    ASSERT_EQ(Etcdctl(ep1, {"put", absl::StrCat("before/", n), "v"}).exit_code,
+              0);
   }
 
   // Every member has published its name and client URLs.
@@ -99,8 +93,8 @@ TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
   // A learner joins and replays the log.
   const int m4 = cluster.AddSpec();
   CommandResult add =
-      Ctl(ep1, {"member", "add", "m4", "--learner",
-                "--peer-urls=" + cluster.member(m4).peer_url()});
+      Etcdctl(ep1, {"member", "add", "m4", "--learner",
+                    "--peer-urls=" + cluster.member(m4).peer_url()});
   ASSERT_EQ(add.exit_code, 0) << add.err;
   EXPECT_NE(add.out.find("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
             std::string::npos)
@@ -112,22 +106,22 @@ TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
 
   // Refused changes, with etcd's errors, change nothing.
   CommandResult dup =
-      Ctl(ep1, {"member", "add", "again",
-                "--peer-urls=" + cluster.member(m4).peer_url()});
+      Etcdctl(ep1, {"member", "add", "again",
+                    "--peer-urls=" + cluster.member(m4).peer_url()});
   EXPECT_NE(dup.exit_code, 0);
   EXPECT_NE(dup.err.find("etcdserver: Peer URLs already exists"),
             std::string::npos)
       << dup.err;
-  CommandResult second = Ctl(ep1, {"member", "add", "x", "--learner",
-                                   "--peer-urls=http://127.0.0.1:1"});
+  CommandResult second = Etcdctl(ep1, {"member", "add", "x", "--learner",
+                                       "--peer-urls=http://127.0.0.1:1"});
   EXPECT_NE(second.err.find("etcdserver: too many learner members in cluster"),
             std::string::npos)
       << second.err;
-  CommandResult unknown = Ctl(ep1, {"member", "remove", "123456789"});
+  CommandResult unknown = Etcdctl(ep1, {"member", "remove", "123456789"});
   EXPECT_NE(unknown.err.find("etcdserver: member not found"), std::string::npos)
       << unknown.err;
   CommandResult voter_promote =
-      Ctl(ep1, {"member", "promote", members["m1"].id_hex});
+      Etcdctl(ep1, {"member", "promote", members["m1"].id_hex});
   EXPECT_NE(
       voter_promote.err.find("etcdserver: can only promote a learner member"),
       std::string::npos)
@@ -141,9 +135,9 @@ TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
   std::string value;
   for (int attempt = 0; attempt < 100 && value != "v\n"; ++attempt) {
     absl::SleepFor(absl::Milliseconds(100));
-    value =
-        Ctl(ep4, {"get", "before/49", "--consistency=s", "--print-value-only"})
-            .out;
+    value = Etcdctl(ep4, {"get", "before/49", "--consistency=s",
+                          "--print-value-only"})
+                .out;
   }
   EXPECT_EQ(value, "v\n");
   for (int attempt = 0; attempt < 100 && !MemberList(ep1).count("m4");
@@ -160,21 +154,22 @@ TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
 
   // A voter joins directly (joint consensus), then the leader is removed.
   const int m5 = cluster.AddSpec();
-  CommandResult add5 = Ctl(
+  CommandResult add5 = Etcdctl(
       ep4,
       {"member", "add", "m5", "--peer-urls=" + cluster.member(m5).peer_url()});
   ASSERT_EQ(add5.exit_code, 0) << add5.err;
   ASSERT_TRUE(
       cluster.StartMember(m5, {"--initial-cluster-state=existing"}).ok());
   ASSERT_EQ(
-      Ctl(cluster.member(m5).endpoint(), {"put", "via-m5", "ok"}).exit_code, 0);
+      Etcdctl(cluster.member(m5).endpoint(), {"put", "via-m5", "ok"}).exit_code,
+      0);
 
   uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
   ASSERT_NE(leader, 0u);
   const int leader_index = cluster.MemberIndexOf(leader);
   ASSERT_GE(leader_index, 0);
   CommandResult remove =
-      Ctl(ep4, {"member", "remove", absl::StrCat(absl::Hex(leader))});
+      Etcdctl(ep4, {"member", "remove", absl::StrCat(absl::Hex(leader))});
   ASSERT_EQ(remove.exit_code, 0) << remove.err;
   std::map<std::string, Listed> after = MemberList(ep4);
   EXPECT_EQ(after.size(), 4u);
@@ -187,7 +182,8 @@ TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
                    {"put", absl::StrCat("after/", i), "v"}, absl::Seconds(20));
     EXPECT_EQ(put.exit_code, 0) << "member " << i << ": " << put.err;
   }
-  CommandResult keys = Ctl(ep4, {"get", "after/", "--prefix", "--keys-only"});
+  CommandResult keys =
+      Etcdctl(ep4, {"get", "after/", "--prefix", "--keys-only"});
   std::set<std::string> written;
   for (absl::string_view line : absl::StrSplit(keys.out, '\n')) {
     if (!line.empty()) written.insert(std::string(line));
@@ -207,15 +203,15 @@ TEST(MembershipTest, StrictReconfigCheck_RefusesVoterWithoutStartedQuorum) {
   const std::string ep = cluster.member(0).endpoint();
   ASSERT_EQ(CtlUntilOk(ep, {"put", "k", "v"}, absl::Seconds(20)).exit_code, 0);
   CommandResult add =
-      Ctl(ep, {"member", "add", "m4", "--peer-urls=http://127.0.0.1:2"});
+      Etcdctl(ep, {"member", "add", "m4", "--peer-urls=http://127.0.0.1:2"});
   EXPECT_NE(add.exit_code, 0) << add.out;
   EXPECT_NE(add.err.find("etcdserver: re-configuration failed due to not "
                          "enough started members"),
             std::string::npos)
       << add.err;
   EXPECT_EQ(MemberList(ep).size(), 3u);
-  CommandResult learner = Ctl(ep, {"member", "add", "m4", "--learner",
-                                   "--peer-urls=http://127.0.0.1:3"});
+  CommandResult learner = Etcdctl(ep, {"member", "add", "m4", "--learner",
+                                       "--peer-urls=http://127.0.0.1:3"});
   EXPECT_EQ(learner.exit_code, 0) << learner.err;
   EXPECT_EQ(MemberList(ep).size(), 4u);
 }
@@ -244,7 +240,7 @@ TEST(MembershipTest, RemovedMember_RelaysClientsThroughGraceThenExits) {
   const std::string id = members[cluster.member(victim).name].id_hex;
   ASSERT_FALSE(id.empty());
   const std::string other_ep = cluster.member((victim + 1) % 3).endpoint();
-  CommandResult remove = Ctl(other_ep, {"member", "remove", id});
+  CommandResult remove = Etcdctl(other_ep, {"member", "remove", id});
   ASSERT_EQ(remove.exit_code, 0) << remove.err;
 
   // A client that only knows the removed member keeps working: its writes
@@ -252,15 +248,16 @@ TEST(MembershipTest, RemovedMember_RelaysClientsThroughGraceThenExits) {
   CommandResult put =
       CtlUntilOk(removed_ep, {"put", "via-removed", "yes"}, absl::Seconds(10));
   EXPECT_EQ(put.exit_code, 0) << put.err;
-  EXPECT_EQ(Ctl(other_ep, {"get", "via-removed", "--print-value-only"}).out,
+  EXPECT_EQ(Etcdctl(other_ep, {"get", "via-removed", "--print-value-only"}).out,
             "yes\n");
-  EXPECT_EQ(Ctl(removed_ep, {"get", "via-removed", "--print-value-only"}).out,
-            "yes\n");
+  EXPECT_EQ(
+      Etcdctl(removed_ep, {"get", "via-removed", "--print-value-only"}).out,
+      "yes\n");
   std::map<std::string, Listed> now = MemberList(removed_ep);
   EXPECT_EQ(now.size(), 2u);
   EXPECT_EQ(now.count(cluster.member(victim).name), 0u);
   // It says what it is.
-  CommandResult status = Ctl(removed_ep, {"endpoint", "status"});
+  CommandResult status = Etcdctl(removed_ep, {"endpoint", "status"});
   EXPECT_NE(status.out.find("this member was removed from the cluster"),
             std::string::npos)
       << status.out << status.err;
@@ -271,7 +268,7 @@ TEST(MembershipTest, RemovedMember_RelaysClientsThroughGraceThenExits) {
   EXPECT_EQ(*code, 0);
   EXPECT_NE(cluster.process(victim).output().find("grace period over"),
             std::string::npos);
-  EXPECT_EQ(Ctl(other_ep, {"put", "after-exit", "ok"}).exit_code, 0);
+  EXPECT_EQ(Etcdctl(other_ep, {"put", "after-exit", "ok"}).exit_code, 0);
 }
 
 }  // namespace

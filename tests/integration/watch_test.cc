@@ -23,18 +23,6 @@
 namespace lockd::testing {
 namespace {
 
-CommandResult Etcdctl(const std::string& endpoints,
-                      const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoints,
-                                   "--dial-timeout=5s",
-                                   "--command-timeout=10s"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  absl::StatusOr<CommandResult> r =
-      RunCommand(argv, absl::Seconds(30), {"ETCDCTL_API=3"});
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : CommandResult{};
-}
-
 // A long-running watch command (etcdctl or lockctl) with its output.
 std::unique_ptr<Subprocess> StartWatch(bool lockctl,
                                        const std::string& endpoints,

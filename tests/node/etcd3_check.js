@@ -29,16 +29,13 @@ function check(name, cond, detail) {
   }
 }
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-// Polls `fn` until it returns true or `ms` pass.
+// Waits until `fn` returns true, asking again every 50 ms, for at most
+// `ms`; returns whether it did.
 async function eventually(fn, ms) {
   const until = Date.now() + ms;
   while (Date.now() < until) {
     if (await fn()) return true;
-    await sleep(50);
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return fn();
 }
@@ -79,19 +76,26 @@ const suites = {
 
   async lease() {
     const lease = client.lease(5);
+    let renewals = 0;
+    lease.on('keepaliveSucceeded', () => { renewals++; });
     await lease.put('lease/k1').value('v1');
     await lease.put('lease/k2').value('v2');
     const id = await lease.grant();
+    const granted = Date.now();
     check('lease.grant', typeof id === 'string' && id.length > 0, id);
     check('lease.attached',
       (await client.getAll().prefix('lease/').count()) === 2, 'keys');
-    // The client keeps the lease alive past its TTL.
-    await sleep(7000);
+    // The client renews at once and then every TTL/3; after five renewals
+    // the lease has outlived its first TTL only because it was kept alive.
+    const renewed = await eventually(async () => renewals >= 5, 20000);
+    check('lease.renewed', renewed, `${renewals} renewals`);
+    check('lease.past-ttl', Date.now() - granted > 5000,
+      `${Date.now() - granted} ms after the grant`);
     check('lease.kept-alive',
       (await client.getAll().prefix('lease/').count()) === 2,
       'keys vanished while kept alive');
-    const renewed = await lease.keepaliveOnce();
-    const ttl = Number(renewed.TTL);
+    const once = await lease.keepaliveOnce();
+    const ttl = Number(once.TTL);
     check('lease.keepalive-once', ttl > 0 && ttl <= 5, `ttl ${ttl}`);
     await lease.revoke();
     check('lease.revoke',
@@ -106,33 +110,41 @@ const suites = {
   },
 
   async lock() {
-    // Client-side locks (lease + create-revision txn): two workers take
-    // turns; their critical sections never overlap.
+    // Client-side locks (lease + create-revision txn): three workers take
+    // turns incrementing a counter with a read and a write; their critical
+    // sections never overlap and no increment is lost.
+    await client.put('node-counter').value('0');
     let inside = 0;
     let overlaps = 0;
     let done = 0;
-    const worker = async (n) => {
+    const worker = async () => {
       for (let i = 0; i < 5; i++) {
         for (;;) {
           try {
             await client.lock('node-lock').ttl(5).do(async () => {
               inside++;
               if (inside > 1) overlaps++;
-              await sleep(20);
+              const n = Number(await client.get('node-counter').string());
+              await client.put('node-counter').value(String(n + 1));
               inside--;
             });
             done++;
             break;
           } catch (e) {
             if (!(e instanceof EtcdLockFailedError)) throw e;
-            await sleep(10 + n * 7);
+            // etcd3's lock does not queue: wait until the holder releases.
+            await eventually(
+              async () => (await client.get('node-lock').string()) === null,
+              10000);
           }
         }
       }
     };
-    await Promise.all([worker(1), worker(2), worker(3)]);
+    await Promise.all([worker(), worker(), worker()]);
     check('lock.exclusive', overlaps === 0, `${overlaps} overlaps`);
     check('lock.all-done', done === 15, `${done} sections`);
+    check('lock.no-lost-update',
+      (await client.get('node-counter').string()) === '15', 'counter');
   },
 
   async watch() {
@@ -169,7 +181,11 @@ const suites = {
     let secondElected = false;
     second.on('elected', () => { secondElected = true; });
     second.on('error', () => {});
-    await sleep(500);
+    // Once the second candidate's key exists it is queued behind the first.
+    const queued = await eventually(
+      async () => (await client.getAll().prefix('election/node-election/')
+        .count()) === 2, 10000);
+    check('election.queued', queued, 'second candidate not registered');
     check('election.waits', secondElected === false, 'two leaders');
     await first.resign();
     check('election.handover',
