@@ -44,7 +44,7 @@ grpc::Status ElectionService::ProclaimAs(grpc::ServerContext* ctx,
   put->set_value(value);
   put->set_lease(leader.lease());
   etcdserverpb::TxnResponse resp;
-  grpc::Status st = kv_->Txn(ctx, &txn, &resp);
+  grpc::Status st = kv_->TxnBlocking(ctx, &txn, &resp);
   if (!st.ok()) return st;
   if (!resp.succeeded()) return Plain(kNotLeader);
   *header = resp.header();
@@ -113,7 +113,7 @@ grpc::Status ElectionService::Resign(grpc::ServerContext* ctx,
   txn.add_success()->mutable_request_delete_range()->set_key(
       req->leader().key());
   etcdserverpb::TxnResponse out;
-  grpc::Status st = kv_->Txn(ctx, &txn, &out);
+  grpc::Status st = kv_->TxnBlocking(ctx, &txn, &out);
   if (!st.ok()) return st;
   *resp->mutable_header() = out.header();
   return grpc::Status::OK;

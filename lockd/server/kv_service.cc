@@ -24,14 +24,14 @@ grpc::Status ToGrpc(const absl::Status& s) {
                       std::string(s.message()));
 }
 
-absl::Time Deadline(grpc::ServerContext* ctx) {
+absl::Time Deadline(grpc::ServerContextBase* ctx) {
   absl::Time limit = absl::Now() + kRequestTimeout;
   auto d = ctx->deadline();
   if (d == std::chrono::system_clock::time_point::max()) return limit;
   return std::min(limit, absl::FromChrono(d));
 }
 
-bool Forwarded(grpc::ServerContext* ctx) {
+bool Forwarded(grpc::ServerContextBase* ctx) {
   return ctx->client_metadata().count(kForwardedKey) > 0;
 }
 
@@ -42,6 +42,14 @@ grpc::Status NotLeader(uint64_t leader) {
   }
   return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                       "etcdserver: leader changed");
+}
+
+// A forwarded write the leader refused before proposing it: trying the new
+// leader cannot apply it twice.
+bool RefusedBeforeProposing(const grpc::Status& st) {
+  return st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+         (st.error_message() == "etcdserver: leader changed" ||
+          st.error_message() == "etcdserver: no leader");
 }
 
 }  // namespace
@@ -58,7 +66,27 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
       // Ids only need to be unique among this member's waiting requests;
       // a random start keeps a restarted member from reusing live ones.
       next_id_(std::random_device{}() |
-               (uint64_t{std::random_device{}()} << 32)) {}
+               (uint64_t{std::random_device{}()} << 32)) {
+  sweeper_ = std::thread([this] {
+    absl::MutexLock lock(&sweeper_mu_);
+    while (!sweeper_mu_.AwaitWithTimeout(absl::Condition(&stopping_),
+                                         absl::Milliseconds(50))) {
+      sweeper_mu_.Unlock();
+      state_machine_->ExpireWaiters(absl::Now());
+      sweeper_mu_.Lock();
+    }
+  });
+}
+
+KvService::~KvService() {
+  {
+    absl::MutexLock lock(&sweeper_mu_);
+    stopping_ = true;
+  }
+  sweeper_.join();
+  // Whatever still waits for a commit is answered now.
+  state_machine_->ExpireWaiters(absl::InfiniteFuture());
+}
 
 void KvService::FillHeader(etcdserverpb::ResponseHeader* h) const {
   h->set_cluster_id(config_->cluster_id);
@@ -93,7 +121,96 @@ std::shared_ptr<grpc::Channel> KvService::LeaderChannel(uint64_t leader) {
   return channel;
 }
 
-grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
+std::shared_ptr<etcdserverpb::KV::Stub> KvService::LeaderStub(uint64_t leader) {
+  std::shared_ptr<grpc::Channel> channel = LeaderChannel(leader);
+  if (channel == nullptr) return nullptr;
+  absl::MutexLock lock(&stubs_mu_);
+  // Channels live as long as the service, so their address is a stable key.
+  std::shared_ptr<etcdserverpb::KV::Stub>& stub = stubs_[channel.get()];
+  if (stub == nullptr) stub = etcdserverpb::KV::NewStub(channel);
+  return stub;
+}
+
+void KvService::Offload(grpc::ServerUnaryReactor* reactor,
+                        std::function<grpc::Status()> blocking) {
+  if (!pool_.Submit([reactor, blocking = std::move(blocking)] {
+        reactor->Finish(blocking());
+      })) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "etcdserver: too many requests"));
+  }
+}
+
+template <typename Req, typename Resp>
+grpc::ServerUnaryReactor* KvService::WriteAsync(
+    grpc::CallbackServerContext* ctx, const Req* req, Resp* resp,
+    const std::function<void(internal::Request*)>& wrap,
+    Resp ApplyResult::*result_field,
+    const std::function<void(etcdserverpb::KV::Stub*, grpc::ClientContext*,
+                             std::function<void(grpc::Status)>)>& forward,
+    std::function<grpc::Status()> blocking) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const absl::Time deadline = Deadline(ctx);
+  if (node_->is_leader()) {
+    internal::Request r;
+    wrap(&r);
+    const uint64_t id = next_id_.fetch_add(1);
+    r.set_version(1);
+    r.set_origin_member(config_->member_id);
+    r.set_id(id);
+    std::string data = r.SerializeAsString();
+    if (data.size() > config_->max_request_bytes) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "etcdserver: request is too large"));
+      return reactor;
+    }
+    state_machine_->Register(
+        id,
+        [this, reactor, resp, result_field](ApplyResult result) {
+          if (!result.status.ok()) {
+            reactor->Finish(ToGrpc(result.status));
+            return;
+          }
+          *resp = std::move(result.*result_field);
+          FillHeader(resp->mutable_header());
+          reactor->Finish(grpc::Status::OK);
+        },
+        deadline);
+    node_->ProposeAsync(std::move(data),
+                        [this, id, reactor, blocking](absl::Status s) {
+                          // Refused (no longer leader, a hand-over, too many
+                          // pending): the entry was never appended, so the
+                          // blocking path may place it again (it waits for the
+                          // new leader and forwards).
+                          if (!s.ok() && state_machine_->Cancel(id)) {
+                            Offload(reactor, blocking);
+                          }
+                        });
+    return reactor;
+  }
+  const uint64_t leader = node_->leader();
+  std::shared_ptr<etcdserverpb::KV::Stub> stub =
+      leader == 0 || Forwarded(ctx) ? nullptr : LeaderStub(leader);
+  if (stub == nullptr) {
+    Offload(reactor, std::move(blocking));
+    return reactor;
+  }
+  auto fwd = std::make_shared<grpc::ClientContext>();
+  fwd->set_deadline(absl::ToChronoTime(deadline));
+  fwd->AddMetadata(kForwardedKey, "1");
+  forward(stub.get(), fwd.get(),
+          [this, reactor, resp, fwd, stub, blocking](grpc::Status st) {
+            if (RefusedBeforeProposing(st)) {
+              Offload(reactor, blocking);
+              return;
+            }
+            if (st.ok()) FillHeader(resp->mutable_header());
+            reactor->Finish(st);
+          });
+  return reactor;
+}
+
+grpc::Status KvService::Replicate(grpc::ServerContextBase* ctx,
                                   internal::Request req, ApplyResult* result,
                                   const Forward& forward) {
   return ReplicateWith(
@@ -111,7 +228,7 @@ grpc::Status KvService::Replicate(grpc::ServerContext* ctx,
       result, forward);
 }
 
-grpc::Status KvService::ReplicateWith(grpc::ServerContext* ctx,
+grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
                                       const Proposer& propose,
                                       ApplyResult* result,
                                       const Forward& forward) {
@@ -134,11 +251,7 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContext* ctx,
     fwd.set_deadline(absl::ToChronoTime(deadline));
     fwd.AddMetadata(kForwardedKey, "1");
     grpc::Status st = forward(channel, &fwd);
-    const bool refused_before_proposing =
-        st.error_code() == grpc::StatusCode::UNAVAILABLE &&
-        (st.error_message() == "etcdserver: leader changed" ||
-         st.error_message() == "etcdserver: no leader");
-    if (!refused_before_proposing || attempt == kMaxForwards ||
+    if (!RefusedBeforeProposing(st) || attempt == kMaxForwards ||
         absl::Now() >= deadline) {
       return st;
     }
@@ -219,7 +332,7 @@ grpc::Status KvService::Range(grpc::ServerContext* ctx,
 
 template <typename Req, typename Resp>
 grpc::Status KvService::Write(
-    grpc::ServerContext* ctx, const Req& req, Resp* resp,
+    grpc::ServerContextBase* ctx, const Req& req, Resp* resp,
     const std::function<void(internal::Request*)>& wrap,
     Resp ApplyResult::*result_field,
     grpc::Status (etcdserverpb::KV::Stub::*forward)(grpc::ClientContext*,
@@ -240,9 +353,84 @@ grpc::Status KvService::Write(
   return grpc::Status::OK;
 }
 
-grpc::Status KvService::Put(grpc::ServerContext* ctx,
-                            const etcdserverpb::PutRequest* req,
-                            etcdserverpb::PutResponse* resp) {
+grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
+                                         const etcdserverpb::PutRequest* req,
+                                         etcdserverpb::PutResponse* resp) {
+  auto blocking = [this, ctx, req, resp] {
+    return PutBlocking(ctx, req, resp);
+  };
+  if (absl::Status s = kv::ValidatePut(*req); !s.ok()) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+  if (!RoomInQuota(req->ByteSizeLong())) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    Offload(reactor, blocking);
+    return reactor;
+  }
+  return WriteAsync<etcdserverpb::PutRequest, etcdserverpb::PutResponse>(
+      ctx, req, resp, [req](internal::Request* r) { *r->mutable_put() = *req; },
+      &ApplyResult::put,
+      [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
+                  std::function<void(grpc::Status)> done) {
+        stub->async()->Put(c, req, resp, std::move(done));
+      },
+      blocking);
+}
+
+grpc::ServerUnaryReactor* KvService::DeleteRange(
+    grpc::CallbackServerContext* ctx,
+    const etcdserverpb::DeleteRangeRequest* req,
+    etcdserverpb::DeleteRangeResponse* resp) {
+  if (absl::Status s = kv::ValidateDeleteRange(*req); !s.ok()) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+  return WriteAsync<etcdserverpb::DeleteRangeRequest,
+                    etcdserverpb::DeleteRangeResponse>(
+      ctx, req, resp,
+      [req](internal::Request* r) { *r->mutable_delete_range() = *req; },
+      &ApplyResult::delete_range,
+      [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
+                  std::function<void(grpc::Status)> done) {
+        stub->async()->DeleteRange(c, req, resp, std::move(done));
+      },
+      [this, ctx, req, resp] { return DeleteRangeBlocking(ctx, req, resp); });
+}
+
+grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* ctx,
+                                         const etcdserverpb::TxnRequest* req,
+                                         etcdserverpb::TxnResponse* resp) {
+  auto blocking = [this, ctx, req, resp] {
+    return TxnBlocking(ctx, req, resp);
+  };
+  if (absl::Status s =
+          kv::ValidateTxn(*req, static_cast<int64_t>(config_->max_txn_ops));
+      !s.ok()) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+  if (!RoomInQuota(req->ByteSizeLong())) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    Offload(reactor, blocking);
+    return reactor;
+  }
+  return WriteAsync<etcdserverpb::TxnRequest, etcdserverpb::TxnResponse>(
+      ctx, req, resp, [req](internal::Request* r) { *r->mutable_txn() = *req; },
+      &ApplyResult::txn,
+      [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
+                  std::function<void(grpc::Status)> done) {
+        stub->async()->Txn(c, req, resp, std::move(done));
+      },
+      blocking);
+}
+
+grpc::Status KvService::PutBlocking(grpc::ServerContextBase* ctx,
+                                    const etcdserverpb::PutRequest* req,
+                                    etcdserverpb::PutResponse* resp) {
   if (absl::Status s = kv::ValidatePut(*req); !s.ok()) return ToGrpc(s);
   if (OverQuota(ctx, req->ByteSizeLong())) return ToGrpc(kv::ErrNoSpace());
   return Write(
@@ -250,9 +438,9 @@ grpc::Status KvService::Put(grpc::ServerContext* ctx,
       &ApplyResult::put, &etcdserverpb::KV::Stub::Put);
 }
 
-grpc::Status KvService::DeleteRange(grpc::ServerContext* ctx,
-                                    const etcdserverpb::DeleteRangeRequest* req,
-                                    etcdserverpb::DeleteRangeResponse* resp) {
+grpc::Status KvService::DeleteRangeBlocking(
+    grpc::ServerContextBase* ctx, const etcdserverpb::DeleteRangeRequest* req,
+    etcdserverpb::DeleteRangeResponse* resp) {
   if (absl::Status s = kv::ValidateDeleteRange(*req); !s.ok()) {
     return ToGrpc(s);
   }
@@ -262,9 +450,9 @@ grpc::Status KvService::DeleteRange(grpc::ServerContext* ctx,
       &ApplyResult::delete_range, &etcdserverpb::KV::Stub::DeleteRange);
 }
 
-grpc::Status KvService::Txn(grpc::ServerContext* ctx,
-                            const etcdserverpb::TxnRequest* req,
-                            etcdserverpb::TxnResponse* resp) {
+grpc::Status KvService::TxnBlocking(grpc::ServerContextBase* ctx,
+                                    const etcdserverpb::TxnRequest* req,
+                                    etcdserverpb::TxnResponse* resp) {
   if (absl::Status s =
           kv::ValidateTxn(*req, static_cast<int64_t>(config_->max_txn_ops));
       !s.ok()) {
@@ -276,7 +464,7 @@ grpc::Status KvService::Txn(grpc::ServerContext* ctx,
       &ApplyResult::txn, &etcdserverpb::KV::Stub::Txn);
 }
 
-bool KvService::OverQuota(grpc::ServerContext* ctx, size_t request_bytes) {
+bool KvService::RoomInQuota(size_t request_bytes) {
   // etcd's default quota: 2 GiB.
   const uint64_t quota =
       config_->quota_backend_bytes > 0
@@ -289,7 +477,11 @@ bool KvService::OverQuota(grpc::ServerContext* ctx, size_t request_bytes) {
     size_bytes_ = store_->ApproximateSizeBytes();
     size_checked_ns_ = now_ns;
   }
-  if (size_bytes_.load() + request_bytes <= quota) return false;
+  return size_bytes_.load() + request_bytes <= quota;
+}
+
+bool KvService::OverQuota(grpc::ServerContextBase* ctx, size_t request_bytes) {
+  if (RoomInQuota(request_bytes)) return false;
   for (const auto& a : store_->Alarms()) {
     if (a.alarm() == etcdserverpb::NOSPACE) return true;  // already raised
   }
@@ -302,7 +494,7 @@ bool KvService::OverQuota(grpc::ServerContext* ctx, size_t request_bytes) {
   return true;
 }
 
-grpc::Status KvService::Alarm(grpc::ServerContext* ctx,
+grpc::Status KvService::Alarm(grpc::ServerContextBase* ctx,
                               const etcdserverpb::AlarmRequest* req,
                               etcdserverpb::AlarmResponse* resp) {
   if (req->action() == etcdserverpb::AlarmRequest::GET) {

@@ -3,6 +3,14 @@
 // leader forwards writes to the leader's peer port, where the same service
 // runs; a forwarded write is never forwarded again.
 //
+// Put, DeleteRange and Txn use gRPC's callback API: on the leader a write is
+// proposed without blocking and answered from the apply thread when it
+// commits, and a follower forwards it with an asynchronous call, so no
+// thread waits per write in flight (with hundreds of concurrent writes, the
+// thread hand-offs of a blocking server cost more CPU than the writes). The
+// uncommon cases (no leader yet, a leadership hand-over, the space quota)
+// run the blocking path on a small worker pool.
+//
 // Thread-safe; the referenced objects must outlive the service.
 #ifndef LOCKD_SERVER_KV_SERVICE_H_
 #define LOCKD_SERVER_KV_SERVICE_H_
@@ -13,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -21,36 +30,55 @@
 #include "lockd/server/config.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/membership.h"
+#include "lockd/server/worker_pool.h"
 #include "raft/node/node.h"
 
 namespace lockd {
 
-class KvService final : public etcdserverpb::KV::Service {
+using KvServiceBase = etcdserverpb::KV::WithCallbackMethod_Put<
+    etcdserverpb::KV::WithCallbackMethod_DeleteRange<
+        etcdserverpb::KV::WithCallbackMethod_Txn<etcdserverpb::KV::Service>>>;
+
+class KvService final : public KvServiceBase {
  public:
   // `membership` tells where the leader's peer port is.
   KvService(const ServerConfig* config, raft::RaftNode* node,
             kv::MvccStore* store, KvStateMachine* state_machine,
             absl::Mutex* compaction_mu, const Membership* membership);
+  // Joins the timeout sweeper and the worker pool (running what is queued);
+  // call after the gRPC servers using the service have shut down.
+  ~KvService() override;
 
   grpc::Status Range(grpc::ServerContext* ctx,
                      const etcdserverpb::RangeRequest* req,
                      etcdserverpb::RangeResponse* resp) override;
-  grpc::Status Put(grpc::ServerContext* ctx,
-                   const etcdserverpb::PutRequest* req,
-                   etcdserverpb::PutResponse* resp) override;
-  grpc::Status DeleteRange(grpc::ServerContext* ctx,
-                           const etcdserverpb::DeleteRangeRequest* req,
-                           etcdserverpb::DeleteRangeResponse* resp) override;
-  grpc::Status Txn(grpc::ServerContext* ctx,
-                   const etcdserverpb::TxnRequest* req,
-                   etcdserverpb::TxnResponse* resp) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx,
+                                const etcdserverpb::PutRequest* req,
+                                etcdserverpb::PutResponse* resp) override;
+  grpc::ServerUnaryReactor* DeleteRange(
+      grpc::CallbackServerContext* ctx,
+      const etcdserverpb::DeleteRangeRequest* req,
+      etcdserverpb::DeleteRangeResponse* resp) override;
+  grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* ctx,
+                                const etcdserverpb::TxnRequest* req,
+                                etcdserverpb::TxnResponse* resp) override;
+  // The blocking forms of the three writes, for the slow path.
+  grpc::Status PutBlocking(grpc::ServerContextBase* ctx,
+                           const etcdserverpb::PutRequest* req,
+                           etcdserverpb::PutResponse* resp);
+  grpc::Status DeleteRangeBlocking(grpc::ServerContextBase* ctx,
+                                   const etcdserverpb::DeleteRangeRequest* req,
+                                   etcdserverpb::DeleteRangeResponse* resp);
+  grpc::Status TxnBlocking(grpc::ServerContextBase* ctx,
+                           const etcdserverpb::TxnRequest* req,
+                           etcdserverpb::TxnResponse* resp);
   grpc::Status Compact(grpc::ServerContext* ctx,
                        const etcdserverpb::CompactionRequest* req,
                        etcdserverpb::CompactionResponse* resp) override;
 
   // Maintenance.Alarm's replicated part (ACTIVATE, DEACTIVATE); GET is
   // answered from local state.
-  grpc::Status Alarm(grpc::ServerContext* ctx,
+  grpc::Status Alarm(grpc::ServerContextBase* ctx,
                      const etcdserverpb::AlarmRequest* req,
                      etcdserverpb::AlarmResponse* resp);
 
@@ -59,25 +87,44 @@ class KvService final : public etcdserverpb::KV::Service {
   // services' writes, e.g. leases and membership, take the same path).
   using Forward = std::function<grpc::Status(
       const std::shared_ptr<grpc::Channel>&, grpc::ClientContext*)>;
-  grpc::Status Replicate(grpc::ServerContext* ctx, internal::Request req,
+  grpc::Status Replicate(grpc::ServerContextBase* ctx, internal::Request req,
                          ApplyResult* result, const Forward& forward);
   // As Replicate, for anything proposed another way: on the leader,
   // `propose(id, deadline)` proposes an entry whose applied result answers
   // waiter `id` (see KvStateMachine::Register); it may refuse with its own
   // error, which is returned as it is.
   using Proposer = std::function<absl::Status(uint64_t id, absl::Time)>;
-  grpc::Status ReplicateWith(grpc::ServerContext* ctx, const Proposer& propose,
-                             ApplyResult* result, const Forward& forward);
+  grpc::Status ReplicateWith(grpc::ServerContextBase* ctx,
+                             const Proposer& propose, ApplyResult* result,
+                             const Forward& forward);
   // A channel to the leader's peer port (cached), or null if unknown.
   std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
  private:
   // Over the space quota: raises the NOSPACE alarm (once) and says so.
-  bool OverQuota(grpc::ServerContext* ctx, size_t request_bytes);
+  bool OverQuota(grpc::ServerContextBase* ctx, size_t request_bytes);
+  // True when a write of `request_bytes` fits under the quota by the cached
+  // size (never blocks; OverQuota decides the rest).
+  bool RoomInQuota(size_t request_bytes);
+  // The write path of the callback API (see the file comment): `wrap`
+  // makes the log command, `forward` starts the asynchronous call to the
+  // leader, `blocking` is the whole blocking form of the method.
+  template <typename Req, typename Resp>
+  grpc::ServerUnaryReactor* WriteAsync(
+      grpc::CallbackServerContext* ctx, const Req* req, Resp* resp,
+      const std::function<void(internal::Request*)>& wrap,
+      Resp ApplyResult::*result_field,
+      const std::function<void(etcdserverpb::KV::Stub*, grpc::ClientContext*,
+                               std::function<void(grpc::Status)>)>& forward,
+      std::function<grpc::Status()> blocking);
+  // Runs `blocking` on the worker pool and answers with its status.
+  void Offload(grpc::ServerUnaryReactor* reactor,
+               std::function<grpc::Status()> blocking);
+  std::shared_ptr<etcdserverpb::KV::Stub> LeaderStub(uint64_t leader);
   // A write's common path: wrap it as a log command, replicate (or forward
   // with `forward`), and answer from the apply result's `result_field`.
   template <typename Req, typename Resp>
-  grpc::Status Write(grpc::ServerContext* ctx, const Req& req, Resp* resp,
+  grpc::Status Write(grpc::ServerContextBase* ctx, const Req& req, Resp* resp,
                      const std::function<void(internal::Request*)>& wrap,
                      Resp ApplyResult::*result_field,
                      grpc::Status (etcdserverpb::KV::Stub::*forward)(
@@ -98,6 +145,15 @@ class KvService final : public etcdserverpb::KV::Service {
   // By peer address ("host:port").
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(stubs_mu_);
+  std::map<grpc::Channel*, std::shared_ptr<etcdserverpb::KV::Stub>> stubs_
+      ABSL_GUARDED_BY(stubs_mu_);
+  // Answers writes whose commit did not come by their deadline.
+  absl::Mutex sweeper_mu_;
+  bool stopping_ ABSL_GUARDED_BY(sweeper_mu_) = false;
+  std::thread sweeper_;
+  // Declared last: destroyed first, so queued slow paths still find the
+  // rest of the service.
+  WorkerPool pool_{64, 100000};
 };
 
 }  // namespace lockd

@@ -167,7 +167,7 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
       absl::MutexLock lock(&mu_);
       auto it = waiters_.find(id);
       if (it == waiters_.end()) continue;
-      done = std::move(it->second);
+      done = std::move(it->second.done);
       waiters_.erase(it);
     }
     done(std::move(result));
@@ -215,14 +215,35 @@ void KvStateMachine::DiscardSnapshot(const std::string& data) {
 }
 
 void KvStateMachine::Register(uint64_t id,
-                              std::function<void(ApplyResult)> done) {
+                              std::function<void(ApplyResult)> done,
+                              absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  waiters_[id] = std::move(done);
+  waiters_[id] = Waiter{std::move(done), deadline};
 }
 
-void KvStateMachine::Cancel(uint64_t id) {
+void KvStateMachine::ExpireWaiters(absl::Time now) {
+  std::vector<std::function<void(ApplyResult)>> expired;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->second.deadline < now) {
+        expired.push_back(std::move(it->second.done));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& done : expired) {
+    ApplyResult r;
+    r.status = absl::UnavailableError("etcdserver: request timed out");
+    done(std::move(r));
+  }
+}
+
+bool KvStateMachine::Cancel(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  waiters_.erase(id);
+  return waiters_.erase(id) > 0;
 }
 
 }  // namespace lockd

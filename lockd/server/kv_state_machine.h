@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/lease/lessor.h"
 #include "kv/mvcc/store.h"
@@ -90,10 +91,17 @@ class KvStateMachine final : public raft::StateMachine {
   }
 
   // Arranges for `done` to run (on the apply thread) with the result of the
-  // command with this id once applied. Call before proposing.
-  void Register(uint64_t id, std::function<void(ApplyResult)> done);
-  // Forgets a registration (the client gave up).
-  void Cancel(uint64_t id);
+  // command with this id once applied. Call before proposing. A waiter
+  // still pending at `deadline` is answered by ExpireWaiters instead.
+  void Register(uint64_t id, std::function<void(ApplyResult)> done,
+                absl::Time deadline = absl::InfiniteFuture());
+  // Answers every waiter whose deadline is before `now` with kUnavailable
+  // "etcdserver: request timed out" (the command may still apply later, as
+  // with etcd). Runs `done` on the calling thread.
+  void ExpireWaiters(absl::Time now);
+  // Forgets a registration (the client gave up). True when it was still
+  // pending: then `done` will never run, and the caller answers instead.
+  bool Cancel(uint64_t id);
   // Each committed batch's events go to `hub` (set before the node starts).
   void set_watch_hub(kv::WatchHub* hub) { watch_hub_ = hub; }
 
@@ -107,8 +115,11 @@ class KvStateMachine final : public raft::StateMachine {
   kv::WatchHub* watch_hub_ = nullptr;
   std::vector<CommitListener> commit_listeners_;  // apply thread
   absl::Mutex mu_;
-  std::map<uint64_t, std::function<void(ApplyResult)>> waiters_
-      ABSL_GUARDED_BY(mu_);
+  struct Waiter {
+    std::function<void(ApplyResult)> done;
+    absl::Time deadline;
+  };
+  std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace lockd

@@ -30,7 +30,7 @@ grpc::Status JoinQueue(KvService* kv, grpc::ServerContext* ctx,
   put->set_lease(lease);
   txn.add_failure()->mutable_request_range()->set_key(out->key);
   etcdserverpb::TxnResponse resp;
-  grpc::Status st = kv->Txn(ctx, &txn, &resp);
+  grpc::Status st = kv->TxnBlocking(ctx, &txn, &resp);
   if (!st.ok()) return st;
   out->header = resp.header();
   out->min_revision = resp.header().revision();
@@ -66,7 +66,7 @@ grpc::Status DeleteIfCreatedAt(KvService* kv, const std::string& key,
   // A context of our own: the client's may have ended, and the write must
   // not be marked as forwarded (KvService reads only these two things).
   grpc::ServerContext own;
-  return kv->Txn(&own, &txn, resp);
+  return kv->TxnBlocking(&own, &txn, resp);
 }
 
 grpc::Status WaitForTurn(KvService* kv, lock::LockManager* locks,
@@ -128,7 +128,7 @@ grpc::Status LockService::Unlock(grpc::ServerContext* ctx,
   etcdserverpb::DeleteRangeRequest del;
   del.set_key(req->key());
   etcdserverpb::DeleteRangeResponse out;
-  grpc::Status st = kv_->DeleteRange(ctx, &del, &out);
+  grpc::Status st = kv_->DeleteRangeBlocking(ctx, &del, &out);
   if (!st.ok()) return st;
   *resp->mutable_header() = out.header();
   return grpc::Status::OK;

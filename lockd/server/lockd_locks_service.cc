@@ -148,7 +148,7 @@ grpc::Status LockdLocksService::Release(grpc::ServerContext* ctx,
   }
   txn.add_success()->mutable_request_delete_range()->set_key(req->key());
   etcdserverpb::TxnResponse out;
-  grpc::Status st = kv_->Txn(ctx, &txn, &out);
+  grpc::Status st = kv_->TxnBlocking(ctx, &txn, &out);
   if (!st.ok()) return st;
   *resp->mutable_header() = out.header();
   resp->set_released(out.succeeded() && out.responses_size() == 1 &&

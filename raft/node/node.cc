@@ -176,6 +176,17 @@ absl::Status RaftNode::Propose(std::string data, absl::Time deadline) {
   return Call(std::move(in), deadline).status();
 }
 
+void RaftNode::ProposeAsync(std::string data,
+                            std::function<void(absl::Status)> done) {
+  Input in;
+  in.kind = Input::kPropose;
+  in.data = std::move(data);
+  auto shared =
+      std::make_shared<std::function<void(absl::Status)>>(std::move(done));
+  in.done = [shared](absl::Status s, uint64_t) { (*shared)(std::move(s)); };
+  if (absl::Status s = Enqueue(std::move(in)); !s.ok()) (*shared)(s);
+}
+
 absl::Status RaftNode::ProposeConfChange(const ConfChange& cc,
                                          absl::Time deadline) {
   Input in;

@@ -141,6 +141,11 @@ class RaftNode final : public MessageHandler {
   // leader()), kResourceExhausted (too many pending), kFailedPrecondition
   // (leadership transfer in progress), kDeadlineExceeded.
   absl::Status Propose(std::string data, absl::Time deadline);
+  // As Propose, without blocking: `done` gets Propose's answer (errors as
+  // above, without kDeadlineExceeded) exactly once, on the node's thread
+  // (or on the caller's, when the node cannot queue the proposal). `done`
+  // must not block or call back into the node.
+  void ProposeAsync(std::string data, std::function<void(absl::Status)> done);
 
   // A linearizable read barrier (ReadIndex, Raft thesis §6.4): returns once
   // this member has applied every entry committed before the call. Errors:
