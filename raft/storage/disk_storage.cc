@@ -4,7 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "raft/storage/disk_format.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/db.h"
+#include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 
 namespace lockd::raft {
@@ -43,8 +45,14 @@ absl::StatusOr<std::unique_ptr<DiskStorage>> DiskStorage::Open(
   o.create_if_missing = true;
   // After a crash, keep every write before a torn or corrupt tail.
   o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-  o.write_buffer_size = 8 << 20;
+  // The log is written once, read back only for a lagging follower (most
+  // reads hit the entry cache) and truncated after each snapshot: small
+  // memtables and a small block cache keep a member's memory low.
+  o.write_buffer_size = 4 << 20;
   o.max_write_buffer_number = 2;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(4 << 20);
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   o.keep_log_file_num = 2;
   o.max_open_files = 64;
   rocksdb::Status s = rocksdb::DB::Open(o, dir, &st->db_);

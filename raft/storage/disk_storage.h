@@ -36,7 +36,7 @@ namespace lockd::raft {
 struct DiskStorageOptions {
   // Recent entries kept in memory so the leader's sends to followers do not
   // read the disk; older ones are read from RocksDB.
-  uint64_t cache_bytes_max = 16 << 20;
+  uint64_t cache_bytes_max = 8 << 20;
   // Failure injection for tests: every write returns this error when set.
   bool fail_writes_for_testing = false;
 };
