@@ -1,10 +1,13 @@
 #include "lockd/ctl/output.h"
 
-#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
 
 #include <algorithm>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 
 namespace lockd::ctl {
 
@@ -45,11 +48,131 @@ std::string HumanBytes(int64_t bytes) {
   return absl::StrFormat("%.1f %s", v, kUnits[u]);
 }
 
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+void AppendJsonString(absl::string_view s, std::string* out) {
+  out->push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        *out += "\\\"";
+        break;
+      case '\\':
+        *out += "\\\\";
+        break;
+      case '\n':
+        *out += "\\n";
+        break;
+      case '\r':
+        *out += "\\r";
+        break;
+      case '\t':
+        *out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          *out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out->push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+void AppendMessage(const Message& m, std::string* out);
+
+void AppendValue(const Message& m, const Reflection* r,
+                 const FieldDescriptor* f, int i, std::string* out) {
+  const bool rep = f->is_repeated();
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32:
+      *out += std::to_string(rep ? r->GetRepeatedInt32(m, f, i)
+                                 : r->GetInt32(m, f));
+      break;
+    case FieldDescriptor::CPPTYPE_INT64:
+      *out += std::to_string(rep ? r->GetRepeatedInt64(m, f, i)
+                                 : r->GetInt64(m, f));
+      break;
+    case FieldDescriptor::CPPTYPE_UINT32:
+      *out += std::to_string(rep ? r->GetRepeatedUInt32(m, f, i)
+                                 : r->GetUInt32(m, f));
+      break;
+    case FieldDescriptor::CPPTYPE_UINT64:
+      *out += std::to_string(rep ? r->GetRepeatedUInt64(m, f, i)
+                                 : r->GetUInt64(m, f));
+      break;
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      *out += absl::StrFormat(
+          "%g", rep ? r->GetRepeatedDouble(m, f, i) : r->GetDouble(m, f));
+      break;
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      *out += absl::StrFormat(
+          "%g", rep ? r->GetRepeatedFloat(m, f, i) : r->GetFloat(m, f));
+      break;
+    case FieldDescriptor::CPPTYPE_BOOL:
+      *out += (rep ? r->GetRepeatedBool(m, f, i) : r->GetBool(m, f)) ? "true"
+                                                                     : "false";
+      break;
+    case FieldDescriptor::CPPTYPE_ENUM:
+      // Numbers, as etcdctl prints enums.
+      *out += std::to_string(rep ? r->GetRepeatedEnumValue(m, f, i)
+                                 : r->GetEnumValue(m, f));
+      break;
+    case FieldDescriptor::CPPTYPE_STRING: {
+      std::string v = rep ? r->GetRepeatedString(m, f, i) : r->GetString(m, f);
+      if (f->type() == FieldDescriptor::TYPE_BYTES) {
+        std::string b64;
+        absl::Base64Escape(v, &b64);
+        AppendJsonString(b64, out);
+      } else {
+        AppendJsonString(v, out);
+      }
+      break;
+    }
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      AppendMessage(rep ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f),
+                    out);
+      break;
+  }
+}
+
+void AppendMessage(const Message& m, std::string* out) {
+  const Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);  // set fields only, in field-number order
+  out->push_back('{');
+  bool first = true;
+  for (const FieldDescriptor* f : fields) {
+    if (!first) out->push_back(',');
+    first = false;
+    AppendJsonString(f->name(), out);
+    out->push_back(':');
+    if (!f->is_repeated()) {
+      AppendValue(m, r, f, 0, out);
+      continue;
+    }
+    out->push_back('[');
+    for (int i = 0; i < r->FieldSize(m, f); ++i) {
+      if (i > 0) out->push_back(',');
+      AppendValue(m, r, f, i, out);
+    }
+    out->push_back(']');
+  }
+  out->push_back('}');
+}
+
+}  // namespace
+
 std::string ToJson(const google::protobuf::Message& m) {
+  // As etcdctl prints responses: proto field names, 64-bit integers and
+  // enums as JSON numbers, bytes in base64, unset fields left out.
   std::string out;
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
+  AppendMessage(m, &out);
   return out;
 }
 

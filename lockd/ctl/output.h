@@ -15,7 +15,9 @@ std::string RenderTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows);
 // "2.0 kB", "1.5 MB": decimal units, as etcdctl shows database sizes.
 std::string HumanBytes(int64_t bytes);
-// The message as one line of JSON, field names as in the .proto files.
+// The message as one line of JSON as etcdctl -w json prints it: field
+// names as in the .proto files, 64-bit integers and enums as numbers, bytes
+// in base64, unset (zero) fields left out.
 std::string ToJson(const google::protobuf::Message& m);
 
 }  // namespace lockd::ctl

@@ -1,0 +1,49 @@
+#include "lockd/ctl/output.h"
+
+#include <gtest/gtest.h>
+
+#include "etcdserverpb/rpc.pb.h"
+
+namespace lockd::ctl {
+namespace {
+
+TEST(ToJsonTest, MatchesEtcdctlForARange) {
+  // What Debian's etcdctl 3.4 printed for `get foo -w json` against the
+  // same response.
+  etcdserverpb::RangeResponse r;
+  r.mutable_header()->set_cluster_id(11907723985852537349u);
+  r.mutable_header()->set_member_id(15985099378392235387u);
+  r.mutable_header()->set_revision(2);
+  r.mutable_header()->set_raft_term(2);
+  auto* kv = r.add_kvs();
+  kv->set_key("foo");
+  kv->set_create_revision(2);
+  kv->set_mod_revision(2);
+  kv->set_version(1);
+  kv->set_value("bar");
+  r.set_count(1);
+  EXPECT_EQ(ToJson(r),
+            "{\"header\":{\"cluster_id\":11907723985852537349,\"member_id\":"
+            "15985099378392235387,\"revision\":2,\"raft_term\":2},\"kvs\":[{"
+            "\"key\":\"Zm9v\",\"create_revision\":2,\"mod_revision\":2,"
+            "\"version\":1,\"value\":\"YmFy\"}],\"count\":1}");
+}
+
+TEST(ToJsonTest, EnumsAsNumbersAndStringsEscaped) {
+  etcdserverpb::MemberListResponse m;
+  auto* member = m.add_members();
+  member->set_id(1);
+  member->set_name("a\"b\\c\n");
+  member->add_peerurls("http://x:1");
+  EXPECT_EQ(ToJson(m),
+            "{\"members\":[{\"ID\":1,\"name\":\"a\\\"b\\\\c\\n\",\"peerURLs\":"
+            "[\"http://x:1\"]}]}");
+  etcdserverpb::AlarmResponse a;
+  auto* alarm = a.add_alarms();
+  alarm->set_memberid(7);
+  alarm->set_alarm(etcdserverpb::NOSPACE);
+  EXPECT_EQ(ToJson(a), "{\"alarms\":[{\"memberID\":7,\"alarm\":1}]}");
+}
+
+}  // namespace
+}  // namespace lockd::ctl
