@@ -61,6 +61,8 @@ struct HeldLock {
   std::string key;
   int64_t token = 0;
   int64_t lease = 0;
+  // The revision at which the server saw this key become the holder.
+  int64_t granted_revision = 0;
 };
 
 // gRPC errors come back as absl::Status with the same code and message

@@ -64,6 +64,7 @@ absl::StatusOr<HeldLock> Client::Lock(const std::string& name, int64_t lease,
   held.key = resp.key();
   held.token = found->kvs(0).create_revision();
   held.lease = lease;
+  held.granted_revision = resp.header().revision();
   return held;
 }
 
