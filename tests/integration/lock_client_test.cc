@@ -262,16 +262,26 @@ TEST_F(LockClientTest, ElectionHelpers) {
 
 // Require-leader: streams on a member that loses its leader end with
 // "etcdserver: no leader" long before any client deadline would.
-TEST_F(LockClientTest, StreamsEndWithNoLeaderOnACutOffMember) {
-  const std::string endpoint = cluster_->member(leader_).endpoint();
+// `member` is the leader (its keep-alive stream is served there) or a
+// follower (the stream is relayed to the leader, which goes away too: the
+// relay then ends it with "leader changed" or "no leader").
+void CutOffMemberEndsStreams(LocalCluster& cluster, int member, bool leader) {
+  const std::string endpoint = cluster.member(member).endpoint();
   auto channel =
       grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials());
   auto lease = etcdserverpb::Lease::NewStub(channel);
   auto election = v3electionpb::Election::NewStub(channel);
-  auto c = NewClient({endpoint});
-  ASSERT_NE(c, nullptr);
-  const int64_t lease_id = Grant(*c, 120);
-  ASSERT_TRUE(c->Campaign("rl", lease_id, "v", absl::Seconds(10)).ok());
+  client::ClientOptions options;
+  options.endpoints = {endpoint};
+  options.auto_sync_interval = absl::ZeroDuration();
+  auto c = Client::Create(options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  etcdserverpb::LeaseGrantRequest grant;
+  grant.set_ttl(120);
+  auto granted = (*c)->LeaseGrant(grant);
+  ASSERT_TRUE(granted.ok()) << granted.status();
+  const int64_t lease_id = granted->id();
+  ASSERT_TRUE((*c)->Campaign("rl", lease_id, "v", absl::Seconds(10)).ok());
 
   // The test's own deadline: far beyond three election timeouts.
   const absl::Time deadline = absl::Now() + absl::Seconds(90);
@@ -298,13 +308,19 @@ TEST_F(LockClientTest, StreamsEndWithNoLeaderOnACutOffMember) {
   // election timeouts later, ends both streams. The keep-alive stream is
   // idle (the next request would come a third of the TTL later).
   for (int i = 0; i < 3; ++i) {
-    if (i != leader_) cluster_->StopMember(i);
+    if (i != member) cluster.StopMember(i);
   }
   while (ka->Read(&resp)) {
   }
   grpc::Status st = ka->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_EQ(st.error_message(), "etcdserver: no leader");
+  if (leader) {
+    EXPECT_EQ(st.error_message(), "etcdserver: no leader");
+  } else {
+    EXPECT_TRUE(st.error_message() == "etcdserver: no leader" ||
+                st.error_message() == "etcdserver: leader changed")
+        << st.error_message();
+  }
   while (observer->Read(&seen)) {
   }
   st = observer->Finish();
@@ -322,6 +338,14 @@ TEST_F(LockClientTest, StreamsEndWithNoLeaderOnACutOffMember) {
   st = late->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(st.error_message(), "etcdserver: no leader");
+}
+
+TEST_F(LockClientTest, StreamsEndWithNoLeaderOnACutOffLeader) {
+  CutOffMemberEndsStreams(*cluster_, leader_, true);
+}
+
+TEST_F(LockClientTest, StreamsEndWithNoLeaderOnACutOffFollower) {
+  CutOffMemberEndsStreams(*cluster_, (leader_ + 1) % 3, false);
 }
 
 // Debian's etcdctl: `lock NAME command` runs the command holding the lock,

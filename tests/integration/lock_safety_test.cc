@@ -213,7 +213,8 @@ TEST_F(LockSafetyTest, FencedWritesUnderKillsAndAPausedHolder) {
   std::thread faults([&] { Faults(&stop_faults, &kills); });
 
   // Pause holders past their TTL until one pause catches a holder before
-  // its last write (a pause may land after it).
+  // its last write (a pause may land after it); a long run keeps pausing
+  // holders until shortly before the workers stop.
   struct Paused {
     int worker;
     int64_t token;
@@ -222,7 +223,9 @@ TEST_F(LockSafetyTest, FencedWritesUnderKillsAndAPausedHolder) {
   const absl::Time pauses_until =
       absl::Now() + absl::Seconds(run_for_s) - absl::Seconds(15);
   int attempts = 0;
-  while (caught.empty() && attempts < 5 && absl::Now() < pauses_until) {
+  const int attempts_max = LongRun() ? 100 : 5;
+  while ((caught.empty() || LongRun()) && attempts < attempts_max &&
+         absl::Now() < pauses_until) {
     ++attempts;
     // The newest grant not yet released, of any worker.
     int worker = -1;
