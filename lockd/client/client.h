@@ -165,7 +165,9 @@ class Client {
   // expired" when the lease ended while waiting (the lock is never granted
   // then); kDeadlineExceeded (the server removes the waiter);
   // kFailedPrecondition "lock lost" if the lease ended between the grant
-  // and reading the token; kInvalidArgument for lease 0.
+  // and reading the token; the Range errors if the token cannot be read
+  // (the granted key is then deleted, best effort); kInvalidArgument for
+  // lease 0.
   absl::StatusOr<HeldLock> Lock(const std::string& name, int64_t lease,
                                 absl::Duration wait);
   // Releases `held` if its key still carries its token (a later holder's

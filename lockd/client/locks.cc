@@ -57,7 +57,15 @@ absl::StatusOr<HeldLock> Client::Lock(const std::string& name, int64_t lease,
   etcdserverpb::RangeRequest range;
   range.set_key(resp.key());
   absl::StatusOr<etcdserverpb::RangeResponse> found = Range(range);
-  if (!found.ok()) return found.status();
+  if (!found.ok()) {
+    // Granted, but the caller cannot use a lock without its token: release
+    // it rather than block the others until the lease ends (best effort;
+    // the key is this lease's own, so deleting it frees nobody else's).
+    etcdserverpb::DeleteRangeRequest del;
+    del.set_key(resp.key());
+    (void)DeleteRange(del);
+    return found.status();
+  }
   if (found->kvs_size() == 0) return LockLost(resp.key(), 0);
   HeldLock held;
   held.name = name;
