@@ -7,7 +7,8 @@
 //   GRANT <token> <lease> <granted_revision> <key>
 //   WRITE <token> <seq> <revision>   the guarded write was applied
 //   REJECTED <token> <seq>           refused: the lock was lost
-//   UNKNOWN <token> <seq> <error>    no answer (a member died mid-call)
+//   UNKNOWN <token> <seq> <error>    no answer (a member died mid-call);
+//                                    the write is sent again
 //   RELEASE <token>
 //   LOCKERR <error>                  no grant this round
 //   DONE <grants>
@@ -114,7 +115,17 @@ int Run(const std::vector<std::string>& endpoints, const std::string& name,
         log->set_key(
             absl::StrCat(name, "-res/log/", held->token, "/", id, "/", seq));
         log->set_value(record);
+        // A write whose outcome is unknown (a member died, or the channel
+        // broke while this process was stopped) is sent again: the guard
+        // makes a late repeat harmless, and the record is the same.
         auto w = client.GuardedTxn(*held, txn);
+        for (int retry = 0;
+             retry < 3 && !w.ok() && !absl::IsFailedPrecondition(w.status());
+             ++retry) {
+          Report("UNKNOWN %d %d %s", held->token, seq,
+                 std::string(w.status().message()));
+          w = client.GuardedTxn(*held, txn);
+        }
         if (w.ok()) {
           Report("WRITE %d %d %d", held->token, seq, w->header().revision());
         } else if (absl::IsFailedPrecondition(w.status())) {
