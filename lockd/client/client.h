@@ -159,6 +159,10 @@ class Client {
   // are. Waiting calls (Lock, Campaign) are safe to repeat because the
   // server keys a contender by its lease ("name/<lease hex>"): a retry after
   // a lost answer finds the same key, with the same place in the queue.
+  // (One caveat: if the first member is alive but the connection to it
+  // broke, that member removes the waiter's key once it notices, which can
+  // be after the retry was granted. Holding is therefore never assumed:
+  // writes go through GuardedTxn, which says "lock lost" then.)
 
   // Waits up to `wait` until `lease` holds the lock `name`, and returns the
   // lock key with its fencing token. Errors: kUnknown "mutex: session is
