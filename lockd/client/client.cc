@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -271,7 +272,13 @@ void Client::SyncLoop() {
 
 template <typename Call>
 absl::Status Client::WithRetry(bool idempotent, Call&& call) {
-  const absl::Time deadline = absl::Now() + options_.call_timeout;
+  return WithRetryUntil(absl::Now() + options_.call_timeout, idempotent,
+                        std::forward<Call>(call));
+}
+
+template <typename Call>
+absl::Status Client::WithRetryUntil(absl::Time deadline, bool idempotent,
+                                    Call&& call) {
   absl::Status last = absl::UnavailableError("no endpoint tried");
   absl::Duration backoff = options_.backoff_min;
   while (absl::Now() < deadline) {
@@ -591,6 +598,16 @@ absl::Status Client::Health(size_t endpoint) {
   req.set_key("health");
   etcdserverpb::RangeResponse resp;
   return FromGrpc(ep.kv->Range(&ctx, req, &resp));
+}
+
+absl::Status Client::RetryUntil(
+    absl::Time deadline, bool idempotent,
+    const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&,
+                                     grpc::ClientContext*)>& call) {
+  return WithRetryUntil(deadline, idempotent,
+                        [&](Endpoint& ep, grpc::ClientContext* c) {
+                          return call(ep.channel, c);
+                        });
 }
 
 }  // namespace lockd::client

@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "v3electionpb/v3election.pb.h"
 
 namespace lockd::client {
 
@@ -50,6 +51,18 @@ struct ClientOptions {
   // HTTP/2 keepalive pings on every channel.
   absl::Duration keepalive_time = absl::Seconds(10);
   absl::Duration keepalive_timeout = absl::Seconds(5);
+};
+
+// Locks and elections: a lock held through the v3lock Lock RPC. `token` is
+// the fencing token: the lock key's create revision, which only grows from
+// one holder of a lock to the next.
+struct HeldLock {
+  std::string name;
+  std::string key;
+  int64_t token = 0;
+  int64_t lease = 0;
+  // The revision at which the server saw this key become the holder.
+  int64_t granted_revision = 0;
 };
 
 // gRPC errors come back as absl::Status with the same code and message
@@ -139,6 +152,74 @@ class Client {
   // (then the current list is kept).
   absl::Status Sync();
 
+  // ---------------------------------------------------------------------
+  // Locks and elections (etcd's v3lock and v3election services; the
+  // implementation is in locks.cc). Every call has a deadline; a call that
+  // may be repeated safely is retried on another member as the KV reads
+  // are. Waiting calls (Lock, Campaign) are safe to repeat because the
+  // server keys a contender by its lease ("name/<lease hex>"): a retry after
+  // a lost answer finds the same key, with the same place in the queue.
+  // (One caveat: if the first member is alive but the connection to it
+  // broke, that member removes the waiter's key once it notices, which can
+  // be after the retry was granted. Holding is therefore never assumed:
+  // writes go through GuardedTxn, which says "lock lost" then.)
+
+  // Waits up to `wait` until `lease` holds the lock `name`, and returns the
+  // lock key with its fencing token. Errors: kUnknown "mutex: session is
+  // expired" when the lease ended while waiting (the lock is never granted
+  // then); kDeadlineExceeded (the server removes the waiter);
+  // kFailedPrecondition "lock lost" if the lease ended between the grant
+  // and reading the token; the Range errors if the token cannot be read
+  // (the granted key is then deleted, best effort); kInvalidArgument for
+  // lease 0.
+  absl::StatusOr<HeldLock> Lock(const std::string& name, int64_t lease,
+                                absl::Duration wait);
+  // Releases `held` if its key still carries its token (a later holder's
+  // key is never deleted). OK if it was already gone.
+  absl::Status Unlock(const HeldLock& held);
+
+  // The guarded write: runs `txn` (its compares, then its success or its
+  // failure ops) only while the key `key` still exists with create revision
+  // `token`, that is, while the caller still holds the lock or leads the
+  // election, checked in the same atomic txn as the writes. Returns `txn`'s
+  // own response (the header is the outer txn's). Errors:
+  // kFailedPrecondition "lock lost: ..." when the key is gone or was
+  // re-created (nothing of `txn` ran); the Txn errors otherwise. Not
+  // retried once a member may have applied it (kUnavailable then means the
+  // outcome is unknown).
+  absl::StatusOr<etcdserverpb::TxnResponse> GuardedTxn(
+      const std::string& key, int64_t token,
+      const etcdserverpb::TxnRequest& txn);
+  absl::StatusOr<etcdserverpb::TxnResponse> GuardedTxn(
+      const HeldLock& held, const etcdserverpb::TxnRequest& txn) {
+    return GuardedTxn(held.key, held.token, txn);
+  }
+
+  // Election `name`: waits up to `wait` until `lease` leads, with `value`
+  // proclaimed. The returned key's `rev` is the leader's fencing token.
+  // Errors: kUnknown "election: session is expired"; kDeadlineExceeded.
+  absl::StatusOr<v3electionpb::LeaderKey> Campaign(const std::string& name,
+                                                   int64_t lease,
+                                                   const std::string& value,
+                                                   absl::Duration wait);
+  // Errors: kUnknown "election: not leader" when `leader` no longer leads.
+  absl::Status Proclaim(const v3electionpb::LeaderKey& leader,
+                        const std::string& value);
+  // Steps down; OK if `leader` was not leading any more.
+  absl::Status Resign(const v3electionpb::LeaderKey& leader);
+  // The current leader's key and value. Errors: kUnknown "election: no
+  // leader".
+  absl::StatusOr<mvccpb::KeyValue> Leader(const std::string& name);
+
+ private:
+  // WithRetry with an explicit deadline, on a channel (for the services
+  // whose stubs live in locks.cc, and for calls that wait).
+  absl::Status RetryUntil(
+      absl::Time deadline, bool idempotent,
+      const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&,
+                                       grpc::ClientContext*)>& call);
+  // End of the locks and elections block.
+
  private:
   struct Endpoint;
   explicit Client(const ClientOptions& options);
@@ -155,6 +236,9 @@ class Client {
   // allows a retry after the request may have been delivered.
   template <typename Call>
   absl::Status WithRetry(bool idempotent, Call&& call);
+  template <typename Call>
+  absl::Status WithRetryUntil(absl::Time deadline, bool idempotent,
+                              Call&& call);
   absl::Duration Jittered(absl::Duration d);
 
   ClientOptions options_;

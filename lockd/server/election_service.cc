@@ -135,6 +135,10 @@ grpc::Status ElectionService::Leader(grpc::ServerContext* ctx,
 grpc::Status ElectionService::Observe(
     grpc::ServerContext* ctx, const v3electionpb::LeaderRequest* req,
     grpc::ServerWriter<v3electionpb::LeaderResponse>* writer) {
+  // Require-leader: a member cut off from its leader ends the stream with
+  // "no leader" (the cancellation below then ends this loop), so observers
+  // move to a member that sees leadership change.
+  RequireLeaderStreams::Registration registration(streams_, ctx);
   auto ticket = locks_->Admit(req->name());
   if (!ticket.ok()) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,

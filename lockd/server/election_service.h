@@ -22,14 +22,18 @@
 
 #include "lockd/lock/lock_manager.h"
 #include "lockd/server/kv_service.h"
+#include "lockd/server/require_leader.h"
 #include "v3electionpb/v3election.grpc.pb.h"
 
 namespace lockd {
 
 class ElectionService final : public v3electionpb::Election::Service {
  public:
-  ElectionService(KvService* kv, lock::LockManager* locks)
-      : kv_(kv), locks_(locks) {}
+  // Observe streams register with `streams` (may be null), which ends them
+  // when the member has had no leader for a while.
+  ElectionService(KvService* kv, lock::LockManager* locks,
+                  RequireLeaderStreams* streams = nullptr)
+      : kv_(kv), locks_(locks), streams_(streams) {}
 
   grpc::Status Campaign(grpc::ServerContext* ctx,
                         const v3electionpb::CampaignRequest* req,
@@ -56,6 +60,7 @@ class ElectionService final : public v3electionpb::Election::Service {
 
   KvService* kv_;
   lock::LockManager* locks_;
+  RequireLeaderStreams* streams_;
 };
 
 }  // namespace lockd

@@ -196,13 +196,15 @@ size_t LeaseDriver::ProposeRevokes(size_t max) {
 
 LeaseService::LeaseService(const ServerConfig* config, raft::RaftNode* node,
                            kv::MvccStore* store, KvService* kv,
-                           kv::Lessor* lessor, LeaseDriver* driver)
+                           kv::Lessor* lessor, LeaseDriver* driver,
+                           RequireLeaderStreams* streams)
     : config_(config),
       node_(node),
       store_(store),
       kv_(kv),
       lessor_(lessor),
-      driver_(driver) {
+      driver_(driver),
+      streams_(streams) {
   // etcd's idutil.Generator: 2 bytes of member id, 5 bytes of
   // milliseconds, 1 byte of counter.
   const uint64_t ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
@@ -276,6 +278,9 @@ grpc::Status LeaseService::LeaseKeepAlive(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<etcdserverpb::LeaseKeepAliveResponse,
                              etcdserverpb::LeaseKeepAliveRequest>* stream) {
+  // Require-leader: ended with "no leader" if this member loses its leader
+  // for long, even while waiting for the client's next request.
+  RequireLeaderStreams::Registration registration(streams_, ctx);
   (void)node_->WaitForLeader(Deadline(ctx));
   if (!node_->is_leader()) {
     if (Forwarded(ctx)) return NotLeader(node_->leader());
@@ -335,8 +340,14 @@ grpc::Status LeaseService::RelayKeepAlive(
     while (upstream->Read(&resp)) {
       if (!stream->Write(resp)) break;
     }
-    // The leader ended the stream first: unblock the client's side.
-    if (!client_done.load()) ctx->TryCancel();
+    // The leader ended the stream first (it lost leadership, or died):
+    // unblock the client's side with a status that sends it to whoever
+    // leads now.
+    if (!client_done.load()) {
+      EndCall(ctx, grpc::StatusCode::UNAVAILABLE,
+              node_->leader() == 0 ? "etcdserver: no leader"
+                                   : "etcdserver: leader changed");
+    }
   });
   etcdserverpb::LeaseKeepAliveRequest req;
   while (stream->Read(&req)) {

@@ -29,6 +29,7 @@
 #include "lockd/server/config.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
+#include "lockd/server/require_leader.h"
 #include "raft/node/node.h"
 
 namespace lockd {
@@ -77,9 +78,11 @@ class LeaseDriver {
 
 class LeaseService final : public etcdserverpb::Lease::Service {
  public:
+  // Keep-alive streams register with `streams` (may be null), which ends
+  // them when the member has had no leader for a while.
   LeaseService(const ServerConfig* config, raft::RaftNode* node,
                kv::MvccStore* store, KvService* kv, kv::Lessor* lessor,
-               LeaseDriver* driver);
+               LeaseDriver* driver, RequireLeaderStreams* streams = nullptr);
 
   grpc::Status LeaseGrant(grpc::ServerContext* ctx,
                           const etcdserverpb::LeaseGrantRequest* req,
@@ -115,6 +118,7 @@ class LeaseService final : public etcdserverpb::Lease::Service {
   KvService* kv_;
   kv::Lessor* lessor_;
   LeaseDriver* driver_;
+  RequireLeaderStreams* streams_;
   std::atomic<uint64_t> id_suffix_;
 };
 

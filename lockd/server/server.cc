@@ -265,16 +265,17 @@ absl::Status Server::OpenStorage() {
   peer_service_ = std::make_unique<PeerService>(&peer_cluster_);
   lease_driver_ = std::make_unique<LeaseDriver>(
       &config_, node_.get(), state_machine_.get(), lessor_.get());
-  lease_ = std::make_unique<LeaseService>(&config_, node_.get(), store_.get(),
-                                          kv_.get(), lessor_.get(),
-                                          lease_driver_.get());
+  lease_ = std::make_unique<LeaseService>(
+      &config_, node_.get(), store_.get(), kv_.get(), lessor_.get(),
+      lease_driver_.get(), &require_leader_);
   peer_lease_ = std::make_unique<LeaseService>(
       &config_, node_.get(), store_.get(), peer_kv_.get(), lessor_.get(),
-      lease_driver_.get());
+      lease_driver_.get(), &require_leader_);
   watch_ =
       std::make_unique<WatchService>(&config_, node_.get(), watch_hub_.get());
   lock_ = std::make_unique<LockService>(kv_.get(), locks_.get());
-  election_ = std::make_unique<ElectionService>(kv_.get(), locks_.get());
+  election_ = std::make_unique<ElectionService>(kv_.get(), locks_.get(),
+                                                &require_leader_);
   lockd_locks_ = std::make_unique<LockdLocksService>(kv_.get(), locks_.get());
   return absl::OkStatus();
 }
@@ -594,16 +595,20 @@ void Server::CompactorLoop() {
     }
     RetirePeers();
     // Require-leader: a member without a leader for three election
-    // timeouts ends its watch streams, so no client hangs on a cut-off
-    // member; clients resume on another member from their last revision.
+    // timeouts ends its watch, keep-alive and Observe streams, so no client
+    // hangs on a cut-off member; clients resume on another member (watches
+    // from their last revision).
     if (node_->LeaderlessFor() >
         3 * absl::Milliseconds(config_.election_timeout_ms)) {
       const int ended = watch_->EndAll(
           grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
-      if (ended > 0) {
+      const int ended_other = require_leader_.EndAll(
+          grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader");
+      if (ended + ended_other > 0) {
         Logf(LogLevel::kWarning, "server",
-             "no leader for %s: ended %d watch streams with \"no leader\"",
-             absl::FormatDuration(node_->LeaderlessFor()), ended);
+             "no leader for %s: ended %d watch and %d keep-alive/observe "
+             "streams with \"no leader\"",
+             absl::FormatDuration(node_->LeaderlessFor()), ended, ended_other);
       }
     }
     absl::MutexLock lock(&compaction_mu_);

@@ -35,6 +35,7 @@
 #include "lockd/server/lockd_locks_service.h"
 #include "lockd/server/membership.h"
 #include "lockd/server/proxy.h"
+#include "lockd/server/require_leader.h"
 #include "lockd/server/services.h"
 #include "lockd/server/snapshot_io.h"
 #include "lockd/server/watch_service.h"
@@ -125,6 +126,9 @@ class Server {
   std::unique_ptr<raft::RaftNode> node_;
   std::unique_ptr<KvService> kv_;
   std::unique_ptr<KvService> peer_kv_;
+  // Keep-alive and Observe streams, ended when the member has no leader
+  // (declared before the services that register with it).
+  RequireLeaderStreams require_leader_;
   std::unique_ptr<LeaseDriver> lease_driver_;
   std::unique_ptr<LeaseService> lease_;
   std::unique_ptr<LeaseService> peer_lease_;
