@@ -131,8 +131,16 @@ bool Retryable(const absl::Status& s) {
 // A leader handing off leadership drops proposals before appending them
 // (raft/core HandlePropose) and says so with kFailedPrecondition; the
 // transfer ends within an election timeout.
+//
+// gRPC fails a call with "failed to connect to all addresses" when the
+// channel has no connection to send it on: the request never left the
+// client (the member was killed between our connectivity check and the
+// call).
 bool RefusedBeforeProposing(const absl::Status& s) {
   return (absl::IsUnavailable(s) &&
+          absl::StartsWith(s.message(),
+                           "failed to connect to all addresses")) ||
+         (absl::IsUnavailable(s) &&
           (s.message() == "etcdserver: no leader" ||
            s.message() == "etcdserver: leader changed")) ||
          (absl::IsFailedPrecondition(s) &&
@@ -591,6 +599,12 @@ absl::Status Client::Health(size_t endpoint) {
   req.set_key("health");
   etcdserverpb::RangeResponse resp;
   return FromGrpc(ep.kv->Range(&ctx, req, &resp));
+}
+
+// Watches: accessors for watch.cc.
+const std::string& Client::AddressOf(const Endpoint& ep) { return ep.address; }
+std::shared_ptr<grpc::Channel> Client::ChannelOf(const Endpoint& ep) {
+  return ep.channel;
 }
 
 }  // namespace lockd::client
