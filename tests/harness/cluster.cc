@@ -72,7 +72,7 @@ std::string LocalCluster::endpoints() const {
 std::vector<std::string> LocalCluster::MemberArgs(int i) const {
   const MemberSpec& s = specs_[i];
   return {
-      Runfile("lockd/lockd"),
+      binary_.empty() ? Runfile("lockd/lockd") : binary_,
       "--name=" + s.name,
       "--data-dir=" + s.data_dir,
       "--listen-client-urls=" + s.client_url(),
