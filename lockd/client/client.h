@@ -1,8 +1,9 @@
 // lockd's client library: the etcd v3 API over gRPC with the safety an
 // operator expects: a deadline on every call, reads retried on the next
 // endpoint when one is unavailable, writes retried only when no member could
-// have applied them (the connection was never made, or the member refused
-// before proposing: "etcdserver: no leader" / "leader changed"), with
+// have applied them (the connection was never made, the member refused
+// before proposing: "etcdserver: no leader" / "leader changed", or a member
+// closing its listener turned the call away unhandled: CANCELLED), with
 // jittered, bounded backoff between rounds.
 //
 // Endpoints: the client keeps its list in sync with the cluster's member
