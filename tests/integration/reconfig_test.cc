@@ -80,7 +80,21 @@ class System {
   const std::set<int>& members() const { return members_; }
 
   absl::Status Start() {
-    if (absl::Status s = cluster_.StartAll(); !s.ok()) return s;
+    if (etcd_) {
+      // An etcd member is ready only once a quorum has formed: start all
+      // three together.
+      std::vector<absl::Status> started(3);
+      std::vector<std::thread> starters;
+      for (int i = 0; i < 3; ++i) {
+        starters.emplace_back([&, i] { started[i] = cluster_.StartMember(i); });
+      }
+      for (std::thread& t : starters) t.join();
+      for (const absl::Status& s : started) {
+        if (!s.ok()) return s;
+      }
+    } else if (absl::Status s = cluster_.StartAll(); !s.ok()) {
+      return s;
+    }
     members_ = {0, 1, 2};
     if (cluster_.WaitForLeader(absl::Seconds(30)) == 0) {
       return absl::UnavailableError("no leader");
@@ -373,6 +387,7 @@ struct NodeReport {
   int64_t ready_revision = 0;
   std::vector<std::string> events;
   bool done = false;
+  std::vector<std::string> notes;
   std::string raw_tail;
 };
 
@@ -394,6 +409,8 @@ void ParseNode(const std::string& output, NodeReport* out) {
     } else if (absl::ConsumePrefix(&line, "acked ")) {
       std::pair<std::string, std::string> f = absl::StrSplit(line, ' ');
       rep.tally.Acked(f.first, f.second);
+    } else if (absl::ConsumePrefix(&line, "note ")) {
+      rep.notes.emplace_back(line);
     } else if (line == "done") {
       rep.done = true;
     }
@@ -574,9 +591,22 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   // (c) the Node etcd3 client.
   const std::string stop_file = TempDir("node-stop") + "/stop";
   Subprocess node;
-  ASSERT_TRUE(node.Start({"/usr/bin/env", "node", NodeScript(), first_three,
-                          kPrefix, stop_file})
-                  .ok());
+  // The client's own log goes to the test outputs; LOCKD_NODE_GRPC_TRACE
+  // (e.g. "channel,subchannel,call_stream") turns on grpc-js tracing there.
+  std::vector<std::string> node_env;
+  if (const char* trace = std::getenv("LOCKD_NODE_GRPC_TRACE")) {
+    node_env = {absl::StrCat("GRPC_TRACE=", trace), "GRPC_VERBOSITY=DEBUG"};
+  }
+  const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  ASSERT_TRUE(
+      node.Start({"/usr/bin/env", "node", NodeScript(), first_three, kPrefix,
+                  stop_file},
+                 node_env,
+                 outputs == nullptr
+                     ? ""
+                     : absl::StrCat(outputs, "/node-",
+                                    sys->etcd() ? "etcd" : "lockd", ".log"))
+          .ok());
   ASSERT_TRUE(node.WaitForOutput("ready ", absl::Seconds(30))) << node.output();
 
   std::atomic<bool> stop{false};
@@ -802,6 +832,8 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   res->rows.push_back(Row("node etcd3 (static list)", &node_report.tally));
   res->rows.back().watch = WatchSummary(res->node_watch) +
                            (node_report.done ? "" : ", never reached the end");
+  std::printf("[%s] node watch: %s\n", sys->name(),
+              absl::StrJoin(node_report.notes, "\n  ").c_str());
   if (!res->node_watch.exact() || !node_report.done) {
     std::printf("[%s] node output tail:\n%s\n", sys->name(),
                 node_report.raw_tail.c_str());

@@ -15,6 +15,7 @@
 //   fail WHAT: ERROR          a failed call or watch error
 //   acked KEY VALUE           an acknowledged put
 //   event PUT KEY=VALUE @REV  / event DELETE KEY @REV, in delivery order
+//   note TEXT                 how the watch reconnected (not checked)
 //   done                      the watch reached the stop revision
 'use strict';
 
@@ -57,6 +58,26 @@ let lastEventRevision = 0;
     out(`event DELETE ${kv.key.toString()} @${rev}`);
   });
   watcher.on('error', (e) => out(`fail watch: ${e}`));
+  watcher.on('connecting', (r) =>
+    out(`note watch connecting from ${r.start_revision}`));
+  // Diagnostics for the log: the client's per-host circuit breakers, and
+  // its watch manager's state while the watch is not attached.
+  for (const host of client.pool.hosts) {
+    host.faultHandling.onStateChange((state) =>
+      out(`note host ${host.host} breaker state ${state}`));
+  }
+  const manager = client.watchManager;
+  setInterval(() => {
+    if (manager.state !== 2) {
+      out(`note watch manager state ${manager.state}, ` +
+        `queue ${manager.queue ? manager.queue.state : '-'}`);
+    }
+  }, 2000).unref();
+  // How the client lives through the changes (for the log, not checked).
+  watcher.on('disconnected', (e) => out(`note watch disconnected: ${e}`));
+  watcher.on('connected', (r) =>
+    out(`note watch connected at ${r.header.revision} via member ` +
+      `${r.header.member_id}`));
 
   let stopRevision = null;
   for (let i = 0; stopRevision === null; i++) {
