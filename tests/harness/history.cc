@@ -43,14 +43,12 @@ absl::StatusOr<std::vector<mvccpb::Event>> ReadHistory(
   req.mutable_create_request()->set_key(key);
   req.mutable_create_request()->set_range_end(range_end);
   req.mutable_create_request()->set_start_revision(from_revision);
-  // Progress reports tell when the member has passed to_revision even if
-  // the range saw no event there.
-  req.mutable_create_request()->set_progress_notify(true);
   if (!stream->Write(req)) {
     return absl::UnavailableError(absl::StrCat("cannot watch on ", endpoint));
   }
-  etcdserverpb::WatchRequest progress;
-  progress.mutable_progress_request();
+  // Ends at the event at to_revision. (Progress requests cannot mark the
+  // end: etcd 3.4 answers them at once with its current revision, whatever
+  // the watcher has been sent.)
   etcdserverpb::WatchResponse resp;
   bool done = false;
   while (!done && stream->Read(&resp)) {
@@ -68,17 +66,8 @@ absl::StatusOr<std::vector<mvccpb::Event>> ReadHistory(
         break;
       }
       out.push_back(e);
+      done = e.kv().mod_revision() == to_revision;
     }
-    if (done || resp.events_size() > 0) continue;
-    // An answer to a progress request (or the creation): every event up to
-    // its header revision has been sent before it.
-    if (!resp.created() && resp.header().revision() >= to_revision) {
-      done = true;
-      break;
-    }
-    // Not there yet (the member is catching up or behind): ask again soon.
-    if (!resp.created()) absl::SleepFor(absl::Milliseconds(10));
-    (void)stream->Write(progress);
   }
   ctx.TryCancel();
   grpc::Status s = stream->Finish();

@@ -19,8 +19,10 @@ std::string EventLine(const mvccpb::Event& e);
 
 // The events on [key, range_end) with revisions in [from_revision,
 // to_revision], in order, from the member at `endpoint` ("host:port").
-// Errors: kDeadlineExceeded if the member did not deliver up to
-// `to_revision` within `timeout`; the member's error otherwise.
+// `to_revision` must be the revision of a write in the range (e.g. a marker
+// put): reading ends at its event. Errors: kDeadlineExceeded if the member
+// did not deliver up to `to_revision` within `timeout`; the member's error
+// otherwise.
 absl::StatusOr<std::vector<mvccpb::Event>> ReadHistory(
     const std::string& endpoint, const std::string& key,
     const std::string& range_end, int64_t from_revision, int64_t to_revision,

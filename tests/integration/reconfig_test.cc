@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -72,6 +73,20 @@ class System {
  public:
   System(bool etcd, const std::string& tag) : etcd_(etcd), cluster_(3, tag) {
     if (etcd_) cluster_.set_binary("/usr/bin/etcd");
+  }
+  // Stops every member and deletes the data directories: up to nine
+  // members' stores (etcd preallocates 64 MB of WAL each) would otherwise
+  // stay in the test's sandbox.
+  ~System() {
+    for (int i = 0; i < cluster_.size(); ++i) {
+      Subprocess& p = cluster_.process(i);
+      if (p.running()) {
+        p.Signal(SIGCONT);  // a paused member cannot handle SIGTERM
+        (void)p.Stop(absl::Seconds(5));
+      }
+      std::error_code ignored;
+      std::filesystem::remove_all(cluster_.member(i).data_dir, ignored);
+    }
   }
 
   const char* name() const { return etcd_ ? "etcd 3.4" : "lockd"; }
@@ -196,9 +211,20 @@ class System {
                           std::string* log) {
     for (int i : target) {
       if (members_.count(i)) continue;
-      absl::StatusOr<CommandResult> add = RunEtcdctl(
-          Endpoint(contact), {"member", "add", cluster_.member(i).name,
-                              "--peer-urls=" + cluster_.member(i).peer_url()});
+      // etcd refuses to add or remove a voter ("unhealthy cluster") until
+      // every member has been connected for 5 s; ask again until it agrees.
+      absl::StatusOr<CommandResult> add;
+      for (absl::Time until = absl::Now() + absl::Seconds(60);;) {
+        add = RunEtcdctl(Endpoint(contact),
+                         {"member", "add", cluster_.member(i).name,
+                          "--peer-urls=" + cluster_.member(i).peer_url()});
+        if (!add.ok() || add->exit_code == 0 ||
+            add->err.find("unhealthy cluster") == std::string::npos ||
+            absl::Now() > until) {
+          break;
+        }
+        absl::SleepFor(absl::Milliseconds(500));
+      }
       if (!add.ok()) return add.status();
       absl::StrAppend(log, "etcdctl member add ", cluster_.member(i).name,
                       " (exit ", add->exit_code, ")\n", add->err);
@@ -223,21 +249,45 @@ class System {
     }
     for (int i : std::set<int>(members_)) {
       if (target.count(i)) continue;
-      absl::StatusOr<CommandResult> list =
-          RunEtcdctl(Endpoint(contact), {"member", "list"});
-      if (!list.ok()) return list.status();
-      std::string id;
-      for (absl::string_view line : absl::StrSplit(list->out, '\n')) {
-        std::vector<std::string> f = absl::StrSplit(line, ", ");
-        if (f.size() > 2 && f[2] == cluster_.member(i).name) id = f[0];
+      // etcd refuses while the cluster is "unhealthy" (a member connected
+      // for less than 5 s) and may time out while it elects a new leader
+      // (when the leader itself was removed): ask again until the member is
+      // gone from the list.
+      bool removed = false;
+      for (absl::Time until = absl::Now() + absl::Seconds(60);
+           !removed && absl::Now() < until;) {
+        absl::StatusOr<CommandResult> list =
+            RunEtcdctl(Endpoint(contact), {"member", "list"});
+        if (!list.ok()) return list.status();
+        std::string id;
+        for (absl::string_view line : absl::StrSplit(list->out, '\n')) {
+          std::vector<std::string> f = absl::StrSplit(line, ", ");
+          if (f.size() > 2 && f[2] == cluster_.member(i).name) id = f[0];
+        }
+        if (list->exit_code == 0 && id.empty()) {
+          removed = true;
+          break;
+        }
+        if (id.empty()) {
+          absl::SleepFor(absl::Milliseconds(500));
+          continue;
+        }
+        absl::StatusOr<CommandResult> rm =
+            RunEtcdctl(Endpoint(contact), {"member", "remove", id});
+        if (!rm.ok()) return rm.status();
+        absl::StrAppend(log, "etcdctl member remove ", cluster_.member(i).name,
+                        " (exit ", rm->exit_code, ")\n",
+                        rm->exit_code == 0 ? "" : rm->err);
+        if (rm->exit_code == 0) {
+          removed = true;
+        } else {
+          absl::SleepFor(absl::Milliseconds(500));
+        }
       }
-      if (id.empty()) return absl::InternalError(list->out);
-      absl::StatusOr<CommandResult> rm =
-          RunEtcdctl(Endpoint(contact), {"member", "remove", id});
-      if (!rm.ok()) return rm.status();
-      absl::StrAppend(log, "etcdctl member remove ", cluster_.member(i).name,
-                      " (exit ", rm->exit_code, ")\n", rm->err);
-      if (rm->exit_code != 0) return absl::InternalError(rm->err);
+      if (!removed) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "etcd did not remove ", cluster_.member(i).name, " in 60 s"));
+      }
       members_.erase(i);
       // A removed etcd member stops by itself; make sure it is gone.
       (void)cluster_.process(i).Wait(absl::Seconds(10));
@@ -515,6 +565,9 @@ struct RunResult {
   std::vector<ClientRow> rows;
   std::vector<std::string> lock_violations;
   std::vector<std::string> lost_writes;
+  // What went wrong beyond the clients' own figures (etcd's run records
+  // instead of failing the test).
+  std::vector<std::string> notes;
   WatchCheck lockd_watch, node_watch;
   int lockd_watch_streams = 0;
   bool node_done = false;
@@ -546,6 +599,15 @@ std::string WatchSummary(const WatchCheck& w) {
 
 void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   res->system = sys->name();
+  // lockd must pass these checks; etcd's misses are reported.
+  auto check = [&](bool ok, const std::string& what) {
+    if (ok) return;
+    if (sys->etcd()) {
+      res->notes.push_back(what);
+    } else {
+      ADD_FAILURE() << what;
+    }
+  };
   {
     absl::Status s = sys->Start();
     ASSERT_TRUE(s.ok()) << s;
@@ -685,7 +747,7 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
     absl::Status s = sys->Resize(target, contact, &res->log);
     resize_done = true;
     if (resumer.joinable()) resumer.join();
-    EXPECT_TRUE(s.ok()) << s << "\n" << res->log;
+    check(s.ok(), absl::StrCat("resize: ", s.ToString(), "\n", res->log));
     scenario_ok = s.ok();
     // The lockd client follows the member list (it syncs every second).
     for (absl::Time until = absl::Now() + absl::Seconds(20);
@@ -693,13 +755,15 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
          absl::Now() < until;) {
       absl::SleepFor(absl::Milliseconds(100));
     }
-    EXPECT_EQ((*c)->current_endpoints().size(), static_cast<size_t>(n))
-        << absl::StrJoin((*c)->current_endpoints(), ",");
+    check((*c)->current_endpoints().size() == static_cast<size_t>(n),
+          absl::StrCat("the lockd client balances over ",
+                       absl::StrJoin((*c)->current_endpoints(), ","),
+                       ", not the ", n, " members"));
     LetRun(&lockd_tally, 20);
   }
   res->completed = scenario_ok;
-  EXPECT_GE(most_endpoints.load(), 5u)
-      << "the lockd client never balanced over the grown cluster";
+  check(most_endpoints.load() >= 5u,
+        "the lockd client never balanced over the grown cluster");
 
   // Stop the workloads; then one last write marks the end of the history.
   stop = true;
@@ -738,8 +802,11 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   ASSERT_TRUE((*reader)->DeleteRange(release).ok());
   absl::StatusOr<etcdserverpb::TxnResponse> taken =
       (*reader)->Txn(TakeLock(lock_state.contender_lease.load(), "contender"));
-  ASSERT_TRUE(taken.ok()) << taken.status();
-  if (!taken->succeeded()) {
+  if (!taken.ok()) {
+    lock_state.Violation(
+        absl::StrCat("the contender could not take the released lock: ",
+                     taken.status().ToString()));
+  } else if (!taken->succeeded()) {
     lock_state.Violation("the contender could not take the released lock");
   }
 
@@ -753,8 +820,9 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
     f << end_revision << "\n";
   }
   absl::StatusOr<int> node_exit = node.Wait(absl::Seconds(120));
-  EXPECT_TRUE(node_exit.ok() && *node_exit == 0)
-      << node.output().substr(0, 4000);
+  check(node_exit.ok() && *node_exit == 0,
+        absl::StrCat("the Node client did not end cleanly:\n",
+                     node.output().substr(0, 4000)));
   NodeReport node_report;
   ParseNode(node.output(), &node_report);
   res->node_done = node_report.done;
@@ -767,7 +835,11 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   }
   res->lockd_watch_streams = (*watcher)->streams();
   (*watcher)->Cancel();
-  EXPECT_TRUE((*watcher)->Wait(absl::Seconds(10)).ok());
+  {
+    absl::Status end = (*watcher)->Wait(absl::Seconds(10));
+    check(end.ok(),
+          absl::StrCat("the lockd watch ended with ", end.ToString()));
+  }
 
   absl::StatusOr<std::vector<mvccpb::Event>> history =
       ReadHistory(sys->Endpoint(*sys->members().begin()), kPrefix,
@@ -864,6 +936,9 @@ void Print(const RunResult& r) {
     std::printf("    %s\n", v.c_str());
   }
   std::printf("  lost acknowledged writes: %zu\n", r.lost_writes.size());
+  for (const std::string& n : r.notes) {
+    std::printf("  note: %s\n", n.substr(0, 600).c_str());
+  }
   std::fflush(stdout);
 }
 
