@@ -475,10 +475,53 @@ absl::Status Client::LeaseKeepAlive(
     }
     grpc::ClientContext ctx;
     auto stream = ep.lease->LeaseKeepAlive(&ctx);
+    // A member can keep the stream open and never answer (an etcd member
+    // cut off from its leader, or removed, does): a watchdog ends the
+    // stream when an answer is overdue, so the next member renews the
+    // lease well before it expires.
+    const absl::Duration answer_within = std::max(
+        absl::Milliseconds(500), std::min(options_.call_timeout, ttl / 3));
+    absl::Mutex dog_mu;
+    bool dog_stop = false;
+    bool overdue = false;
+    absl::Time waiting_since = absl::InfiniteFuture();
+    std::thread dog([&] {
+      absl::MutexLock lock(&dog_mu);
+      while (!dog_stop) {
+        if (absl::Now() - waiting_since > answer_within) {
+          overdue = true;
+          ctx.TryCancel();
+          return;
+        }
+        // Polling (bounded, every 50 ms) keeps the watchdog simple.
+        dog_mu.AwaitWithTimeout(absl::Condition(&dog_stop),
+                                absl::Milliseconds(50));
+      }
+    });
+    struct StopDog {
+      absl::Mutex* mu;
+      bool* stop;
+      std::thread* dog;
+      ~StopDog() {
+        {
+          absl::MutexLock lock(mu);
+          *stop = true;
+        }
+        dog->join();
+      }
+    } stop_dog{&dog_mu, &dog_stop, &dog};
+    auto waiting = [&](bool on) {
+      absl::MutexLock lock(&dog_mu);
+      waiting_since = on ? absl::Now() : absl::InfiniteFuture();
+    };
     etcdserverpb::LeaseKeepAliveRequest req;
     req.set_id(lease_id);
     etcdserverpb::LeaseKeepAliveResponse resp;
-    while (stream->Write(req) && stream->Read(&resp)) {
+    for (;;) {
+      waiting(true);
+      const bool answered = stream->Write(req) && stream->Read(&resp);
+      waiting(false);
+      if (!answered) break;
       if (resp.ttl() <= 0) {
         ctx.TryCancel();
         (void)stream->Finish();
@@ -498,7 +541,16 @@ absl::Status Client::LeaseKeepAlive(
       }
       absl::SleepFor(std::max(ttl / 3, absl::Milliseconds(500)));
     }
-    last = FromGrpc(stream->Finish());
+    bool was_overdue;
+    {
+      absl::MutexLock lock(&dog_mu);
+      was_overdue = overdue;
+    }
+    absl::Status finished = FromGrpc(stream->Finish());
+    last = was_overdue ? absl::UnavailableError(absl::StrCat(
+                             ep.address, " did not answer a keep-alive within ",
+                             absl::FormatDuration(answer_within)))
+                       : finished;
     MarkFailed(ep);
     RequestSync();
     // A member between leaders ends the stream; give the election a moment.
