@@ -90,6 +90,8 @@ let lastEventRevision = 0;
     } catch (e) {
       out(`call ${Date.now() - start} put ${key}`);
       out(`fail put ${key}: ${e}`);
+      // An application would not retry in a tight loop either.
+      await sleep(100);
     }
     if (fs.existsSync(stopFile)) {
       stopRevision = Number(fs.readFileSync(stopFile, 'utf8').trim() || '0');
