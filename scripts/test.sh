@@ -7,8 +7,10 @@
 # Options (or environment):
 #   --quick          the optimized pass only (LOCKD_TEST_QUICK=1)
 #   --long           long simulation/soak runs instead of CI-sized ones
-#                    (LOCKD_TEST_LONG=1): 100,000 simulator seeds; see
-#                    tests/sim/README.md for a million overnight
+#                    (LOCKD_TEST_LONG=1): 100,000 simulator seeds (see
+#                    tests/sim/README.md for a million overnight); the full
+#                    reconfiguration test, 3 -> 5 -> 9 -> 3 and the same
+#                    against Debian's etcd 3.4 side by side (reconfig_test)
 # LOCKD_SIM_SEEDS overrides the number of simulator seeds (default 3000).
 set -uo pipefail
 cd "$(dirname "$0")/.."

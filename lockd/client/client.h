@@ -1,8 +1,9 @@
 // lockd's client library: the etcd v3 API over gRPC with the safety an
 // operator expects: a deadline on every call, reads retried on the next
 // endpoint when one is unavailable, writes retried only when no member could
-// have applied them (the connection was never made, or the member refused
-// before proposing: "etcdserver: no leader" / "leader changed"), with
+// have applied them (the connection was never made, the member refused
+// before proposing: "etcdserver: no leader" / "leader changed", or a member
+// closing its listener turned the call away unhandled: CANCELLED), with
 // jittered, bounded backoff between rounds.
 //
 // Endpoints: the client keeps its list in sync with the cluster's member
@@ -26,10 +27,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/optional.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "v3electionpb/v3election.pb.h"
 
 namespace lockd::client {
+
+class Watcher;  // below, in "Watches"
 
 struct ClientOptions {
   // "host:port" or "http://host:port", at least one.
@@ -152,6 +156,31 @@ class Client {
   // (then the current list is kept).
   absl::Status Sync();
 
+  // Watches
+  //
+  // Watches `req.key()` (with `range_end` as etcd: a single key, a range,
+  // a prefix, or all keys from `key` with "\0") from `req.start_revision()`
+  // (0: from the next revision) and calls `on_events` with every response
+  // that carries events, on the watcher's own thread, one at a time, in
+  // revision order. All events of one revision arrive in one call. When the
+  // stream fails or a member ends it ("etcdserver: no leader", a removed
+  // member, a connection drop, a cancel by the member), the watch is
+  // created again on the healthiest endpoint from the last delivered
+  // revision + 1: no event is skipped and none is delivered twice.
+  // `on_events` returns false to end the watch (then Wait() gives OK).
+  // `req.watch_id()` and `req.fragment()` are ignored.
+  //
+  // Returns once a member has created the watch (within call_timeout), so
+  // events written after Watch() returns are seen. Errors: kOutOfRange
+  // "etcdserver: mvcc: required revision has been compacted" when the start
+  // revision is compacted; kInvalidArgument with the member's reason when
+  // it refuses the request (e.g. an empty range); kDeadlineExceeded when no
+  // member created it within call_timeout. The client must outlive the
+  // Watcher.
+  absl::StatusOr<std::unique_ptr<Watcher>> Watch(
+      const etcdserverpb::WatchCreateRequest& req,
+      std::function<bool(const etcdserverpb::WatchResponse&)> on_events);
+
   // ---------------------------------------------------------------------
   // Locks and elections (etcd's v3lock and v3election services; the
   // implementation is in locks.cc). Every call has a deadline; a call that
@@ -222,6 +251,10 @@ class Client {
 
  private:
   struct Endpoint;
+  // Watches: watch.cc does not see Endpoint's definition.
+  friend class Watcher;
+  static const std::string& AddressOf(const Endpoint& ep);
+  static std::shared_ptr<grpc::Channel> ChannelOf(const Endpoint& ep);
   explicit Client(const ClientOptions& options);
   std::shared_ptr<Endpoint> Dial(const std::string& address) const;
   // The current endpoints in trying order: the last one that worked first,
@@ -255,6 +288,70 @@ class Client {
   bool sync_requested_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread sync_thread_;
+};
+
+// Watches
+
+// One watch started by Client::Watch, re-created on another member whenever
+// its stream ends. Thread-safe. Destroying it cancels the watch and waits
+// for its thread (and so for a callback in progress); never destroy it
+// from its own callback (return false instead).
+class Watcher {
+ public:
+  ~Watcher();
+  Watcher(const Watcher&) = delete;
+  Watcher& operator=(const Watcher&) = delete;
+
+  // Ends the watch; Wait() then returns OK. Idempotent.
+  void Cancel();
+  // Waits up to `timeout` for the watch to end and returns why: OK after
+  // Cancel() or a callback that returned false; kOutOfRange (compacted) when
+  // the events to resume from were compacted while no member served the
+  // watch; kInvalidArgument when a member refused to re-create it;
+  // kUnavailable when no member served it for `retry_timeout` (then resume
+  // with a new Watch from next_revision()). kDeadlineExceeded if still
+  // running.
+  absl::Status Wait(absl::Duration timeout);
+  // The revision the next delivered event will have at least: the last
+  // delivered event's revision + 1 (or where the watch started).
+  int64_t next_revision() const;
+  // The endpoint the stream is on now ("" between streams).
+  std::string endpoint() const;
+  // Streams created so far, the first included.
+  int streams() const;
+
+  // How long the watch keeps trying to re-create its stream before it ends
+  // with kUnavailable.
+  static constexpr absl::Duration kRetryTimeout = absl::Seconds(60);
+
+ private:
+  friend class Client;
+  Watcher(Client* client, etcdserverpb::WatchCreateRequest req,
+          std::function<bool(const etcdserverpb::WatchResponse&)> on_events);
+  void Run();
+  // One stream on `address` until it ends; returns the watch's end status,
+  // or nullopt to try again elsewhere, with `why` set and `created` telling
+  // whether the member had created the watch.
+  absl::optional<absl::Status> RunStream(
+      const std::shared_ptr<grpc::Channel>& channel, const std::string& address,
+      absl::Status* why, bool* created);
+  bool Sleep(absl::Duration d);  // false when cancelled meanwhile
+
+  Client* const client_;
+  const etcdserverpb::WatchCreateRequest req_;
+  const std::function<bool(const etcdserverpb::WatchResponse&)> on_events_;
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool created_ ABSL_GUARDED_BY(mu_) = false;  // by some member, once
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status end_ ABSL_GUARDED_BY(mu_);
+  // The stream in progress, for Cancel(); owned by the watcher's thread.
+  grpc::ClientContext* stream_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string endpoint_ ABSL_GUARDED_BY(mu_);
+  int64_t next_revision_ ABSL_GUARDED_BY(mu_) = 0;
+  int streams_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Normalizes "http://host:port" to "host:port". Errors: kInvalidArgument.

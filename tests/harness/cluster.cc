@@ -72,7 +72,7 @@ std::string LocalCluster::endpoints() const {
 std::vector<std::string> LocalCluster::MemberArgs(int i) const {
   const MemberSpec& s = specs_[i];
   return {
-      Runfile("lockd/lockd"),
+      binary_.empty() ? Runfile("lockd/lockd") : binary_,
       "--name=" + s.name,
       "--data-dir=" + s.data_dir,
       "--listen-client-urls=" + s.client_url(),
@@ -92,7 +92,8 @@ absl::Status LocalCluster::StartMember(
   procs_[i] = std::make_unique<Subprocess>();
   const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
   std::string log =
-      outputs ? absl::StrCat(outputs, "/", specs_[i].name, ".log") : "";
+      outputs ? absl::StrCat(outputs, "/", tag_, "-", specs_[i].name, ".log")
+              : "";
   if (absl::Status s = procs_[i]->Start(args, {}, log); !s.ok()) return s;
   if (!procs_[i]->WaitForOutput("ready to serve client requests", timeout)) {
     return absl::UnavailableError(absl::StrCat("member ", specs_[i].name,

@@ -51,6 +51,9 @@ class LocalCluster {
   int MemberIndexOf(uint64_t member_id);
 
   std::vector<std::string> MemberArgs(int i) const;
+  // The member binary: lockd from runfiles unless set (e.g. /usr/bin/etcd,
+  // which takes the same flags, to run the same scenario against etcd).
+  void set_binary(const std::string& path) { binary_ = path; }
   const MemberSpec& member(int i) const { return specs_[i]; }
   Subprocess& process(int i) { return *procs_[i]; }
   int size() const { return static_cast<int>(specs_.size()); }
@@ -59,6 +62,7 @@ class LocalCluster {
 
  private:
   std::string tag_;
+  std::string binary_;
   std::vector<MemberSpec> specs_;
   std::vector<std::unique_ptr<Subprocess>> procs_;
 };

@@ -23,102 +23,10 @@
 #include "lockd/client/client.h"
 #include "tests/harness/cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/workload.h"
 
 namespace lockd::testing {
 namespace {
-
-// What one client saw; thread-safe.
-struct Tally {
-  absl::Mutex mu;
-  std::map<std::string, std::string> acked ABSL_GUARDED_BY(mu);
-  std::vector<std::string> failures ABSL_GUARDED_BY(mu);
-  absl::Duration longest ABSL_GUARDED_BY(mu);
-  std::string longest_what ABSL_GUARDED_BY(mu);
-  int64_t calls ABSL_GUARDED_BY(mu) = 0;
-
-  void Call(const std::string& what, absl::Duration took,
-            const absl::Status& s) {
-    absl::MutexLock lock(&mu);
-    ++calls;
-    if (took > longest) {
-      longest = took;
-      longest_what = what;
-    }
-    if (!s.ok()) failures.push_back(absl::StrCat(what, ": ", s.ToString()));
-  }
-  int64_t Calls() {
-    absl::MutexLock lock(&mu);
-    return calls;
-  }
-};
-
-// lockd's client: put a key, then read it back linearizably.
-void LockdWorkload(client::Client* c, std::atomic<bool>* stop, Tally* t,
-                   std::atomic<size_t>* most_endpoints) {
-  for (int i = 0; !stop->load(); ++i) {
-    const std::string key = absl::StrCat("lockd/", i);
-    const std::string value = absl::StrCat("v", i);
-    etcdserverpb::PutRequest put;
-    put.set_key(key);
-    put.set_value(value);
-    absl::Time start = absl::Now();
-    absl::StatusOr<etcdserverpb::PutResponse> p = c->Put(put);
-    t->Call(absl::StrCat("put ", key), absl::Now() - start, p.status());
-    if (p.ok()) {
-      absl::MutexLock lock(&t->mu);
-      t->acked[key] = value;
-    }
-    etcdserverpb::RangeRequest get;
-    get.set_key(key);
-    start = absl::Now();
-    absl::StatusOr<etcdserverpb::RangeResponse> r = c->Range(get);
-    absl::Status s = r.status();
-    if (r.ok() && p.ok() &&
-        (r->kvs_size() != 1 || r->kvs(0).value() != value)) {
-      s = absl::DataLossError("linearizable read missed the acked put");
-    }
-    t->Call(absl::StrCat("get ", key), absl::Now() - start, s);
-    size_t n = c->current_endpoints().size();
-    size_t seen = most_endpoints->load();
-    while (n > seen && !most_endpoints->compare_exchange_weak(seen, n)) {
-    }
-  }
-}
-
-// etcdctl with a static endpoint list: a put, then a linearizable get.
-void EtcdctlWorkload(const std::string& endpoints, std::atomic<bool>* stop,
-                     Tally* t) {
-  for (int i = 0; !stop->load(); ++i) {
-    const std::string key = absl::StrCat("etcdctl/", i);
-    absl::Time start = absl::Now();
-    absl::StatusOr<CommandResult> p = RunEtcdctl(endpoints, {"put", key, "x"});
-    absl::Status s = p.status();
-    if (s.ok() && p->exit_code != 0) s = absl::UnknownError(p->err);
-    t->Call(absl::StrCat("etcdctl put ", key), absl::Now() - start, s);
-    if (s.ok()) {
-      absl::MutexLock lock(&t->mu);
-      t->acked[key] = "x";
-    }
-    start = absl::Now();
-    absl::StatusOr<CommandResult> g =
-        RunEtcdctl(endpoints, {"get", key, "--print-value-only"});
-    s = g.status();
-    if (s.ok() && g->exit_code != 0) s = absl::UnknownError(g->err);
-    if (s.ok() && p.ok() && p->exit_code == 0 && g->out != "x\n") {
-      s = absl::DataLossError(absl::StrCat("read \"", g->out, "\""));
-    }
-    t->Call(absl::StrCat("etcdctl get ", key), absl::Now() - start, s);
-  }
-}
-
-// Waits until `t` has made `more` calls beyond now (bounded).
-void LetRun(Tally* t, int64_t more) {
-  const int64_t until = t->Calls() + more;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (t->Calls() < until && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-}
 
 absl::StatusOr<CommandResult> Resize(const std::string& endpoint,
                                      const std::string& members) {
@@ -165,9 +73,10 @@ TEST(ResizeTest, ThreeToFiveToThree_UnderLoad_NoClientCallFails) {
   std::atomic<bool> stop{false};
   std::atomic<size_t> most_endpoints{0};
   Tally lockd_tally, etcdctl_tally;
-  std::thread lockd_load(LockdWorkload, c->get(), &stop, &lockd_tally,
-                         &most_endpoints);
-  std::thread etcdctl_load(EtcdctlWorkload, first_three, &stop, &etcdctl_tally);
+  std::thread lockd_load(LockdPutGetLoop, c->get(), "lockd/", &stop,
+                         &lockd_tally, &most_endpoints);
+  std::thread etcdctl_load(EtcdctlPutGetLoop, first_three, "etcdctl/", &stop,
+                           &etcdctl_tally);
   LetRun(&lockd_tally, 20);
 
   // 3 -> 5. The new members start before they are added (they wait to be);
