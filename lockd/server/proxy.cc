@@ -39,11 +39,13 @@ bool Serialize(const google::protobuf::Message& m, grpc::ByteBuffer* out) {
 //
 // Upstream operations are started only while the upstream call cannot have
 // finished: either an upstream read or write is outstanding, or a hold is
-// taken. The write side holds from the start until the client half-closes
-// (or writing fails); the read side holds between an upstream read and the
-// next one while the message is written to the client. So OnDone of the
-// upstream comes only once this side will start nothing more there, and the
-// client is answered with the member's status then.
+// taken. The write side holds from the start until the client half-closes,
+// writing fails, or the member ends the call (its reads end: a watch it
+// ended must reach the client even if the client never writes again); the
+// read side holds between an upstream read and the next one while the
+// message is written to the client. So OnDone of the upstream comes only
+// once this side will start nothing more there, and the client is answered
+// with the member's status then.
 class RetiredProxy::Relay final : public grpc::ServerGenericBidiReactor {
  public:
   Relay(RetiredProxy* proxy, grpc::GenericCallbackServerContext* ctx)
@@ -74,6 +76,10 @@ class RetiredProxy::Relay final : public grpc::ServerGenericBidiReactor {
     target->stub->PrepareBidiStreamingCall(&upstream_ctx_, ctx->method(),
                                            grpc::StubOptions(), &upstream_);
     upstream_.AddHold();  // the write side, until the client half-closes
+    {
+      absl::MutexLock lock(&mu_);
+      write_hold_ = true;
+    }
     upstream_.StartRead(&up_in_);
     upstream_.StartCall();
     StartRead(&in_);
@@ -89,23 +95,52 @@ class RetiredProxy::Relay final : public grpc::ServerGenericBidiReactor {
       AnswerStatus();
       return;
     }
-    if (ok) {
-      upstream_.StartWrite(&in_);
-      upstream_.RemoveHold();  // the write is outstanding now
-    } else {
-      upstream_.StartWritesDone();
-      upstream_.RemoveHold();
+    bool had_hold, over;
+    {
+      absl::MutexLock lock(&mu_);
+      had_hold = write_hold_;
+      write_hold_ = false;
+      over = upstream_reads_over_;
     }
+    // Once the member has ended the call nothing more goes up; otherwise
+    // the write (or half-close) keeps the call open in place of the hold.
+    if (!over) {
+      if (ok) {
+        upstream_.StartWrite(&in_);
+      } else {
+        upstream_.StartWritesDone();
+      }
+    }
+    if (had_hold) upstream_.RemoveHold();
   }
   void UpstreamWriteDone(bool ok) {
     if (!ok) return;  // the member ended the call; its status follows
-    upstream_.AddHold();
+    {
+      absl::MutexLock lock(&mu_);
+      if (upstream_reads_over_) return;  // no more reads from the client
+      upstream_.AddHold();  // cannot run a reaction: safe under mu_
+      write_hold_ = true;
+    }
     StartRead(&in_);
   }
 
   // Member -> client.
   void UpstreamReadDone(bool ok) {
-    if (!ok) return;  // end of the member's stream; OnDone follows
+    if (!ok) {
+      // The member ended the call (a watch it ended, an error, the end of
+      // a unary answer). The write side's hold would keep OnDone, and so
+      // the member's status, from the client until the client sends again,
+      // which a watching client may never do: drop it now.
+      bool had_hold;
+      {
+        absl::MutexLock lock(&mu_);
+        upstream_reads_over_ = true;
+        had_hold = write_hold_;
+        write_hold_ = false;
+      }
+      if (had_hold) upstream_.RemoveHold();
+      return;
+    }
     upstream_.AddHold();
     StartWrite(&up_in_);
   }
@@ -181,6 +216,10 @@ class RetiredProxy::Relay final : public grpc::ServerGenericBidiReactor {
   absl::Mutex mu_;
   bool upstream_done_ ABSL_GUARDED_BY(mu_) = false;
   bool server_done_ ABSL_GUARDED_BY(mu_) = false;
+  // The write side's hold is taken (no client read is being written up).
+  bool write_hold_ ABSL_GUARDED_BY(mu_) = false;
+  // The member's side has ended: every upstream read from now fails.
+  bool upstream_reads_over_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 RetiredProxy::RetiredProxy(const ServerConfig* config,

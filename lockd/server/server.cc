@@ -485,7 +485,7 @@ void Server::Retire() {
     };
     // Watches this member serves from its own (now frozen) state end with a
     // retryable error; clients re-create them from their last revision.
-    watch_->EndAll(grpc::Status(
+    watch_->EndAllForGood(grpc::Status(
         grpc::StatusCode::UNAVAILABLE,
         "etcdserver: this member was removed from the cluster; watch again "
         "(calls to this endpoint are relayed to the current members)"));

@@ -85,7 +85,10 @@ class WatchReactor final
       : service_(service), ctx_(ctx) {
     service_->open_streams_.fetch_add(1);
     stream_ = service_->hub_->OpenStream([this] { MaybeWrite(); });
-    service_->Register(this);
+    if (std::optional<grpc::Status> refused = service_->Register(this)) {
+      End(*refused);
+      return;
+    }
     StartRead(&request_);
   }
 
@@ -424,9 +427,10 @@ WatchService::Watch(grpc::CallbackServerContext* ctx) {
   return new WatchReactor(this, ctx);
 }
 
-void WatchService::Register(WatchReactor* r) {
+std::optional<grpc::Status> WatchService::Register(WatchReactor* r) {
   absl::MutexLock lock(&streams_mu_);
   streams_.insert(r);
+  return refuse_;
 }
 
 namespace {
@@ -443,6 +447,14 @@ void WatchService::Unregister(WatchReactor* r) {
   }
   absl::MutexLock lock(&streams_mu_);
   streams_.erase(r);
+}
+
+int WatchService::EndAllForGood(const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&streams_mu_);
+    refuse_ = status;
+  }
+  return EndAll(status);
 }
 
 int WatchService::EndAll(const grpc::Status& status) {

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <set>
 
 #include "absl/synchronization/mutex.h"
@@ -51,13 +52,20 @@ class WatchService final
   // from its leader ends its streams with "etcdserver: no leader", so
   // clients resume elsewhere from their last revision). Returns how many.
   int EndAll(const grpc::Status& status);
+  // As EndAll, and every stream opened afterwards ends at once with
+  // `status` too (a removed member: its store no longer changes, so a watch
+  // served from it would go silent). Returns how many were open.
+  int EndAllForGood(const grpc::Status& status);
 
  private:
   friend class WatchReactor;
-  void Register(WatchReactor* r);
+  // Adds `r` to the open streams; returns the status to end it with at once
+  // when streams are refused (EndAllForGood).
+  std::optional<grpc::Status> Register(WatchReactor* r);
   void Unregister(WatchReactor* r);
   absl::Mutex streams_mu_;
   std::set<WatchReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
+  std::optional<grpc::Status> refuse_ ABSL_GUARDED_BY(streams_mu_);
   const ServerConfig* config_;
   raft::RaftNode* node_;
   kv::WatchHub* hub_;
