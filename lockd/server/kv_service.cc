@@ -144,12 +144,23 @@ void KvService::Offload(grpc::ServerUnaryReactor* reactor,
 template <typename Req, typename Resp>
 grpc::ServerUnaryReactor* KvService::WriteAsync(
     grpc::CallbackServerContext* ctx, const Req* req, Resp* resp,
+    const absl::Status& validation, bool grows_store,
     const std::function<void(internal::Request*)>& wrap,
     Resp ApplyResult::*result_field,
     const std::function<void(etcdserverpb::KV::Stub*, grpc::ClientContext*,
                              std::function<void(grpc::Status)>)>& forward,
     std::function<grpc::Status()> blocking) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (!validation.ok()) {
+    reactor->Finish(ToGrpc(validation));
+    return reactor;
+  }
+  if (grows_store && !RoomInQuota(req->ByteSizeLong())) {
+    // Over the quota by the cached size: the blocking path decides (and
+    // raises the NOSPACE alarm).
+    Offload(reactor, std::move(blocking));
+    return reactor;
+  }
   const absl::Time deadline = Deadline(ctx);
   if (node_->is_leader()) {
     internal::Request r;
@@ -397,41 +408,24 @@ grpc::Status KvService::Write(
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const etcdserverpb::PutRequest* req,
                                          etcdserverpb::PutResponse* resp) {
-  auto blocking = [this, ctx, req, resp] {
-    return PutBlocking(ctx, req, resp);
-  };
-  if (absl::Status s = kv::ValidatePut(*req); !s.ok()) {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(ToGrpc(s));
-    return reactor;
-  }
-  if (!RoomInQuota(req->ByteSizeLong())) {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    Offload(reactor, blocking);
-    return reactor;
-  }
   return WriteAsync<etcdserverpb::PutRequest, etcdserverpb::PutResponse>(
-      ctx, req, resp, [req](internal::Request* r) { *r->mutable_put() = *req; },
+      ctx, req, resp, kv::ValidatePut(*req), /*grows_store=*/true,
+      [req](internal::Request* r) { *r->mutable_put() = *req; },
       &ApplyResult::put,
       [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
                   std::function<void(grpc::Status)> done) {
         stub->async()->Put(c, req, resp, std::move(done));
       },
-      blocking);
+      [this, ctx, req, resp] { return PutBlocking(ctx, req, resp); });
 }
 
 grpc::ServerUnaryReactor* KvService::DeleteRange(
     grpc::CallbackServerContext* ctx,
     const etcdserverpb::DeleteRangeRequest* req,
     etcdserverpb::DeleteRangeResponse* resp) {
-  if (absl::Status s = kv::ValidateDeleteRange(*req); !s.ok()) {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(ToGrpc(s));
-    return reactor;
-  }
   return WriteAsync<etcdserverpb::DeleteRangeRequest,
                     etcdserverpb::DeleteRangeResponse>(
-      ctx, req, resp,
+      ctx, req, resp, kv::ValidateDeleteRange(*req), /*grows_store=*/false,
       [req](internal::Request* r) { *r->mutable_delete_range() = *req; },
       &ApplyResult::delete_range,
       [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
@@ -444,29 +438,17 @@ grpc::ServerUnaryReactor* KvService::DeleteRange(
 grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* ctx,
                                          const etcdserverpb::TxnRequest* req,
                                          etcdserverpb::TxnResponse* resp) {
-  auto blocking = [this, ctx, req, resp] {
-    return TxnBlocking(ctx, req, resp);
-  };
-  if (absl::Status s =
-          kv::ValidateTxn(*req, static_cast<int64_t>(config_->max_txn_ops));
-      !s.ok()) {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    reactor->Finish(ToGrpc(s));
-    return reactor;
-  }
-  if (!RoomInQuota(req->ByteSizeLong())) {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    Offload(reactor, blocking);
-    return reactor;
-  }
   return WriteAsync<etcdserverpb::TxnRequest, etcdserverpb::TxnResponse>(
-      ctx, req, resp, [req](internal::Request* r) { *r->mutable_txn() = *req; },
+      ctx, req, resp,
+      kv::ValidateTxn(*req, static_cast<int64_t>(config_->max_txn_ops)),
+      /*grows_store=*/true,
+      [req](internal::Request* r) { *r->mutable_txn() = *req; },
       &ApplyResult::txn,
       [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
                   std::function<void(grpc::Status)> done) {
         stub->async()->Txn(c, req, resp, std::move(done));
       },
-      blocking);
+      [this, ctx, req, resp] { return TxnBlocking(ctx, req, resp); });
 }
 
 grpc::Status KvService::PutBlocking(grpc::ServerContextBase* ctx,

@@ -111,12 +111,15 @@ class KvService final : public KvServiceBase {
   // True when a write of `request_bytes` fits under the quota by the cached
   // size (never blocks; OverQuota decides the rest).
   bool RoomInQuota(size_t request_bytes);
-  // The write path of the callback API (see the file comment): `wrap`
-  // makes the log command, `forward` starts the asynchronous call to the
-  // leader, `blocking` is the whole blocking form of the method.
+  // The write path of the callback API (see the file comment): answers
+  // `validation` if it is an error; a write that `grows_store` past the
+  // quota takes the blocking path; `wrap` makes the log command, `forward`
+  // starts the asynchronous call to the leader, `blocking` is the whole
+  // blocking form of the method.
   template <typename Req, typename Resp>
   grpc::ServerUnaryReactor* WriteAsync(
       grpc::CallbackServerContext* ctx, const Req* req, Resp* resp,
+      const absl::Status& validation, bool grows_store,
       const std::function<void(internal::Request*)>& wrap,
       Resp ApplyResult::*result_field,
       const std::function<void(etcdserverpb::KV::Stub*, grpc::ClientContext*,

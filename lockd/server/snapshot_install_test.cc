@@ -137,8 +137,12 @@ TEST(SnapshotInstallTest, MemberBehindCompactedLogs_InstallsLeadersStore) {
       leader
           ->WaitApplied(leader->commit_index(), absl::Now() + absl::Seconds(10))
           .ok());
-  EXPECT_GE(m1.node->log_compactions(), 5u);
-  EXPECT_GE(m2.node->log_compactions(), 5u);
+  // Each compaction keeps only the last 5 entries, so after one the log no
+  // longer reaches back to where member 3 stopped. (How many there are
+  // depends on how the writes were batched: 2 in an optimized build, more
+  // in a debug one.)
+  EXPECT_GE(m1.node->log_compactions(), 1u);
+  EXPECT_GE(m2.node->log_compactions(), 1u);
 
   m3 = std::make_unique<Member>(3, root + "/m3", port3);
   m3->transport->AddPeer(1, m1.address());
