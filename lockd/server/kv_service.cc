@@ -321,50 +321,9 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
   return ToGrpc(result->status);
 }
 
-grpc::ServerUnaryReactor* KvService::Range(
-    grpc::CallbackServerContext* ctx, const etcdserverpb::RangeRequest* req,
-    etcdserverpb::RangeResponse* resp) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  auto local = [this, req, resp]() -> grpc::Status {
-    absl::Status s = store_->Range(*req, resp);
-    if (!s.ok()) return ToGrpc(s);
-    FillHeader(resp->mutable_header());
-    return grpc::Status::OK;
-  };
-  if (absl::Status s = kv::ValidateRange(*req); !s.ok()) {
-    reactor->Finish(ToGrpc(s));
-    return reactor;
-  }
-  if (req->serializable()) {
-    reactor->Finish(local());
-    return reactor;
-  }
-  auto blocking = [this, ctx, req, resp] {
-    return RangeBlocking(ctx, req, resp);
-  };
-  if (node_->leader() == 0) {
-    // An election is under way: the blocking path waits for it.
-    Offload(reactor, blocking);
-    return reactor;
-  }
-  node_->ReadBarrierAsync([this, reactor, local, blocking](absl::Status s) {
-    // On the node's thread: the reading happens on the read workers.
-    if (!s.ok()) {
-      // Leader changed (or none): the blocking path waits for the next one.
-      Offload(reactor, blocking);
-      return;
-    }
-    if (!reads_.Submit([reactor, local] { reactor->Finish(local()); })) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   "etcdserver: too many requests"));
-    }
-  });
-  return reactor;
-}
-
-grpc::Status KvService::RangeBlocking(grpc::ServerContextBase* ctx,
-                                      const etcdserverpb::RangeRequest* req,
-                                      etcdserverpb::RangeResponse* resp) {
+grpc::Status KvService::Range(grpc::ServerContext* ctx,
+                              const etcdserverpb::RangeRequest* req,
+                              etcdserverpb::RangeResponse* resp) {
   if (absl::Status s = kv::ValidateRange(*req); !s.ok()) return ToGrpc(s);
   if (!req->serializable()) {
     absl::Time deadline = Deadline(ctx);

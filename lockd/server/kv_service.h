@@ -3,8 +3,8 @@
 // leader forwards writes to the leader's peer port, where the same service
 // runs; a forwarded write is never forwarded again.
 //
-// Range, Put, DeleteRange and Txn use gRPC's callback API: on the leader a
-// write is proposed without blocking and answered from the apply thread when it
+// Put, DeleteRange and Txn use gRPC's callback API: on the leader a write is
+// proposed without blocking and answered from the apply thread when it
 // commits, and a follower forwards it with an asynchronous call, so no
 // thread waits per write in flight (with hundreds of concurrent writes, the
 // thread hand-offs of a blocking server cost more CPU than the writes). The
@@ -35,11 +35,9 @@
 
 namespace lockd {
 
-using KvServiceBase = etcdserverpb::KV::WithCallbackMethod_Range<
-    etcdserverpb::KV::WithCallbackMethod_Put<
-        etcdserverpb::KV::WithCallbackMethod_DeleteRange<
-            etcdserverpb::KV::WithCallbackMethod_Txn<
-                etcdserverpb::KV::Service>>>>;
+using KvServiceBase = etcdserverpb::KV::WithCallbackMethod_Put<
+    etcdserverpb::KV::WithCallbackMethod_DeleteRange<
+        etcdserverpb::KV::WithCallbackMethod_Txn<etcdserverpb::KV::Service>>>;
 
 class KvService final : public KvServiceBase {
  public:
@@ -51,12 +49,9 @@ class KvService final : public KvServiceBase {
   // call after the gRPC servers using the service have shut down.
   ~KvService() override;
 
-  grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* ctx,
-                                  const etcdserverpb::RangeRequest* req,
-                                  etcdserverpb::RangeResponse* resp) override;
-  grpc::Status RangeBlocking(grpc::ServerContextBase* ctx,
-                             const etcdserverpb::RangeRequest* req,
-                             etcdserverpb::RangeResponse* resp);
+  grpc::Status Range(grpc::ServerContext* ctx,
+                     const etcdserverpb::RangeRequest* req,
+                     etcdserverpb::RangeResponse* resp) override;
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx,
                                 const etcdserverpb::PutRequest* req,
                                 etcdserverpb::PutResponse* resp) override;
@@ -159,13 +154,9 @@ class KvService final : public KvServiceBase {
   absl::Mutex sweeper_mu_;
   bool stopping_ ABSL_GUARDED_BY(sweeper_mu_) = false;
   std::thread sweeper_;
-  // Declared last: destroyed first, so queued work still finds the rest of
-  // the service. The slow paths of all calls:
+  // Declared last: destroyed first, so queued slow paths still find the
+  // rest of the service.
   WorkerPool pool_{64, 100000};
-  // Linearizable reads whose barrier passed. The node's thread hands over
-  // all reads one ReadIndex confirmed at once; two threads drain them, so a
-  // batch costs a wake-up or two rather than one per read.
-  WorkerPool reads_{2, 100000};
 };
 
 }  // namespace lockd
