@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "lockd/util/keys.h"
 
 namespace lockd::ctl {
 
@@ -22,7 +23,7 @@ struct CommandContext {
 int Fail(const std::string& message);
 
 // The key just past every key with this prefix (etcd's GetPrefixRangeEnd).
-std::string PrefixEnd(const std::string& prefix);
+using ::lockd::PrefixEnd;
 
 // Commands in their own files; each returns the process exit status.
 // lease_cmd.cc: "grant", "revoke", "timetolive", "list", "keep-alive".

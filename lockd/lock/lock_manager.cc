@@ -19,18 +19,6 @@ std::string OwnerKey(const std::string& name, int64_t lease) {
   return absl::StrCat(name, "/", absl::Hex(static_cast<uint64_t>(lease)));
 }
 
-std::string PrefixEnd(const std::string& prefix) {
-  std::string end = prefix;
-  while (!end.empty()) {
-    if (static_cast<unsigned char>(end.back()) < 0xff) {
-      end.back() = static_cast<char>(end.back() + 1);
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');  // every key (etcd's "from key" end)
-}
-
 // Registers one waiter for keys, prefixes or every commit; everything it
 // registered is removed when it goes away, before the waiter does.
 class LockManager::Subscription {

@@ -39,6 +39,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kv/mvcc/store.h"
+#include "lockd/util/keys.h"
 #include "mvccpb/kv.pb.h"
 
 namespace lockd::lock {
@@ -48,7 +49,7 @@ std::string Prefix(const std::string& name);
 // name + "/" + the lease id in lowercase hex, as etcd's recipes name it.
 std::string OwnerKey(const std::string& name, int64_t lease);
 // The end of the range holding every key that starts with `prefix`.
-std::string PrefixEnd(const std::string& prefix);
+using ::lockd::PrefixEnd;
 
 struct Limits {
   // Waiting calls (Lock, Campaign, Observe) per name and in all.

@@ -16,18 +16,6 @@ std::string EventLine(const mvccpb::Event& e) {
                       e.kv().mod_revision());
 }
 
-std::string PrefixEnd(const std::string& prefix) {
-  std::string end = prefix;
-  while (!end.empty()) {
-    if (static_cast<unsigned char>(end.back()) < 0xff) {
-      end.back() = static_cast<char>(end.back() + 1);
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');  // every key
-}
-
 absl::StatusOr<std::vector<mvccpb::Event>> ReadHistory(
     const std::string& endpoint, const std::string& key,
     const std::string& range_end, int64_t from_revision, int64_t to_revision,

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "lockd/util/keys.h"
 #include "mvccpb/kv.pb.h"
 
 namespace lockd::testing {
@@ -29,7 +30,7 @@ absl::StatusOr<std::vector<mvccpb::Event>> ReadHistory(
     absl::Duration timeout = absl::Seconds(30));
 
 // The end of the range of keys starting with `prefix` (etcd's prefix end).
-std::string PrefixEnd(const std::string& prefix);
+using ::lockd::PrefixEnd;
 
 }  // namespace lockd::testing
 

@@ -42,6 +42,14 @@ const out = (line) => process.stdout.write(`${line}\n`);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let lastEventRevision = 0;
+// Resolved by the watch once it has seen the stop revision.
+let stopRevision = Infinity;
+let reachedStop;
+const reached = new Promise((resolve) => { reachedStop = resolve; });
+function noteEvent(rev) {
+  lastEventRevision = Math.max(lastEventRevision, rev);
+  if (lastEventRevision >= stopRevision) reachedStop();
+}
 
 (async () => {
   const watcher = await client.watch().prefix(prefix).create();
@@ -49,12 +57,12 @@ let lastEventRevision = 0;
     Number(watcher.request.start_revision) - 1 : 0}`);
   watcher.on('put', (kv) => {
     const rev = Number(kv.mod_revision);
-    lastEventRevision = Math.max(lastEventRevision, rev);
+    noteEvent(rev);
     out(`event PUT ${kv.key.toString()}=${kv.value.toString()} @${rev}`);
   });
   watcher.on('delete', (kv) => {
     const rev = Number(kv.mod_revision);
-    lastEventRevision = Math.max(lastEventRevision, rev);
+    noteEvent(rev);
     out(`event DELETE ${kv.key.toString()} @${rev}`);
   });
   watcher.on('error', (e) => out(`fail watch: ${e}`));
@@ -79,8 +87,7 @@ let lastEventRevision = 0;
     out(`note watch connected at ${r.header.revision} via member ` +
       `${r.header.member_id}`));
 
-  let stopRevision = null;
-  for (let i = 0; stopRevision === null; i++) {
+  for (let i = 0; stopRevision === Infinity; i++) {
     const key = `${prefix}node/${i}`;
     const start = Date.now();
     try {
@@ -97,10 +104,12 @@ let lastEventRevision = 0;
       stopRevision = Number(fs.readFileSync(stopFile, 'utf8').trim() || '0');
     }
   }
-  const until = Date.now() + 60000;
-  while (lastEventRevision < stopRevision && Date.now() < until) {
-    await sleep(50);
-  }
+  noteEvent(0);  // the stop revision may already have been seen
+  let timer;
+  await Promise.race([reached, new Promise((resolve) => {
+    timer = setTimeout(resolve, 60000);
+  })]);
+  clearTimeout(timer);
   if (lastEventRevision >= stopRevision) {
     out('done');
   } else {
