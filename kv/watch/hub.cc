@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "lockd/util/thread_name.h"
 
 namespace lockd::kv {
 namespace {
@@ -341,6 +342,7 @@ int64_t WatchHub::revision() {
 }
 
 void WatchHub::DispatchLoop() {
+  SetThreadName("watch-dispatch");
   while (true) {
     std::shared_ptr<EventBatch> batch;
     bool resync = false;
@@ -500,6 +502,7 @@ WatchHub::Watcher* WatchHub::Find(WatchStream* stream, int64_t id) {
 }
 
 void WatchHub::CatchUpLoop() {
+  SetThreadName("watch-catchup");
   absl::MutexLock lock(&mu_);
   absl::Time next_progress = absl::Now() + options_.progress_interval;
   while (!stop_catchup_) {

@@ -124,7 +124,7 @@ grpc::Status ElectionService::Leader(grpc::ServerContext* ctx,
                                      v3electionpb::LeaderResponse* resp) {
   etcdserverpb::RangeRequest range = LeaderRange(req->name());
   etcdserverpb::RangeResponse out;
-  grpc::Status st = kv_->Range(ctx, &range, &out);
+  grpc::Status st = kv_->RangeBlocking(ctx, &range, &out);
   if (!st.ok()) return st;
   if (out.kvs_size() == 0) return Plain(kNoLeader);
   *resp->mutable_header() = out.header();
@@ -148,7 +148,7 @@ grpc::Status ElectionService::Observe(
   // member up to date); later ones come from local applied state.
   etcdserverpb::RangeRequest range = LeaderRange(req->name());
   etcdserverpb::RangeResponse found;
-  grpc::Status st = kv_->Range(ctx, &range, &found);
+  grpc::Status st = kv_->RangeBlocking(ctx, &range, &found);
   if (!st.ok()) return st;
   const etcdserverpb::ResponseHeader header = found.header();
   int64_t revision = header.revision();

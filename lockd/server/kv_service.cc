@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "kv/mvcc/errors.h"
 #include "kv/mvcc/validate.h"
+#include "lockd/util/thread_name.h"
 
 namespace lockd {
 namespace {
@@ -68,11 +69,13 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
       next_id_(std::random_device{}() |
                (uint64_t{std::random_device{}()} << 32)) {
   sweeper_ = std::thread([this] {
+    SetThreadName("kv-sweeper");
     absl::MutexLock lock(&sweeper_mu_);
     while (!sweeper_mu_.AwaitWithTimeout(absl::Condition(&stopping_),
                                          absl::Milliseconds(50))) {
       sweeper_mu_.Unlock();
       state_machine_->ExpireWaiters(absl::Now());
+      ExpireReads(absl::Now());
       sweeper_mu_.Lock();
     }
   });
@@ -86,6 +89,7 @@ KvService::~KvService() {
   sweeper_.join();
   // Whatever still waits for a commit is answered now.
   state_machine_->ExpireWaiters(absl::InfiniteFuture());
+  ExpireReads(absl::InfiniteFuture());
 }
 
 void KvService::FillHeader(etcdserverpb::ResponseHeader* h) const {
@@ -321,9 +325,88 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
   return ToGrpc(result->status);
 }
 
-grpc::Status KvService::Range(grpc::ServerContext* ctx,
-                              const etcdserverpb::RangeRequest* req,
-                              etcdserverpb::RangeResponse* resp) {
+grpc::ServerUnaryReactor* KvService::Range(
+    grpc::CallbackServerContext* ctx, const etcdserverpb::RangeRequest* req,
+    etcdserverpb::RangeResponse* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto local = [this, req, resp]() -> grpc::Status {
+    absl::Status s = store_->Range(*req, resp);
+    if (!s.ok()) return ToGrpc(s);
+    FillHeader(resp->mutable_header());
+    return grpc::Status::OK;
+  };
+  if (absl::Status s = kv::ValidateRange(*req); !s.ok()) {
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+  if (req->serializable()) {
+    reactor->Finish(local());
+    return reactor;
+  }
+  auto blocking = [this, ctx, req, resp] {
+    return RangeBlocking(ctx, req, resp);
+  };
+  if (node_->leader() == 0) {
+    // An election is under way: the blocking path waits for it.
+    Offload(reactor, blocking);
+    return reactor;
+  }
+  // The barrier may never pass (a read index request the core drops on a
+  // leader that is handing over or being removed): the sweeper answers
+  // the read at its deadline, as the blocking path would.
+  auto pending = std::make_shared<PendingRead>();
+  pending->reactor = reactor;
+  pending->deadline = Deadline(ctx);
+  uint64_t id;
+  {
+    absl::MutexLock lock(&reads_mu_);
+    id = next_read_++;
+    pending_reads_.emplace(id, pending);
+  }
+  node_->ReadBarrierAsync([this, pending, id, local, blocking](absl::Status s) {
+    // On the node's thread: the reading happens on the read workers.
+    if (!pending->Claim()) return;  // timed out; the service may be gone
+    {
+      absl::MutexLock lock(&reads_mu_);
+      pending_reads_.erase(id);
+    }
+    grpc::ServerUnaryReactor* reactor = pending->reactor;
+    if (!s.ok()) {
+      // Leader changed (or none): the blocking path waits for the next one.
+      Offload(reactor, blocking);
+      return;
+    }
+    if (!reads_.Submit([reactor, local] { reactor->Finish(local()); })) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "etcdserver: too many requests"));
+    }
+  });
+  return reactor;
+}
+
+void KvService::ExpireReads(absl::Time now) {
+  std::vector<std::shared_ptr<PendingRead>> expired;
+  {
+    absl::MutexLock lock(&reads_mu_);
+    for (auto it = pending_reads_.begin(); it != pending_reads_.end();) {
+      if (it->second->deadline <= now) {
+        expired.push_back(std::move(it->second));
+        it = pending_reads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const std::shared_ptr<PendingRead>& read : expired) {
+    if (!read->Claim()) continue;
+    read->reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                       "etcdserver: request timed out"));
+  }
+}
+
+grpc::Status KvService::RangeBlocking(grpc::ServerContextBase* ctx,
+                                      const etcdserverpb::RangeRequest* req,
+                                      etcdserverpb::RangeResponse* resp) {
   if (absl::Status s = kv::ValidateRange(*req); !s.ok()) return ToGrpc(s);
   if (!req->serializable()) {
     absl::Time deadline = Deadline(ctx);

@@ -3,8 +3,8 @@
 // leader forwards writes to the leader's peer port, where the same service
 // runs; a forwarded write is never forwarded again.
 //
-// Put, DeleteRange and Txn use gRPC's callback API: on the leader a write is
-// proposed without blocking and answered from the apply thread when it
+// Range, Put, DeleteRange and Txn use gRPC's callback API: on the leader a
+// write is proposed without blocking and answered from the apply thread when it
 // commits, and a follower forwards it with an asynchronous call, so no
 // thread waits per write in flight (with hundreds of concurrent writes, the
 // thread hand-offs of a blocking server cost more CPU than the writes). The
@@ -35,9 +35,11 @@
 
 namespace lockd {
 
-using KvServiceBase = etcdserverpb::KV::WithCallbackMethod_Put<
-    etcdserverpb::KV::WithCallbackMethod_DeleteRange<
-        etcdserverpb::KV::WithCallbackMethod_Txn<etcdserverpb::KV::Service>>>;
+using KvServiceBase = etcdserverpb::KV::WithCallbackMethod_Range<
+    etcdserverpb::KV::WithCallbackMethod_Put<
+        etcdserverpb::KV::WithCallbackMethod_DeleteRange<
+            etcdserverpb::KV::WithCallbackMethod_Txn<
+                etcdserverpb::KV::Service>>>>;
 
 class KvService final : public KvServiceBase {
  public:
@@ -49,9 +51,12 @@ class KvService final : public KvServiceBase {
   // call after the gRPC servers using the service have shut down.
   ~KvService() override;
 
-  grpc::Status Range(grpc::ServerContext* ctx,
-                     const etcdserverpb::RangeRequest* req,
-                     etcdserverpb::RangeResponse* resp) override;
+  grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* ctx,
+                                  const etcdserverpb::RangeRequest* req,
+                                  etcdserverpb::RangeResponse* resp) override;
+  grpc::Status RangeBlocking(grpc::ServerContextBase* ctx,
+                             const etcdserverpb::RangeRequest* req,
+                             etcdserverpb::RangeResponse* resp);
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx,
                                 const etcdserverpb::PutRequest* req,
                                 etcdserverpb::PutResponse* resp) override;
@@ -150,13 +155,33 @@ class KvService final : public KvServiceBase {
       ABSL_GUARDED_BY(stubs_mu_);
   std::map<grpc::Channel*, std::shared_ptr<etcdserverpb::KV::Stub>> stubs_
       ABSL_GUARDED_BY(stubs_mu_);
-  // Answers writes whose commit did not come by their deadline.
+  // A linearizable read waiting for its read barrier. Answered once, by
+  // whichever claims it first: the barrier's callback (on the node's
+  // thread), the sweeper (past the deadline) or the service's end.
+  struct PendingRead {
+    grpc::ServerUnaryReactor* reactor = nullptr;
+    absl::Time deadline;
+    std::atomic<bool> answered{false};
+    bool Claim() { return !answered.exchange(true); }
+  };
+  // Answers the pending reads whose deadline is at or before `now`.
+  void ExpireReads(absl::Time now);
+  absl::Mutex reads_mu_;
+  uint64_t next_read_ ABSL_GUARDED_BY(reads_mu_) = 0;
+  std::map<uint64_t, std::shared_ptr<PendingRead>> pending_reads_
+      ABSL_GUARDED_BY(reads_mu_);
+  // Answers writes and reads whose commit or barrier did not come by their
+  // deadline.
   absl::Mutex sweeper_mu_;
   bool stopping_ ABSL_GUARDED_BY(sweeper_mu_) = false;
   std::thread sweeper_;
-  // Declared last: destroyed first, so queued slow paths still find the
-  // rest of the service.
-  WorkerPool pool_{64, 100000};
+  // Declared last: destroyed first, so queued work still finds the rest of
+  // the service. The slow paths of all calls:
+  WorkerPool pool_{"kv-slow", 64, 100000};
+  // Linearizable reads whose barrier passed. The node's thread hands over
+  // all reads one ReadIndex confirmed at once; two threads drain them, so a
+  // batch costs a wake-up or two rather than one per read.
+  WorkerPool reads_{"kv-read", 2, 100000};
 };
 
 }  // namespace lockd

@@ -9,6 +9,7 @@
 
 #include "kv/mvcc/errors.h"
 #include "lockd/util/log.h"
+#include "lockd/util/thread_name.h"
 
 namespace lockd {
 namespace {
@@ -103,6 +104,7 @@ void LeaseDriver::SyncLeadership() {
 }
 
 void LeaseDriver::Run() {
+  SetThreadName("lease-driver");
   absl::Time next_refresh = absl::Now();
   absl::Time last_revoke = absl::Now();
   double revoke_tokens = 0;

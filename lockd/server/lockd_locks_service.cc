@@ -166,7 +166,7 @@ grpc::Status LockdLocksService::ListHolders(grpc::ServerContext* ctx,
   range.set_sort_target(etcdserverpb::RangeRequest::CREATE);
   range.set_sort_order(etcdserverpb::RangeRequest::ASCEND);
   etcdserverpb::RangeResponse out;
-  grpc::Status st = kv_->Range(ctx, &range, &out);
+  grpc::Status st = kv_->RangeBlocking(ctx, &range, &out);
   if (!st.ok()) return st;
   *resp->mutable_header() = out.header();
   uint32_t limit = 0;

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "lockd/util/log.h"
+#include "lockd/util/thread_name.h"
 
 namespace lockd {
 namespace {
@@ -444,6 +445,7 @@ void Server::StartRetire() {
 }
 
 void Server::Retire() {
+  SetThreadName("retire");
   const absl::Duration grace = config_.removed_member_grace;
   std::vector<std::string> targets;
   for (const etcdserverpb::Member& m : membership_.Members()) {
@@ -549,6 +551,7 @@ void Server::RetirePeers() {
 }
 
 void Server::PublishLoop() {
+  SetThreadName("publish");
   etcdserverpb::Member self;
   self.set_id(config_.member_id);
   self.set_name(config_.name);
@@ -585,6 +588,7 @@ void Server::PublishLoop() {
 }
 
 void Server::CompactorLoop() {
+  SetThreadName("compactor");
   // Reclaims space after logical compactions, a bounded slice at a time so
   // it never monopolizes the disk.
   while (true) {

@@ -11,18 +11,24 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "lockd/util/thread_name.h"
 
 namespace lockd {
 
 class WorkerPool {
  public:
-  WorkerPool(size_t max_threads, size_t max_queued)
-      : max_threads_(max_threads), max_queued_(max_queued) {}
+  // `name` names the threads (at most 15 characters are kept).
+  WorkerPool(std::string name, size_t max_threads, size_t max_queued)
+      : name_(std::move(name)),
+        max_threads_(max_threads),
+        max_queued_(max_queued) {}
   ~WorkerPool() {
     {
       absl::MutexLock lock(&mu_);
@@ -46,6 +52,7 @@ class WorkerPool {
 
  private:
   void Run() {
+    SetThreadName(name_);
     absl::MutexLock lock(&mu_);
     while (true) {
       ++idle_;
@@ -63,6 +70,7 @@ class WorkerPool {
     }
   }
 
+  const std::string name_;
   const size_t max_threads_;
   const size_t max_queued_;
   absl::Mutex mu_;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lockd/util/log.h"
+#include "lockd/util/thread_name.h"
 
 namespace lockd::raft {
 namespace {
@@ -126,6 +127,12 @@ void RaftNode::Stop() {
     if (in.done)
       in.done(absl::UnavailableError("etcdserver: server stopped"), 0);
   }
+  // The loop has ended: nothing will be applied any more.
+  auto waiters = std::move(applied_waiters_);
+  applied_waiters_.clear();
+  for (auto& [index, done] : waiters) {
+    done(absl::UnavailableError("etcdserver: server stopped"));
+  }
 }
 
 void RaftNode::DiscardSnapshots(const std::deque<Input>& inputs) {
@@ -212,6 +219,34 @@ absl::Status RaftNode::ReadBarrier(absl::Time deadline) {
   absl::StatusOr<uint64_t> index = Call(std::move(in), deadline);
   if (!index.ok()) return index.status();
   return WaitApplied(*index, deadline);
+}
+
+void RaftNode::ReadBarrierAsync(std::function<void(absl::Status)> done) {
+  Input in;
+  in.kind = Input::kRead;
+  auto shared =
+      std::make_shared<std::function<void(absl::Status)>>(std::move(done));
+  in.done = [this, shared](absl::Status s, uint64_t index) {
+    // On the node thread.
+    if (!s.ok()) {
+      (*shared)(std::move(s));
+    } else if (applied_.load() >= index) {
+      (*shared)(absl::OkStatus());
+    } else {
+      applied_waiters_.emplace(index, std::move(*shared));
+    }
+  };
+  if (absl::Status s = Enqueue(std::move(in)); !s.ok()) (*shared)(s);
+}
+
+void RaftNode::FireAppliedWaiters(uint64_t applied) {
+  while (!applied_waiters_.empty() &&
+         applied_waiters_.begin()->first <= applied) {
+    std::function<void(absl::Status)> done =
+        std::move(applied_waiters_.begin()->second);
+    applied_waiters_.erase(applied_waiters_.begin());
+    done(absl::OkStatus());
+  }
 }
 
 absl::Status RaftNode::WaitApplied(uint64_t index, absl::Time deadline) {
@@ -397,8 +432,11 @@ bool RaftNode::HandleReady(Ready rd) {
     snapshots_installed_.fetch_add(1);
     if (snapshot.metadata.index > applied_.load()) {
       applied_ = snapshot.metadata.index;
-      absl::MutexLock lock(&mu_);
-      applied_for_waiters_ = snapshot.metadata.index;
+      {
+        absl::MutexLock lock(&mu_);
+        applied_for_waiters_ = snapshot.metadata.index;
+      }
+      FireAppliedWaiters(snapshot.metadata.index);
     }
     Logf(LogLevel::kInfo, "raft",
          "member %x installed a snapshot at index %d (term %d); the "
@@ -433,8 +471,11 @@ bool RaftNode::HandleReady(Ready rd) {
     }
     uint64_t applied = rd.committed_entries.back().index;
     applied_ = applied;
-    absl::MutexLock lock(&mu_);
-    applied_for_waiters_ = applied;
+    {
+      absl::MutexLock lock(&mu_);
+      applied_for_waiters_ = applied;
+    }
+    FireAppliedWaiters(applied);
   }
   for (const ReadState& rs : rd.read_states) {
     auto it = reads_.find(rs.request_ctx);
@@ -486,6 +527,7 @@ void RaftNode::MaybeCompactLog() {
 }
 
 void RaftNode::Run() {
+  SetThreadName("raft-node");
   // A member that is the only voter need not wait out an election timeout
   // before serving.
   // (It campaigns once the committed configuration is applied; the core

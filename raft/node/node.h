@@ -151,6 +151,14 @@ class RaftNode final : public MessageHandler {
   // this member has applied every entry committed before the call. Errors:
   // kUnavailable (no leader), kDeadlineExceeded.
   absl::Status ReadBarrier(absl::Time deadline);
+  // As ReadBarrier, without blocking: `done` runs once, on the node's thread
+  // (or the caller's, if the read cannot be queued), when this member has
+  // applied every entry committed before the call, or with the error
+  // (kUnavailable: no leader, leader changed, stopped). `done` must not
+  // block or call back into the node. There is no deadline, and a read
+  // index request the core drops (e.g. on a leader handing over) is never
+  // answered: the caller must time the read out itself.
+  void ReadBarrierAsync(std::function<void(absl::Status)> done);
 
   // Waits until this member knows a leader (an election is under way when
   // it doesn't). An election takes one or two election timeouts; a member
@@ -249,6 +257,11 @@ class RaftNode final : public MessageHandler {
   // The ReadIndex context the reads of the current input batch share
   // (empty between batches); node thread only.
   std::string read_batch_ctx_;
+  // ReadBarrierAsync callers whose read index is confirmed, by the index
+  // they wait to see applied; node thread only (and Stop, after it).
+  std::multimap<uint64_t, std::function<void(absl::Status)>> applied_waiters_;
+  // Runs the applied_waiters_ that `applied` covers.
+  void FireAppliedWaiters(uint64_t applied);
   // Index of the latest raft snapshot in the log storage; node thread only.
   uint64_t snapshot_index_ = 0;
   // Images of the snapshot messages stepped in this loop iteration, freed

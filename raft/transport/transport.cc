@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_format.h"
 #include "lockd/util/log.h"
+#include "lockd/util/thread_name.h"
 #include "raft/transport/convert.h"
 #include "raftpb/raft.grpc.pb.h"
 
@@ -315,6 +316,7 @@ class Transport::Peer {
   }
 
   void Run() {
+    SetThreadName("raft-send");
     backoff_ = options_.backoff_min;
     bool logged_down = false;
     while (true) {
@@ -513,6 +515,7 @@ void Transport::StartSnapshotSend(Message m) {
 }
 
 void Transport::RunSnapshotSend(SnapshotSend* send) {
+  SetThreadName("raft-snap-send");
   const Message& m = send->message;
   uint64_t sent_bytes = 0;
   absl::Status result = [&]() -> absl::Status {
