@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <random>
 #include <utility>
+#include <vector>
 
 #include "kv/mvcc/errors.h"
 #include "lockd/util/log.h"
@@ -33,7 +36,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
                       std::string(s.message()));
 }
 
-bool Forwarded(grpc::ServerContext* ctx) {
+bool Forwarded(grpc::ServerContextBase* ctx) {
   return ctx->client_metadata().count(kForwardedKey) > 0;
 }
 
@@ -43,7 +46,7 @@ grpc::Status NotLeader(uint64_t leader) {
       leader == 0 ? "etcdserver: no leader" : "etcdserver: leader changed");
 }
 
-absl::Time Deadline(grpc::ServerContext* ctx) {
+absl::Time Deadline(grpc::ServerContextBase* ctx) {
   absl::Time limit = absl::Now() + kRequestTimeout;
   auto d = ctx->deadline();
   if (d == std::chrono::system_clock::time_point::max()) return limit;
@@ -198,15 +201,13 @@ size_t LeaseDriver::ProposeRevokes(size_t max) {
 
 LeaseService::LeaseService(const ServerConfig* config, raft::RaftNode* node,
                            kv::MvccStore* store, KvService* kv,
-                           kv::Lessor* lessor, LeaseDriver* driver,
-                           RequireLeaderStreams* streams)
+                           kv::Lessor* lessor, LeaseDriver* driver)
     : config_(config),
       node_(node),
       store_(store),
       kv_(kv),
       lessor_(lessor),
-      driver_(driver),
-      streams_(streams) {
+      driver_(driver) {
   // etcd's idutil.Generator: 2 bytes of member id, 5 bytes of
   // milliseconds, 1 byte of counter.
   const uint64_t ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
@@ -276,92 +277,326 @@ grpc::Status LeaseService::LeaseRevoke(
   return grpc::Status::OK;
 }
 
-grpc::Status LeaseService::LeaseKeepAlive(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<etcdserverpb::LeaseKeepAliveResponse,
-                             etcdserverpb::LeaseKeepAliveRequest>* stream) {
-  // Require-leader: ended with "no leader" if this member loses its leader
-  // for long, even while waiting for the client's next request.
-  RequireLeaderStreams::Registration registration(streams_, ctx);
-  (void)node_->WaitForLeader(Deadline(ctx));
-  if (!node_->is_leader()) {
-    if (Forwarded(ctx)) return NotLeader(node_->leader());
-    return RelayKeepAlive(ctx, stream);
+// One LeaseKeepAlive stream on gRPC's callback API (no thread waits per
+// stream). On the leader it serves: each request renews the lease in the
+// lessor and is answered before the next is read (a renewal the lease's
+// record does not cover yet waits for the next checkpoint on the worker
+// pool). On a follower it relays: a client stream of the same call to the
+// leader's peer port carries the requests up and the answers back; when the
+// leader's side ends (it lost leadership, or died), the client's ends with
+// "leader changed" or "no leader", and the client reconnects to whoever
+// leads now, as with etcd.
+//
+// Lifetime: every operation is started under mu_ and only while the stream
+// is not ending; the relayed call is held open (AddHold) until the stream
+// ends, so its OnDone cannot overtake an operation being started on it.
+// Finish is called once, when nothing this object started is still running
+// (a write, a task on the pool, the relayed call), so OnDone, which deletes
+// it, never races with its own callbacks.
+class KeepAliveStream final
+    : public grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
+                                     etcdserverpb::LeaseKeepAliveResponse> {
+ public:
+  KeepAliveStream(LeaseService* service, grpc::CallbackServerContext* ctx)
+      : service_(service), ctx_(ctx) {
+    service_->RegisterKeepAlive(this);
+    {
+      absl::MutexLock lock(&mu_);
+      ++tasks_;
+    }
+    if (service_->node_->leader() != 0) {
+      Begin();
+      TaskDone();
+      return;
+    }
+    // An election is under way: wait for it off gRPC's threads.
+    const bool queued = service_->slow_.Submit([this] {
+      (void)service_->node_->WaitForLeader(Deadline(ctx_));
+      Begin();
+      TaskDone();
+    });
+    if (!queued) {
+      End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       "etcdserver: too many requests"));
+      TaskDone();
+    }
   }
-  etcdserverpb::LeaseKeepAliveRequest req;
-  while (stream->Read(&req)) {
+
+  // Ends the stream with `status` (the first one given wins) once nothing
+  // is in flight. Thread-safe.
+  void End(const grpc::Status& status) {
+    bool release = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!end_status_.has_value()) end_status_ = status;
+      if (upstream_ != nullptr && !hold_released_) {
+        hold_released_ = true;
+        release = true;
+      }
+    }
+    if (release) {
+      upstream_->context.TryCancel();
+      upstream_->RemoveHold();
+    }
+    MaybeFinish();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client closed its side or went away: as etcd, the stream ends.
+      End(grpc::Status::OK);
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (end_status_.has_value()) return;
+      if (upstream_ != nullptr) {
+        upstream_->request = request_;
+        upstream_->StartWrite(&upstream_->request);
+        return;
+      }
+    }
+    Serve();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (ok && !end_status_.has_value()) {
+        // The answer is out: read the next request (serving), or the
+        // leader's next answer (relaying; requests flow on independently).
+        if (upstream_ != nullptr) {
+          upstream_->StartRead(&upstream_->response);
+        } else {
+          StartRead(&request_);
+        }
+        return;
+      }
+    }
+    End(grpc::Status::OK);
+  }
+
+  void OnDone() override {
+    service_->UnregisterKeepAlive(this);
+    delete this;
+  }
+
+ private:
+  // The relayed call to the leader.
+  struct Upstream final
+      : public grpc::ClientBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
+                                       etcdserverpb::LeaseKeepAliveResponse> {
+    explicit Upstream(KeepAliveStream* down) : down(down) {}
+    void OnWriteDone(bool ok) override {
+      // The request went up: take the client's next one. (A failed write
+      // means the call is over: the pending read fails too.)
+      if (ok) down->ReadRequest();
+    }
+    void OnReadDone(bool ok) override {
+      if (ok) {
+        down->Write(response);
+        return;
+      }
+      // The leader ended its side first (it lost leadership, or died):
+      // send the client to whoever leads now.
+      down->End(NotLeader(down->service_->node_->leader()));
+    }
+    void OnDone(const grpc::Status&) override { down->UpstreamDone(); }
+    KeepAliveStream* const down;
+    grpc::ClientContext context;
+    etcdserverpb::LeaseKeepAliveRequest request;
+    etcdserverpb::LeaseKeepAliveResponse response;
+  };
+
+  // Serves or relays, depending on who leads now.
+  void Begin() {
+    raft::RaftNode* node = service_->node_;
+    if (node->is_leader()) {
+      ReadRequest();
+      return;
+    }
+    if (Forwarded(ctx_)) {
+      End(NotLeader(node->leader()));
+      return;
+    }
+    std::shared_ptr<grpc::Channel> channel =
+        service_->kv_->LeaderChannel(node->leader());
+    if (channel == nullptr) {
+      End(NotLeader(0));
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    if (end_status_.has_value()) return;
+    stub_ = etcdserverpb::Lease::NewStub(channel);
+    upstream_ = std::make_unique<Upstream>(this);
+    upstream_->context.AddMetadata(kForwardedKey, "1");
+    stub_->async()->LeaseKeepAlive(&upstream_->context, upstream_.get());
+    upstream_->AddHold();
+    upstream_->StartRead(&upstream_->response);
+    upstream_->StartCall();
+    StartRead(&request_);
+  }
+
+  void ReadRequest() {
+    absl::MutexLock lock(&mu_);
+    if (!end_status_.has_value()) StartRead(&request_);
+  }
+
+  // Renews the lease of request_ and answers (leader side).
+  void Serve() {
     etcdserverpb::LeaseKeepAliveResponse resp;
-    resp.set_id(req.id());
+    resp.set_id(request_.id());
     // The header is taken before renewing, as etcd does: a revoke seen
     // after it has a larger revision.
-    FillHeader(resp.mutable_header());
-    absl::StatusOr<kv::Lessor::Renewal> renewal = lessor_->Renew(req.id());
+    service_->FillHeader(resp.mutable_header());
+    kv::Lessor* lessor = service_->lessor_;
+    absl::StatusOr<kv::Lessor::Renewal> renewal = lessor->Renew(request_.id());
     if (absl::IsUnavailable(renewal.status())) {
       // Leading, but the driver has not made the lessor primary yet.
-      driver_->SyncLeadership();
-      renewal = lessor_->Renew(req.id());
+      service_->driver_->SyncLeadership();
+      renewal = lessor->Renew(request_.id());
     }
-    absl::Status s = renewal.status();
-    if (s.ok() && renewal->generation != 0) {
-      // Not covered by the lease's record yet: wait for the next one.
-      driver_->Kick();
-      s = lessor_->WaitCheckpoint(req.id(), *renewal,
-                                  absl::Now() + kRequestTimeout);
+    if (!renewal.ok() || renewal->generation == 0) {
+      Answer(renewal.status(), renewal.ok() ? renewal->ttl_s : 0,
+             std::move(resp));
+      return;
     }
+    // Not covered by the lease's record yet: wait for the next one, off
+    // gRPC's threads.
+    service_->driver_->Kick();
+    {
+      absl::MutexLock lock(&mu_);
+      ++tasks_;
+    }
+    const int64_t id = request_.id();
+    const kv::Lessor::Renewal r = *renewal;
+    const bool queued =
+        service_->slow_.Submit([this, lessor, id, r, resp]() mutable {
+          absl::Status s =
+              lessor->WaitCheckpoint(id, r, absl::Now() + kRequestTimeout);
+          Answer(s, r.ttl_s, std::move(resp));
+          TaskDone();
+        });
+    if (!queued) {
+      End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       "etcdserver: too many requests"));
+      TaskDone();
+    }
+  }
+
+  void Answer(const absl::Status& s, int64_t ttl_s,
+              etcdserverpb::LeaseKeepAliveResponse resp) {
     if (s.ok()) {
-      resp.set_ttl(renewal->ttl_s);
+      resp.set_ttl(ttl_s);
     } else if (s == kv::ErrLeaseNotFound()) {
       resp.set_ttl(0);  // etcd answers an unknown lease with TTL 0
     } else if (absl::IsUnavailable(s)) {
-      return NotLeader(node_->leader());
+      End(NotLeader(service_->node_->leader()));
+      return;
     } else {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "etcdserver: request timed out");
+      End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                       "etcdserver: request timed out"));
+      return;
     }
-    if (!stream->Write(resp)) break;
+    Write(resp);
   }
-  return grpc::Status::OK;
+
+  // Sends one answer to the client; one write is in flight at a time
+  // (serving reads the next request only after it, relaying reads the
+  // leader's next answer only after it).
+  void Write(const etcdserverpb::LeaseKeepAliveResponse& resp) {
+    absl::MutexLock lock(&mu_);
+    if (end_status_.has_value()) return;
+    writing_ = true;
+    response_ = resp;
+    StartWrite(&response_);
+  }
+
+  void UpstreamDone() {
+    {
+      absl::MutexLock lock(&mu_);
+      upstream_done_ = true;
+    }
+    MaybeFinish();
+  }
+
+  void TaskDone() {
+    {
+      absl::MutexLock lock(&mu_);
+      --tasks_;
+    }
+    MaybeFinish();
+  }
+
+  void MaybeFinish() {
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_ || !end_status_.has_value() || writing_ || tasks_ > 0 ||
+          (upstream_ != nullptr && !upstream_done_)) {
+        return;
+      }
+      finished_ = true;
+      status = *end_status_;
+    }
+    Finish(status);
+  }
+
+  LeaseService* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  etcdserverpb::LeaseKeepAliveRequest request_;
+  absl::Mutex mu_;
+  etcdserverpb::LeaseKeepAliveResponse response_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<etcdserverpb::Lease::Stub> stub_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> end_status_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  int tasks_ ABSL_GUARDED_BY(mu_) = 0;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // Set once, in Begin, before the relayed call starts; then read without
+  // the lock.
+  std::unique_ptr<Upstream> upstream_;
+  bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
+  bool upstream_done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
+                        etcdserverpb::LeaseKeepAliveResponse>*
+LeaseService::LeaseKeepAlive(grpc::CallbackServerContext* ctx) {
+  return new KeepAliveStream(this, ctx);
 }
 
-grpc::Status LeaseService::RelayKeepAlive(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<etcdserverpb::LeaseKeepAliveResponse,
-                             etcdserverpb::LeaseKeepAliveRequest>* stream) {
-  std::shared_ptr<grpc::Channel> channel = kv_->LeaderChannel(node_->leader());
-  if (channel == nullptr) return NotLeader(0);
-  grpc::ClientContext up;
-  up.AddMetadata(kForwardedKey, "1");
-  auto stub = etcdserverpb::Lease::NewStub(channel);
-  auto upstream = stub->LeaseKeepAlive(&up);
-  // Responses flow back on their own thread; when the leader's stream ends
-  // (it lost leadership or died) the client's stream is ended too, so the
-  // client reconnects to whoever leads now.
-  std::atomic<bool> client_done{false};
-  std::thread back([&] {
-    etcdserverpb::LeaseKeepAliveResponse resp;
-    while (upstream->Read(&resp)) {
-      if (!stream->Write(resp)) break;
-    }
-    // The leader ended the stream first (it lost leadership, or died):
-    // unblock the client's side with a status that sends it to whoever
-    // leads now.
-    if (!client_done.load()) {
-      EndCall(ctx, grpc::StatusCode::UNAVAILABLE,
-              node_->leader() == 0 ? "etcdserver: no leader"
-                                   : "etcdserver: leader changed");
-    }
-  });
-  etcdserverpb::LeaseKeepAliveRequest req;
-  while (stream->Read(&req)) {
-    if (!upstream->Write(req)) break;
+void LeaseService::RegisterKeepAlive(KeepAliveStream* s) {
+  absl::MutexLock lock(&keep_alives_mu_);
+  keep_alives_.insert(s);
+}
+
+namespace {
+// The service whose EndKeepAlives runs on this thread (it holds the lock).
+thread_local LeaseService* ending_keep_alives = nullptr;
+}  // namespace
+
+void LeaseService::UnregisterKeepAlive(KeepAliveStream* s) {
+  // Finishing a stream may run its OnDone at once, on the thread that
+  // finished it: inside EndKeepAlives, which holds the lock already.
+  if (ending_keep_alives == this) {
+    keep_alives_.erase(s);
+    return;
   }
-  client_done = true;
-  upstream->WritesDone();
-  up.TryCancel();
-  back.join();
-  grpc::Status st = upstream->Finish();
-  if (st.error_code() == grpc::StatusCode::CANCELLED) return grpc::Status::OK;
-  return st;
+  absl::MutexLock lock(&keep_alives_mu_);
+  keep_alives_.erase(s);
+}
+
+int LeaseService::EndKeepAlives(const grpc::Status& status) {
+  // A stream is deleted only after OnDone, which unregisters it under the
+  // lock first, so every stream in the set is alive while it is held.
+  absl::MutexLock lock(&keep_alives_mu_);
+  const std::vector<KeepAliveStream*> open(keep_alives_.begin(),
+                                           keep_alives_.end());
+  ending_keep_alives = this;
+  for (KeepAliveStream* s : open) s->End(status);
+  ending_keep_alives = nullptr;
+  return static_cast<int>(open.size());
 }
 
 grpc::Status LeaseService::LeaseTimeToLive(

@@ -6,6 +6,8 @@
 // relays a keep-alive stream to the leader's peer port (one upstream stream
 // per client stream; when the leader changes the relay ends with an error
 // and clients reconnect, as they do with etcd), and forwards TimeToLive.
+// Keep-alive streams use gRPC's callback API, so an open stream holds no
+// thread, and a member without a leader ends them (EndKeepAlives).
 // LeaseLeases is answered from the local replicated table, as etcd does.
 //
 // LeaseDriver is the one thread that makes the lessor primary while this
@@ -19,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <set>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -29,7 +32,7 @@
 #include "lockd/server/config.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
-#include "lockd/server/require_leader.h"
+#include "lockd/server/worker_pool.h"
 #include "raft/node/node.h"
 
 namespace lockd {
@@ -76,13 +79,18 @@ class LeaseDriver {
   std::thread thread_;
 };
 
-class LeaseService final : public etcdserverpb::Lease::Service {
+class KeepAliveStream;
+
+// LeaseKeepAlive runs on gRPC's callback API (see KeepAliveStream in the
+// .cc); the other methods are synchronous.
+using LeaseServiceBase = etcdserverpb::Lease::WithCallbackMethod_LeaseKeepAlive<
+    etcdserverpb::Lease::Service>;
+
+class LeaseService final : public LeaseServiceBase {
  public:
-  // Keep-alive streams register with `streams` (may be null), which ends
-  // them when the member has had no leader for a while.
   LeaseService(const ServerConfig* config, raft::RaftNode* node,
                kv::MvccStore* store, KvService* kv, kv::Lessor* lessor,
-               LeaseDriver* driver, RequireLeaderStreams* streams = nullptr);
+               LeaseDriver* driver);
 
   grpc::Status LeaseGrant(grpc::ServerContext* ctx,
                           const etcdserverpb::LeaseGrantRequest* req,
@@ -90,11 +98,9 @@ class LeaseService final : public etcdserverpb::Lease::Service {
   grpc::Status LeaseRevoke(grpc::ServerContext* ctx,
                            const etcdserverpb::LeaseRevokeRequest* req,
                            etcdserverpb::LeaseRevokeResponse* resp) override;
-  grpc::Status LeaseKeepAlive(
-      grpc::ServerContext* ctx,
-      grpc::ServerReaderWriter<etcdserverpb::LeaseKeepAliveResponse,
-                               etcdserverpb::LeaseKeepAliveRequest>* stream)
-      override;
+  grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
+                          etcdserverpb::LeaseKeepAliveResponse>*
+  LeaseKeepAlive(grpc::CallbackServerContext* ctx) override;
   grpc::Status LeaseTimeToLive(
       grpc::ServerContext* ctx, const etcdserverpb::LeaseTimeToLiveRequest* req,
       etcdserverpb::LeaseTimeToLiveResponse* resp) override;
@@ -102,15 +108,19 @@ class LeaseService final : public etcdserverpb::Lease::Service {
                            const etcdserverpb::LeaseLeasesRequest* req,
                            etcdserverpb::LeaseLeasesResponse* resp) override;
 
+  // Ends every open keep-alive stream with `status` (require-leader: a
+  // member without a leader for a while sends its clients elsewhere);
+  // returns how many.
+  int EndKeepAlives(const grpc::Status& status);
+
  private:
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
   // etcd's request id generator (member id, milliseconds, counter), whose
   // values etcd also uses as server-chosen lease ids.
   int64_t NextLeaseId();
-  grpc::Status RelayKeepAlive(
-      grpc::ServerContext* ctx,
-      grpc::ServerReaderWriter<etcdserverpb::LeaseKeepAliveResponse,
-                               etcdserverpb::LeaseKeepAliveRequest>* stream);
+  friend class KeepAliveStream;
+  void RegisterKeepAlive(KeepAliveStream* s);
+  void UnregisterKeepAlive(KeepAliveStream* s);
 
   const ServerConfig* config_;
   raft::RaftNode* node_;
@@ -118,8 +128,13 @@ class LeaseService final : public etcdserverpb::Lease::Service {
   KvService* kv_;
   kv::Lessor* lessor_;
   LeaseDriver* driver_;
-  RequireLeaderStreams* streams_;
   std::atomic<uint64_t> id_suffix_;
+  absl::Mutex keep_alives_mu_;
+  std::set<KeepAliveStream*> keep_alives_ ABSL_GUARDED_BY(keep_alives_mu_);
+  // Declared last: destroyed first (running what is queued), so queued
+  // work still finds the rest of the service. Keep-alive slow paths:
+  // waiting for a leader, or for a checkpoint.
+  WorkerPool slow_{"lease-slow", 16, 100000};
 };
 
 }  // namespace lockd

@@ -1,10 +1,10 @@
 // Require-leader for the synchronous gRPC streams a member serves
-// (LeaseKeepAlive, Election Observe): a member that has had no leader for a
-// while ends them with etcd's "etcdserver: no leader" (gRPC UNAVAILABLE), as
-// etcd ends streams whose client asked for a leader, so no client stays on a
-// member cut off from the cluster; it reconnects to another member.
-// (Watch streams use the callback API and end themselves:
-// WatchService::EndAll.)
+// (Election Observe): a member that has had no leader for a while ends them
+// with etcd's "etcdserver: no leader" (gRPC UNAVAILABLE), as etcd ends
+// streams whose client asked for a leader, so no client stays on a member
+// cut off from the cluster; it reconnects to another member. (Watch and
+// LeaseKeepAlive streams use the callback API and are ended by their
+// services: WatchService::EndAll, LeaseService::EndKeepAlives.)
 //
 // A synchronous handler blocked in a stream Read cannot be woken without
 // cancelling the call, and ServerContext::TryCancel would send the client a

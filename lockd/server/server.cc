@@ -266,12 +266,12 @@ absl::Status Server::OpenStorage() {
   peer_service_ = std::make_unique<PeerService>(&peer_cluster_);
   lease_driver_ = std::make_unique<LeaseDriver>(
       &config_, node_.get(), state_machine_.get(), lessor_.get());
-  lease_ = std::make_unique<LeaseService>(
-      &config_, node_.get(), store_.get(), kv_.get(), lessor_.get(),
-      lease_driver_.get(), &require_leader_);
+  lease_ = std::make_unique<LeaseService>(&config_, node_.get(), store_.get(),
+                                          kv_.get(), lessor_.get(),
+                                          lease_driver_.get());
   peer_lease_ = std::make_unique<LeaseService>(
       &config_, node_.get(), store_.get(), peer_kv_.get(), lessor_.get(),
-      lease_driver_.get(), &require_leader_);
+      lease_driver_.get());
   watch_ =
       std::make_unique<WatchService>(&config_, node_.get(), watch_hub_.get());
   lock_ = std::make_unique<LockService>(kv_.get(), locks_.get());
@@ -604,10 +604,14 @@ void Server::CompactorLoop() {
     // from their last revision).
     if (node_->LeaderlessFor() >
         3 * absl::Milliseconds(config_.election_timeout_ms)) {
-      const int ended = watch_->EndAll(
-          grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
-      const int ended_other = require_leader_.EndAll(
-          grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader");
+      const grpc::Status no_leader(grpc::StatusCode::UNAVAILABLE,
+                                   "etcdserver: no leader");
+      const int ended = watch_->EndAll(no_leader);
+      const int ended_other =
+          lease_->EndKeepAlives(no_leader) +
+          peer_lease_->EndKeepAlives(no_leader) +
+          require_leader_.EndAll(grpc::StatusCode::UNAVAILABLE,
+                                 "etcdserver: no leader");
       if (ended + ended_other > 0) {
         Logf(LogLevel::kWarning, "server",
              "no leader for %s: ended %d watch and %d keep-alive/observe "
