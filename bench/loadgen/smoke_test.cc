@@ -90,11 +90,13 @@ class EtcdSmokeTest : public ::testing::Test {
           "--logger=zap",
           "--log-level=error",
       };
+      // Built before fork: the child of a multithreaded process must not
+      // allocate before exec.
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
       const pid_t pid = fork();
       if (pid == 0) {
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
         execv(kEtcd, argv.data());
         _exit(127);
       }

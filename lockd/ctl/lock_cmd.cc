@@ -195,20 +195,34 @@ int Lock(const CommandContext& g, Interrupts* interrupts, client::Client* c,
     const int64_t token = got.ok() && got->kvs_size() > 0
                               ? got->kvs(0).create_revision()
                               : resp.header().revision();
-    const std::string key_env = "ETCD_LOCK_KEY=" + resp.key();
-    const std::string rev_env = absl::StrCat("ETCD_LOCK_REV=", token);
+    // Everything the child needs is built here: between fork and exec a
+    // child of this multithreaded process may only make async-signal-safe
+    // calls (allocating there can deadlock it).
+    std::vector<std::string> environment;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const absl::string_view entry(*e);
+      if (!absl::StartsWith(entry, "ETCD_LOCK_KEY=") &&
+          !absl::StartsWith(entry, "ETCD_LOCK_REV=")) {
+        environment.emplace_back(entry);
+      }
+    }
+    environment.push_back("ETCD_LOCK_KEY=" + resp.key());
+    environment.push_back(absl::StrCat("ETCD_LOCK_REV=", token));
+    std::vector<char*> envp;
+    for (std::string& e : environment) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<char*> argv;
+    for (size_t i = 1; i < p.args.size(); ++i) {
+      argv.push_back(const_cast<char*>(p.args[i].c_str()));
+    }
+    argv.push_back(nullptr);
+    const std::string cannot_run =
+        absl::StrCat("Error: cannot run ", p.args[1], "\n");
     pid_t pid = fork();
     if (pid == 0) {
       pthread_sigmask(SIG_UNBLOCK, &interrupts->set(), nullptr);
-      putenv(const_cast<char*>(key_env.c_str()));
-      putenv(const_cast<char*>(rev_env.c_str()));
-      std::vector<char*> argv;
-      for (size_t i = 1; i < p.args.size(); ++i) {
-        argv.push_back(const_cast<char*>(p.args[i].c_str()));
-      }
-      argv.push_back(nullptr);
-      execvp(argv[0], argv.data());
-      std::fprintf(stderr, "Error: cannot run %s\n", argv[0]);
+      execvpe(argv[0], argv.data(), envp.data());
+      (void)!write(STDERR_FILENO, cannot_run.data(), cannot_run.size());
       _exit(127);
     }
     int status = 0;

@@ -32,6 +32,36 @@ std::vector<char*> CArgs(const std::vector<std::string>& v) {
   return out;
 }
 
+// This process's environment with `overrides` ("NAME=value") applied, for
+// execve. Built before fork: between fork and exec a child of a
+// multithreaded process may only make async-signal-safe calls, and setting
+// a variable there (putenv) can allocate, which deadlocks the child when
+// another thread held the allocator's lock at the fork (seen as an etcdctl
+// that never started and never exited).
+std::vector<std::string> ChildEnvironment(
+    const std::vector<std::string>& overrides) {
+  std::vector<std::string> out;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const std::string name = entry.substr(0, entry.find('='));
+    bool overridden = false;
+    for (const std::string& o : overrides) {
+      if (o.substr(0, o.find('=')) == name) overridden = true;
+    }
+    if (!overridden) out.push_back(entry);
+  }
+  for (const std::string& o : overrides) out.push_back(o);
+  return out;
+}
+
+// What a child writes when exec fails (async-signal-safe: write only).
+void ReportExecFailure(const char* path) {
+  const char prefix[] = "exec failed: ";
+  (void)!write(STDERR_FILENO, prefix, sizeof(prefix) - 1);
+  (void)!write(STDERR_FILENO, path, std::strlen(path));
+  (void)!write(STDERR_FILENO, "\n", 1);
+}
+
 }  // namespace
 
 Subprocess::~Subprocess() {
@@ -51,6 +81,8 @@ absl::Status Subprocess::Start(const std::vector<std::string>& argv,
   }
   log_path_ = log_path;
   std::vector<char*> args = CArgs(argv);
+  const std::vector<std::string> environment = ChildEnvironment(env);
+  std::vector<char*> envp = CArgs(environment);
   pid_ = fork();
   if (pid_ < 0) {
     return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
@@ -60,9 +92,8 @@ absl::Status Subprocess::Start(const std::vector<std::string>& argv,
     dup2(fds[1], STDERR_FILENO);
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, STDIN_FILENO);
-    for (const std::string& kv : env) putenv(const_cast<char*>(kv.c_str()));
-    execv(args[0], args.data());
-    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    execve(args[0], args.data(), envp.data());
+    ReportExecFailure(args[0]);
     _exit(127);
   }
   close(fds[1]);
@@ -150,6 +181,8 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   }
   std::vector<char*> args = CArgs(argv);
+  const std::vector<std::string> environment = ChildEnvironment(env);
+  std::vector<char*> envp = CArgs(environment);
   pid_t pid = fork();
   if (pid < 0) {
     return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
@@ -158,10 +191,10 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
     dup2(out_pipe[1], STDOUT_FILENO);
     dup2(err_pipe[1], STDERR_FILENO);
     dup2(in_pipe[0], STDIN_FILENO);
-    for (const std::string& kv : env) putenv(const_cast<char*>(kv.c_str()));
-    // execvp: commands like etcdctl are found on PATH.
-    execvp(args[0], args.data());
-    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    // execvpe: commands like etcdctl are found on PATH (glibc's search
+    // does not allocate).
+    execvpe(args[0], args.data(), envp.data());
+    ReportExecFailure(args[0]);
     _exit(127);
   }
   close(out_pipe[1]);
