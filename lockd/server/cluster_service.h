@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "lockd/server/config.h"
+#include "lockd/server/forwarding.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/membership.h"
 #include "lockdpb/internal.grpc.pb.h"
@@ -94,16 +95,25 @@ class ClusterService final : public etcdserverpb::Cluster::Service {
 };
 
 // The peer port's member-to-member service.
-class PeerService final : public internal::Peer::Service {
+class PeerService final : public internal::Peer::WithCallbackMethod_Propose<
+                              internal::Peer::Service> {
  public:
-  explicit PeerService(ClusterService* cluster) : cluster_(cluster) {}
+  PeerService(const ServerConfig* config, raft::RaftNode* node,
+              ClusterService* cluster)
+      : config_(config), node_(node), cluster_(cluster) {}
   grpc::Status Publish(grpc::ServerContext* ctx,
                        const etcdserverpb::Member* member,
                        etcdserverpb::MemberListResponse* resp) override {
     return cluster_->Publish(ctx, member, resp);
   }
+  grpc::ServerBidiReactor<internal::ForwardedProposals, internal::ProposalAcks>*
+  Propose(grpc::CallbackServerContext* ctx) override {
+    return ServeForwardedProposals(node_, config_->max_request_bytes);
+  }
 
  private:
+  const ServerConfig* config_;
+  raft::RaftNode* node_;
   ClusterService* cluster_;
 };
 

@@ -67,7 +67,9 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
       // Ids only need to be unique among this member's waiting requests;
       // a random start keeps a restarted member from reusing live ones.
       next_id_(std::random_device{}() |
-               (uint64_t{std::random_device{}()} << 32)) {
+               (uint64_t{std::random_device{}()} << 32)),
+      forwarder_(std::make_unique<ProposalForwarder>(
+          [this](uint64_t leader) { return LeaderChannel(leader); })) {
   sweeper_ = std::thread([this] {
     SetThreadName("kv-sweeper");
     absl::MutexLock lock(&sweeper_mu_);
@@ -82,6 +84,8 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
 }
 
 KvService::~KvService() {
+  // Its refusals still use the worker pool.
+  forwarder_.reset();
   {
     absl::MutexLock lock(&sweeper_mu_);
     stopping_ = true;
@@ -150,10 +154,7 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
     grpc::CallbackServerContext* ctx, const Req* req, Resp* resp,
     const absl::Status& validation, bool grows_store,
     const std::function<void(internal::Request*)>& wrap,
-    Resp ApplyResult::*result_field,
-    const std::function<void(etcdserverpb::KV::Stub*, grpc::ClientContext*,
-                             std::function<void(grpc::Status)>)>& forward,
-    std::function<grpc::Status()> blocking) {
+    Resp ApplyResult::*result_field, std::function<grpc::Status()> blocking) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   if (!validation.ok()) {
     reactor->Finish(ToGrpc(validation));
@@ -166,62 +167,51 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
     return reactor;
   }
   const absl::Time deadline = Deadline(ctx);
-  if (node_->is_leader()) {
-    internal::Request r;
-    wrap(&r);
-    const uint64_t id = next_id_.fetch_add(1);
-    r.set_version(1);
-    r.set_origin_member(config_->member_id);
-    r.set_id(id);
-    std::string data = r.SerializeAsString();
-    if (data.size() > config_->max_request_bytes) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                   "etcdserver: request is too large"));
-      return reactor;
-    }
-    state_machine_->Register(
-        id,
-        [this, reactor, resp, result_field](ApplyResult result) {
-          if (!result.status.ok()) {
-            reactor->Finish(ToGrpc(result.status));
-            return;
-          }
-          *resp = std::move(result.*result_field);
-          FillHeader(resp->mutable_header());
-          reactor->Finish(grpc::Status::OK);
-        },
-        deadline);
-    node_->ProposeAsync(std::move(data),
-                        [this, id, reactor, blocking](absl::Status s) {
-                          // Refused (no longer leader, a hand-over, too many
-                          // pending): the entry was never appended, so the
-                          // blocking path may place it again (it waits for the
-                          // new leader and forwards).
-                          if (!s.ok() && state_machine_->Cancel(id)) {
-                            Offload(reactor, blocking);
-                          }
-                        });
-    return reactor;
-  }
-  const uint64_t leader = node_->leader();
-  std::shared_ptr<etcdserverpb::KV::Stub> stub =
-      leader == 0 || Forwarded(ctx) ? nullptr : LeaderStub(leader);
-  if (stub == nullptr) {
+  const bool leader = node_->is_leader();
+  const uint64_t leader_id = node_->leader();
+  if (!leader && (leader_id == 0 || Forwarded(ctx))) {
     Offload(reactor, std::move(blocking));
     return reactor;
   }
-  auto fwd = std::make_shared<grpc::ClientContext>();
-  fwd->set_deadline(absl::ToChronoTime(deadline));
-  fwd->AddMetadata(kForwardedKey, "1");
-  forward(stub.get(), fwd.get(),
-          [this, reactor, resp, fwd, stub, blocking](grpc::Status st) {
-            if (RefusedBeforeProposing(st)) {
-              Offload(reactor, blocking);
-              return;
-            }
-            if (st.ok()) FillHeader(resp->mutable_header());
-            reactor->Finish(st);
-          });
+  internal::Request r;
+  wrap(&r);
+  const uint64_t id = next_id_.fetch_add(1);
+  r.set_version(1);
+  r.set_origin_member(config_->member_id);
+  r.set_id(id);
+  std::string data = r.SerializeAsString();
+  if (data.size() > config_->max_request_bytes) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "etcdserver: request is too large"));
+    return reactor;
+  }
+  // This member answers when it applies the entry, whoever proposed it.
+  state_machine_->Register(
+      id,
+      [this, reactor, resp, result_field](ApplyResult result) {
+        if (!result.status.ok()) {
+          reactor->Finish(ToGrpc(result.status));
+          return;
+        }
+        *resp = std::move(result.*result_field);
+        FillHeader(resp->mutable_header());
+        reactor->Finish(grpc::Status::OK);
+      },
+      deadline);
+  // Refused before it was appended (not the leader any more, a hand-over,
+  // too many pending): the blocking path may place the write again (it
+  // waits for the new leader and forwards).
+  auto refused = [this, id, reactor, blocking] {
+    if (state_machine_->Cancel(id)) Offload(reactor, blocking);
+  };
+  if (leader) {
+    node_->ProposeAsync(std::move(data), [refused](absl::Status s) {
+      if (!s.ok()) refused();
+    });
+  } else if (!forwarder_->Send(leader_id, id, std::move(data),
+                               [refused](const grpc::Status&) { refused(); })) {
+    refused();
+  }
   return reactor;
 }
 
@@ -454,10 +444,6 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
       ctx, req, resp, kv::ValidatePut(*req), /*grows_store=*/true,
       [req](internal::Request* r) { *r->mutable_put() = *req; },
       &ApplyResult::put,
-      [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
-                  std::function<void(grpc::Status)> done) {
-        stub->async()->Put(c, req, resp, std::move(done));
-      },
       [this, ctx, req, resp] { return PutBlocking(ctx, req, resp); });
 }
 
@@ -470,10 +456,6 @@ grpc::ServerUnaryReactor* KvService::DeleteRange(
       ctx, req, resp, kv::ValidateDeleteRange(*req), /*grows_store=*/false,
       [req](internal::Request* r) { *r->mutable_delete_range() = *req; },
       &ApplyResult::delete_range,
-      [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
-                  std::function<void(grpc::Status)> done) {
-        stub->async()->DeleteRange(c, req, resp, std::move(done));
-      },
       [this, ctx, req, resp] { return DeleteRangeBlocking(ctx, req, resp); });
 }
 
@@ -486,10 +468,6 @@ grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* ctx,
       /*grows_store=*/true,
       [req](internal::Request* r) { *r->mutable_txn() = *req; },
       &ApplyResult::txn,
-      [req, resp](etcdserverpb::KV::Stub* stub, grpc::ClientContext* c,
-                  std::function<void(grpc::Status)> done) {
-        stub->async()->Txn(c, req, resp, std::move(done));
-      },
       [this, ctx, req, resp] { return TxnBlocking(ctx, req, resp); });
 }
 

@@ -1,15 +1,16 @@
 // etcd v3 KV on a member: reads from the local MVCC store (linearizable ones
 // after a ReadIndex barrier), writes through raft. A member that is not the
-// leader forwards writes to the leader's peer port, where the same service
-// runs; a forwarded write is never forwarded again.
+// leader has the leader propose its writes over a stream to the leader's
+// peer port (forwarding.h) and answers them when it applies them; its slow
+// path forwards the whole call to the leader's peer port, where the same
+// service runs; a forwarded call is never forwarded again.
 //
-// Range, Put, DeleteRange and Txn use gRPC's callback API: on the leader a
-// write is proposed without blocking and answered from the apply thread when it
-// commits, and a follower forwards it with an asynchronous call, so no
-// thread waits per write in flight (with hundreds of concurrent writes, the
-// thread hand-offs of a blocking server cost more CPU than the writes). The
-// uncommon cases (no leader yet, a leadership hand-over, the space quota)
-// run the blocking path on a small worker pool.
+// Range, Put, DeleteRange and Txn use gRPC's callback API: a write is
+// proposed (or sent to the leader) without blocking and answered from the
+// apply thread when it commits, so no thread waits per write in flight (with
+// hundreds of concurrent writes, the thread hand-offs of a blocking server cost
+// more CPU than the writes). The uncommon cases (no leader yet, a leadership
+// hand-over, the space quota) run the blocking path on a small worker pool.
 //
 // Thread-safe; the referenced objects must outlive the service.
 #ifndef LOCKD_SERVER_KV_SERVICE_H_
@@ -28,6 +29,7 @@
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
+#include "lockd/server/forwarding.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/membership.h"
 #include "lockd/server/worker_pool.h"
@@ -113,18 +115,15 @@ class KvService final : public KvServiceBase {
   bool RoomInQuota(size_t request_bytes);
   // The write path of the callback API (see the file comment): answers
   // `validation` if it is an error; a write that `grows_store` past the
-  // quota takes the blocking path; `wrap` makes the log command, `forward`
-  // starts the asynchronous call to the leader, `blocking` is the whole
-  // blocking form of the method.
+  // quota takes the blocking path; `wrap` makes the log command (proposed
+  // here on the leader, or by the leader on a follower's behalf, see
+  // forwarding.h), `blocking` is the whole blocking form of the method.
   template <typename Req, typename Resp>
   grpc::ServerUnaryReactor* WriteAsync(
       grpc::CallbackServerContext* ctx, const Req* req, Resp* resp,
       const absl::Status& validation, bool grows_store,
       const std::function<void(internal::Request*)>& wrap,
-      Resp ApplyResult::*result_field,
-      const std::function<void(etcdserverpb::KV::Stub*, grpc::ClientContext*,
-                               std::function<void(grpc::Status)>)>& forward,
-      std::function<grpc::Status()> blocking);
+      Resp ApplyResult::*result_field, std::function<grpc::Status()> blocking);
   // Runs `blocking` on the worker pool and answers with its status.
   void Offload(grpc::ServerUnaryReactor* reactor,
                std::function<grpc::Status()> blocking);
@@ -146,6 +145,8 @@ class KvService final : public KvServiceBase {
   absl::Mutex* compaction_mu_;
   const Membership* membership_;
   std::atomic<uint64_t> next_id_;
+  // Sends this follower's client writes to the leader (see WriteAsync).
+  std::unique_ptr<ProposalForwarder> forwarder_;
   // The store's size as the quota check last read it, and when.
   std::atomic<uint64_t> size_bytes_{0};
   std::atomic<int64_t> size_checked_ns_{0};

@@ -263,7 +263,8 @@ absl::Status Server::OpenStorage() {
                            &membership_);
   cluster_.Attach(node_.get(), kv_.get(), &membership_);
   peer_cluster_.Attach(node_.get(), peer_kv_.get(), &membership_);
-  peer_service_ = std::make_unique<PeerService>(&peer_cluster_);
+  peer_service_ =
+      std::make_unique<PeerService>(&config_, node_.get(), &peer_cluster_);
   lease_driver_ = std::make_unique<LeaseDriver>(
       &config_, node_.get(), state_machine_.get(), lessor_.get());
   lease_ = std::make_unique<LeaseService>(&config_, node_.get(), store_.get(),

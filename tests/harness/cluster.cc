@@ -159,6 +159,32 @@ uint64_t LocalCluster::WaitForLeader(absl::Duration timeout) {
   return 0;
 }
 
+bool LocalCluster::WaitForPublished(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    bool all = true;
+    for (int i = 0; i < size() && all; ++i) {
+      if (!procs_[i]->running()) continue;
+      auto stub = etcdserverpb::Cluster::NewStub(grpc::CreateChannel(
+          specs_[i].endpoint(), grpc::InsecureChannelCredentials()));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(2));
+      etcdserverpb::MemberListResponse resp;
+      all = stub->MemberList(&ctx, etcdserverpb::MemberListRequest(), &resp)
+                .ok() &&
+            resp.members_size() == size();
+      for (const etcdserverpb::Member& m : resp.members()) {
+        all = all && !m.name().empty() && m.clienturls_size() > 0;
+      }
+    }
+    if (all) return true;
+    // Publishing waits for a leader: an election timeout or two.
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return false;
+}
+
 int LocalCluster::MemberIndexOf(uint64_t member_id) {
   for (int i = 0; i < size(); ++i) {
     if (!procs_[i]->running()) continue;

@@ -47,6 +47,10 @@ class LocalCluster {
   // Asks the running members for their leader until one names it; 0 if
   // none does within `timeout`.
   uint64_t WaitForLeader(absl::Duration timeout);
+  // Waits until every running member lists all size() members with their
+  // names and client URLs (each member publishes them through the leader
+  // after it starts, as etcd members do); false at the timeout.
+  bool WaitForPublished(absl::Duration timeout);
   // Index of the member with this ID, or -1 (asks the running members).
   int MemberIndexOf(uint64_t member_id);
 

@@ -60,6 +60,9 @@ TEST(EtcdctlCompatTest, SingleMember_EndpointStatusAndMemberList) {
     ASSERT_TRUE(started.ok()) << started;
   }
   ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  // A started member serves at once; its client URLs reach the member list
+  // once the leader has replicated them.
+  ASSERT_TRUE(cluster.WaitForPublished(absl::Seconds(30)));
   const MemberSpec& m = cluster.member(0);
 
   CommandResult status =
@@ -104,6 +107,7 @@ TEST(EtcdctlCompatTest, ThreeMembers_AgreeOnClusterAndMembers) {
     absl::Status started = cluster.StartAll();
     ASSERT_TRUE(started.ok()) << started;
   }
+  ASSERT_TRUE(cluster.WaitForPublished(absl::Seconds(30)));
 
   CommandResult status =
       Etcdctl(cluster.endpoints(), {"endpoint", "status", "-w", "json"});
