@@ -14,6 +14,8 @@ packages=(
   etcd-client etcd-server
   # Tools the tests use
   curl iproute2 procps psmisc
+  # The comparison with etcd (bench/compare): its tables and charts
+  jq gnuplot-nox
 )
 
 sudo=""

@@ -68,7 +68,13 @@ done
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-command -v jq > /dev/null || die "jq is required (apt-get install -y jq)"
+# On a fresh machine, install what the comparison needs first (the build,
+# etcd, jq, gnuplot for the charts); the smoke run inside the test suite
+# relies on the suite's own setup.
+if [[ $SMOKE == 0 ]]; then
+  "$ROOT/scripts/setup.sh" || die "setup failed; see the messages above"
+fi
+command -v jq > /dev/null || die "jq is required: run scripts/setup.sh (or apt-get install -y jq)"
 [[ -x $ETCD_BIN ]] || die "$ETCD_BIN not found (apt-get install -y etcd-server)"
 [[ -x $ETCDCTL_BIN ]] || die "$ETCDCTL_BIN not found (apt-get install -y etcd-client)"
 
