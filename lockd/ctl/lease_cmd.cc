@@ -1,10 +1,11 @@
 // lockctl lease grant/revoke/timetolive/list/keep-alive: etcdctl's lease
-// commands, arguments and simple output (ids in hex), plus -w json (the
-// protobuf JSON of the response) and -w table.
+// commands, arguments and simple output (ids in hex), plus -w json (as
+// etcdctl prints each response) and -w table.
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,6 +21,44 @@ namespace lockd::ctl {
 namespace {
 
 using Args = std::vector<std::string>;
+
+// etcdctl prints most lease responses (-w json) as its Go client's structs:
+// the header's fields inline, then the client's own field names. These
+// build the same objects.
+std::string HeaderFields(const etcdserverpb::ResponseHeader& h) {
+  std::vector<std::string> f;
+  if (h.cluster_id() != 0)
+    f.push_back(absl::StrCat("\"cluster_id\":", h.cluster_id()));
+  if (h.member_id() != 0)
+    f.push_back(absl::StrCat("\"member_id\":", h.member_id()));
+  if (h.revision() != 0)
+    f.push_back(absl::StrCat("\"revision\":", h.revision()));
+  if (h.raft_term() != 0)
+    f.push_back(absl::StrCat("\"raft_term\":", h.raft_term()));
+  return absl::StrJoin(f, ",");
+}
+
+std::string JsonObject(const etcdserverpb::ResponseHeader& h,
+                       const std::string& fields) {
+  std::string head = HeaderFields(h);
+  return absl::StrCat("{", head, head.empty() ? "" : ",", fields, "}");
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
 
 std::string Hex(int64_t id) {
   return absl::StrFormat("%016x", static_cast<uint64_t>(id));
@@ -64,7 +103,12 @@ int Grant(const CommandContext& g, client::Client& c, const Args& args) {
         absl::StrCat("failed to grant lease (", r.status().message(), ")"));
   }
   if (g.write_out == "json") {
-    std::printf("%s\n", ToJson(*r).c_str());
+    std::printf(
+        "%s\n",
+        JsonObject(r->header(),
+                   absl::StrCat("\"ID\":", r->id(), ",\"TTL\":", r->ttl(),
+                                ",\"Error\":", JsonString(r->error())))
+            .c_str());
   } else if (g.write_out == "table") {
     PrintTable({"ID", "TTL"}, {{Hex(r->id()), absl::StrCat(r->ttl())}});
   } else {
@@ -118,7 +162,21 @@ int TimeToLive(const CommandContext& g, client::Client& c, const Args& in) {
   auto r = c.LeaseTimeToLive(req);
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (g.write_out == "json") {
-    std::printf("%s\n", ToJson(*r).c_str());
+    std::string key_list = "null";
+    if (r->keys_size() > 0) {
+      std::vector<std::string> quoted;
+      for (const std::string& k : r->keys()) {
+        quoted.push_back(absl::StrCat("\"", absl::Base64Escape(k), "\""));
+      }
+      key_list = absl::StrCat("[", absl::StrJoin(quoted, ","), "]");
+    }
+    std::printf(
+        "%s\n",
+        JsonObject(r->header(),
+                   absl::StrCat("\"id\":", r->id(), ",\"ttl\":", r->ttl(),
+                                ",\"granted-ttl\":", r->grantedttl(),
+                                ",\"keys\":", key_list))
+            .c_str());
     return 0;
   }
   std::vector<std::string> key_list(r->keys().begin(), r->keys().end());
@@ -153,7 +211,15 @@ int List(const CommandContext& g, client::Client& c, const Args& args) {
   auto r = c.LeaseLeases();
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (g.write_out == "json") {
-    std::printf("%s\n", ToJson(*r).c_str());
+    std::vector<std::string> leases;
+    for (const auto& l : r->leases()) {
+      leases.push_back(absl::StrCat("{\"id\":", l.id(), "}"));
+    }
+    std::printf(
+        "%s\n",
+        JsonObject(r->header(), absl::StrCat("\"leases\":[",
+                                             absl::StrJoin(leases, ","), "]"))
+            .c_str());
     return 0;
   }
   std::vector<std::vector<std::string>> rows;
@@ -188,7 +254,10 @@ int KeepAlive(const CommandContext& g, client::Client& c, const Args& in) {
   absl::Status s =
       c.LeaseKeepAlive(id, [&](const etcdserverpb::LeaseKeepAliveResponse& r) {
         if (g.write_out == "json") {
-          std::printf("%s\n", ToJson(r).c_str());
+          std::printf("%s\n",
+                      JsonObject(r.header(), absl::StrCat("\"ID\":", r.id(),
+                                                          ",\"TTL\":", r.ttl()))
+                          .c_str());
         } else if (g.write_out == "table") {
           PrintTable({"ID", "TTL"}, {{Hex(r.id()), absl::StrCat(r.ttl())}});
         } else {

@@ -8,12 +8,14 @@
 #include <signal.h>
 
 #include <cstdlib>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "tests/harness/cluster.h"
 #include "tests/harness/process.h"
@@ -82,6 +84,12 @@ uint64_t MemberId(LocalCluster& cluster, int i) {
   return std::strtoull(s.out.c_str() + at + marker.size(), nullptr, 10);
 }
 
+// JSON output with every number replaced by N, to compare two tools'
+// output field by field.
+std::string JsonShape(const std::string& s) {
+  return std::regex_replace(s, std::regex("-?[0-9]+"), "N");
+}
+
 TEST(LeaseTest, Etcdctl_GrantRevokeTimeToLiveList_EtcdOutputAndErrors) {
   LocalCluster cluster(3, "leaseops");
   {
@@ -121,6 +129,20 @@ TEST(LeaseTest, Etcdctl_GrantRevokeTimeToLiveList_EtcdOutputAndErrors) {
   EXPECT_NE(lttl.out.find("attached keys([l/0 l/1 l/2])"), std::string::npos)
       << lttl.out << lttl.err;
   EXPECT_EQ(Lockctl(all, {"lease", "list"}).out, list.out);
+  // -w json as etcdctl prints it: the Go client's structs, the header's
+  // fields inline. The same text, numbers aside (a TTL may tick between the
+  // two calls).
+  const std::string m0 = cluster.member(0).endpoint();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"lease", "list", "-w", "json"},
+        std::vector<std::string>{"lease", "timetolive", id, "--keys", "-w",
+                                 "json"},
+        std::vector<std::string>{"lease", "timetolive", id, "-w", "json"}}) {
+    CommandResult e = Etcdctl(m0, args);
+    ASSERT_EQ(e.exit_code, 0) << e.err;
+    EXPECT_EQ(JsonShape(Lockctl(m0, args).out), JsonShape(e.out))
+        << absl::StrJoin(args, " ");
+  }
 
   // Revoke: every attached key goes, in exactly one revision.
   const int64_t before = Revision(all);
@@ -173,6 +195,21 @@ TEST(LeaseTest, Etcdctl_GrantRevokeTimeToLiveList_EtcdOutputAndErrors) {
                                {"lease", "keep-alive", "--once", lid});
   EXPECT_EQ(once.out, "lease " + lid + " keepalived with TTL(30)\n")
       << once.err;
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"lease", "grant", "60", "-w", "json"},
+        std::vector<std::string>{"lease", "keep-alive", "--once", lid, "-w",
+                                 "json"}}) {
+    CommandResult e = Etcdctl(m0, args);
+    ASSERT_EQ(e.exit_code, 0) << e.err;
+    EXPECT_EQ(JsonShape(Lockctl(m0, args).out), JsonShape(e.out))
+        << absl::StrJoin(args, " ");
+  }
+  const std::string r1 = GrantedId(Lockctl(m0, {"lease", "grant", "30"}));
+  const std::string r2 = GrantedId(Lockctl(m0, {"lease", "grant", "30"}));
+  CommandResult erevoke = Etcdctl(m0, {"lease", "revoke", r1, "-w", "json"});
+  ASSERT_EQ(erevoke.exit_code, 0) << erevoke.err;
+  EXPECT_EQ(JsonShape(Lockctl(m0, {"lease", "revoke", r2, "-w", "json"}).out),
+            JsonShape(erevoke.out));
 }
 
 TEST(LeaseTest, ExpiredLeaseKeysVanish_NeverEarly) {
