@@ -99,8 +99,11 @@ class PeerService final : public internal::Peer::WithCallbackMethod_Propose<
                               internal::Peer::Service> {
  public:
   PeerService(const ServerConfig* config, raft::RaftNode* node,
-              ClusterService* cluster)
-      : config_(config), node_(node), cluster_(cluster) {}
+              KvStateMachine* state_machine, ClusterService* cluster)
+      : config_(config),
+        node_(node),
+        state_machine_(state_machine),
+        cluster_(cluster) {}
   grpc::Status Publish(grpc::ServerContext* ctx,
                        const etcdserverpb::Member* member,
                        etcdserverpb::MemberListResponse* resp) override {
@@ -108,12 +111,14 @@ class PeerService final : public internal::Peer::WithCallbackMethod_Propose<
   }
   grpc::ServerBidiReactor<internal::ForwardedProposals, internal::ProposalAcks>*
   Propose(grpc::CallbackServerContext* ctx) override {
-    return ServeForwardedProposals(node_, config_->max_request_bytes);
+    return ServeForwardedProposals(node_, state_machine_,
+                                   config_->max_request_bytes);
   }
 
  private:
   const ServerConfig* config_;
   raft::RaftNode* node_;
+  KvStateMachine* state_machine_;
   ClusterService* cluster_;
 };
 

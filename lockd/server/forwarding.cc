@@ -1,15 +1,21 @@
 #include "lockd/server/forwarding.h"
 
+#include <iterator>
 #include <map>
 #include <utility>
 #include <vector>
 
+#include "absl/time/clock.h"
+
 namespace lockd {
 namespace {
 
-// Proposals one stream holds unacked before Send refuses more (the caller
-// then takes its slow path).
-constexpr size_t kMaxUnacked = 16384;
+// Proposals one stream holds unanswered before Send refuses more (the
+// caller then takes its slow path).
+constexpr size_t kMaxUnanswered = 16384;
+// How long the leader keeps a forwarded proposal's result waiter: past any
+// call's deadline (7 s), after which nobody waits for the result.
+constexpr absl::Duration kResultWait = absl::Seconds(10);
 
 grpc::Status LeaderChanged() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -25,9 +31,10 @@ class ProposalForwarder::Stream final
     : public grpc::ClientBidiReactor<internal::ForwardedProposals,
                                      internal::ProposalAcks> {
  public:
-  Stream(ProposalForwarder* owner, uint64_t leader,
+  Stream(ProposalForwarder* owner, uint64_t self, uint64_t leader,
          const std::shared_ptr<grpc::Channel>& channel)
       : owner_(owner),
+        self_(self),
         leader_(leader),
         stub_(internal::Peer::NewStub(channel)) {
     stub_->async()->Propose(&ctx_, this);
@@ -42,10 +49,14 @@ class ProposalForwarder::Stream final
     return !closing_ && !broken_;
   }
 
-  bool Send(uint64_t id, std::string entry, Refused refused) {
+  bool Send(uint64_t id, std::string entry, absl::Time deadline,
+            Refused refused, Applied applied) {
     absl::MutexLock lock(&mu_);
-    if (closing_ || broken_ || unacked_.size() >= kMaxUnacked) return false;
-    unacked_[id] = std::move(refused);
+    if (unanswered_.size() >= kMaxUnanswered) Prune(absl::Now());
+    if (closing_ || broken_ || unanswered_.size() >= kMaxUnanswered) {
+      return false;
+    }
+    unanswered_[id] = Pending{std::move(refused), std::move(applied), deadline};
     internal::ForwardedProposals::Proposal* p = queued_.add_proposals();
     p->set_id(id);
     p->set_entry(std::move(entry));
@@ -53,7 +64,8 @@ class ProposalForwarder::Stream final
     return true;
   }
 
-  // No new proposals; the call ends once the leader acked those sent.
+  // No new proposals; the leader ends the call once it has taken (or
+  // refused) those sent.
   void Close() {
     absl::MutexLock lock(&mu_);
     closing_ = true;
@@ -77,7 +89,8 @@ class ProposalForwarder::Stream final
   }
 
   void OnReadDone(bool ok) override {
-    std::vector<std::pair<Refused, grpc::Status>> refused;
+    std::vector<Pending> refused, applied;
+    std::vector<const internal::ProposalAcks::Ack*> refused_acks, applied_acks;
     {
       absl::MutexLock lock(&mu_);
       if (!ok) {
@@ -85,31 +98,39 @@ class ProposalForwarder::Stream final
         return;
       }
       for (const internal::ProposalAcks::Ack& ack : acks_.acks()) {
-        auto it = unacked_.find(ack.id());
-        if (it == unacked_.end()) continue;
-        if (ack.code() != 0) {
-          refused.emplace_back(
-              std::move(it->second),
-              grpc::Status(static_cast<grpc::StatusCode>(ack.code()),
-                           ack.message()));
-        }
-        unacked_.erase(it);
+        auto it = unanswered_.find(ack.id());
+        if (it == unanswered_.end()) continue;
+        (ack.applied() ? applied : refused).push_back(std::move(it->second));
+        (ack.applied() ? applied_acks : refused_acks).push_back(&ack);
+        unanswered_.erase(it);
       }
+      // Proposals whose answer never came (lost with a leader) are answered
+      // by their waiters' deadlines; forget them now and then.
+      if (++reads_ % 1024 == 0) Prune(absl::Now());
     }
-    for (auto& [done, status] : refused) done(status);
+    for (size_t i = 0; i < applied.size(); ++i) {
+      applied[i].applied(*applied_acks[i]);
+    }
+    for (size_t i = 0; i < refused.size(); ++i) {
+      refused[i].refused(
+          grpc::Status(static_cast<grpc::StatusCode>(refused_acks[i]->code()),
+                       refused_acks[i]->message()));
+    }
     StartRead(&acks_);
   }
 
   void OnDone(const grpc::Status& status) override {
     // Proposals still queued were never sent: the caller may place them
-    // again. Those sent and not acked may still commit; their waiters
-    // answer either way.
+    // again. Those sent and not answered may still commit; the follower's
+    // own apply answers them.
     std::vector<Refused> unsent;
     {
       absl::MutexLock lock(&mu_);
       for (const auto& p : queued_.proposals()) {
-        auto it = unacked_.find(p.id());
-        if (it != unacked_.end()) unsent.push_back(std::move(it->second));
+        auto it = unanswered_.find(p.id());
+        if (it != unanswered_.end()) {
+          unsent.push_back(std::move(it->second.refused));
+        }
       }
     }
     for (Refused& done : unsent) done(LeaderChanged());
@@ -118,9 +139,16 @@ class ProposalForwarder::Stream final
   }
 
  private:
+  struct Pending {
+    Refused refused;
+    Applied applied;
+    absl::Time deadline;
+  };
+
   void Flush() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     out_.Clear();
     out_.Swap(&queued_);
+    out_.set_origin_member(self_);
     writing_ = true;
     StartWrite(&out_);
   }
@@ -132,7 +160,14 @@ class ProposalForwarder::Stream final
     }
   }
 
+  void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (auto it = unanswered_.begin(); it != unanswered_.end();) {
+      it = it->second.deadline < now ? unanswered_.erase(it) : std::next(it);
+    }
+  }
+
   ProposalForwarder* const owner_;
+  const uint64_t self_;
   const uint64_t leader_;
   std::unique_ptr<internal::Peer::Stub> stub_;
   grpc::ClientContext ctx_;
@@ -140,15 +175,16 @@ class ProposalForwarder::Stream final
   absl::Mutex mu_;
   internal::ForwardedProposals queued_ ABSL_GUARDED_BY(mu_);
   internal::ForwardedProposals out_ ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, Refused> unacked_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Pending> unanswered_ ABSL_GUARDED_BY(mu_);
+  uint64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-ProposalForwarder::ProposalForwarder(ChannelFor channel_for)
-    : channel_for_(std::move(channel_for)) {}
+ProposalForwarder::ProposalForwarder(uint64_t self, ChannelFor channel_for)
+    : self_(self), channel_for_(std::move(channel_for)) {}
 
 ProposalForwarder::~ProposalForwarder() {
   absl::MutexLock lock(&mu_);
@@ -160,7 +196,8 @@ ProposalForwarder::~ProposalForwarder() {
 }
 
 bool ProposalForwarder::Send(uint64_t leader, uint64_t id, std::string entry,
-                             Refused refused) {
+                             absl::Time deadline, Refused refused,
+                             Applied applied) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return false;
   if (current_ != nullptr &&
@@ -171,10 +208,11 @@ bool ProposalForwarder::Send(uint64_t leader, uint64_t id, std::string entry,
   if (current_ == nullptr) {
     std::shared_ptr<grpc::Channel> channel = channel_for_(leader);
     if (channel == nullptr) return false;
-    current_ = new Stream(this, leader, channel);
+    current_ = new Stream(this, self_, leader, channel);
     live_.insert(current_);
   }
-  return current_->Send(id, std::move(entry), std::move(refused));
+  return current_->Send(id, std::move(entry), deadline, std::move(refused),
+                        std::move(applied));
 }
 
 void ProposalForwarder::StreamDone(Stream* stream) {
@@ -190,8 +228,16 @@ class ProposeReactor final
     : public grpc::ServerBidiReactor<internal::ForwardedProposals,
                                      internal::ProposalAcks> {
  public:
-  ProposeReactor(raft::RaftNode* node, size_t max_entry_bytes)
-      : node_(node), max_entry_bytes_(max_entry_bytes) {
+  ProposeReactor(raft::RaftNode* node, KvStateMachine* state_machine,
+                 size_t max_entry_bytes)
+      : node_(node),
+        state_machine_(state_machine),
+        max_entry_bytes_(max_entry_bytes),
+        link_(std::make_shared<Link>()) {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->reactor = this;
+    }
     StartRead(&in_);
   }
 
@@ -202,18 +248,32 @@ class ProposeReactor final
       MaybeFinish();
       return;
     }
+    const uint64_t origin = in_.origin_member();
     {
       absl::MutexLock lock(&mu_);
       in_flight_ += in_.proposals_size();
     }
+    const absl::Time result_deadline = absl::Now() + kResultWait;
     for (internal::ForwardedProposals::Proposal& p : *in_.mutable_proposals()) {
       const uint64_t id = p.id();
       if (p.entry().size() > max_entry_bytes_) {
-        Ack(id, absl::InvalidArgumentError("etcdserver: request is too large"));
+        Proposed(
+            origin, id,
+            absl::InvalidArgumentError("etcdserver: request is too large"));
         continue;
       }
-      node_->ProposeAsync(std::move(*p.mutable_entry()),
-                          [this, id](absl::Status s) { Ack(id, s); });
+      // Registered first: the entry may apply as soon as it is proposed.
+      std::shared_ptr<Link> link = link_;
+      state_machine_->RegisterForwarded(
+          origin, id,
+          [link, id](ApplyResult result) {
+            absl::MutexLock lock(&link->mu);
+            if (link->reactor != nullptr) link->reactor->Result(id, result);
+          },
+          result_deadline);
+      node_->ProposeAsync(
+          std::move(*p.mutable_entry()),
+          [this, origin, id](absl::Status s) { Proposed(origin, id, s); });
     }
     StartRead(&in_);
   }
@@ -226,22 +286,56 @@ class ProposeReactor final
     MaybeFinish();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->reactor = nullptr;
+    }
+    delete this;
+  }
 
  private:
-  // Called once per proposal; on the node's thread, or the reader's when
-  // the node could not queue it. Never blocks.
-  void Ack(uint64_t id, const absl::Status& s) {
+  // How results reach the reactor while it lives (the state machine may
+  // apply an entry after the call has ended).
+  struct Link {
+    absl::Mutex mu;
+    ProposeReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  };
+
+  // Called once per proposal with the node's answer: on the node's thread,
+  // or the reader's when the node could not queue it. Never blocks.
+  void Proposed(uint64_t origin, uint64_t id, const absl::Status& s) {
+    if (!s.ok()) state_machine_->CancelForwarded(origin, id);
     absl::MutexLock lock(&mu_);
-    internal::ProposalAcks::Ack* ack = pending_.add_acks();
-    ack->set_id(id);
     if (!s.ok()) {
+      internal::ProposalAcks::Ack* ack = pending_.add_acks();
+      ack->set_id(id);
       ack->set_code(static_cast<int>(s.code()));
       ack->set_message(std::string(s.message()));
     }
     --in_flight_;
     Flush();
     MaybeFinish();
+  }
+
+  // The applied result of proposal `id`, on the apply thread.
+  void Result(uint64_t id, const ApplyResult& result) {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || write_failed_) return;
+    internal::ProposalAcks::Ack* ack = pending_.add_acks();
+    ack->set_id(id);
+    ack->set_applied(true);
+    if (!result.status.ok()) {
+      ack->set_code(static_cast<int>(result.status.code()));
+      ack->set_message(std::string(result.status.message()));
+    } else if (result.put.has_header()) {
+      *ack->mutable_put() = result.put;
+    } else if (result.delete_range.has_header()) {
+      *ack->mutable_delete_range() = result.delete_range;
+    } else if (result.txn.has_header()) {
+      *ack->mutable_txn() = result.txn;
+    }
+    Flush();
   }
 
   void Flush() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -254,6 +348,9 @@ class ProposeReactor final
     StartWrite(&out_);
   }
 
+  // Ends the call once the follower has closed its side and every proposal
+  // has the node's answer. Results still to come are dropped: the
+  // follower's own apply answers those.
   void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || !reads_done_ || in_flight_ > 0 || writing_) return;
     if (pending_.acks_size() > 0 && !write_failed_) return;
@@ -262,7 +359,9 @@ class ProposeReactor final
   }
 
   raft::RaftNode* const node_;
+  KvStateMachine* const state_machine_;
   const size_t max_entry_bytes_;
+  const std::shared_ptr<Link> link_;
   internal::ForwardedProposals in_;  // read into by the one read in flight
   absl::Mutex mu_;
   internal::ProposalAcks pending_ ABSL_GUARDED_BY(mu_);
@@ -277,8 +376,9 @@ class ProposeReactor final
 }  // namespace
 
 grpc::ServerBidiReactor<internal::ForwardedProposals, internal::ProposalAcks>*
-ServeForwardedProposals(raft::RaftNode* node, size_t max_entry_bytes) {
-  return new ProposeReactor(node, max_entry_bytes);
+ServeForwardedProposals(raft::RaftNode* node, KvStateMachine* state_machine,
+                        size_t max_entry_bytes) {
+  return new ProposeReactor(node, state_machine, max_entry_bytes);
 }
 
 }  // namespace lockd

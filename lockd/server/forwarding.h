@@ -5,19 +5,24 @@
 // it wraps it as a log command naming itself as the origin, registers the
 // client's call as the command's waiter in its state machine, and sends the
 // serialized command to the leader over one long-lived stream, batched with
-// the others in flight. The leader proposes each command as it is and acks
-// whether it was appended; the follower answers the client when it applies
-// the entry itself, as the leader answers its own clients. Both sides keep
-// one stream per follower-leader pair instead of one call per write.
+// the others in flight. The leader proposes each command as it is. It
+// answers with a refusal if it could not append it, or else with the result
+// once it has applied it. The follower answers its client with the first of
+// the leader's result and its own apply of the entry: the leader's is
+// usually first, and it is the only one a follower removed from the cluster
+// before the entry commits will ever get; its own apply covers a stream that
+// broke after the leader took the proposal. One stream per follower-leader
+// pair replaces one call per write.
 //
 // What each outcome means for the client's call:
-// - an ack with an error: the leader refused before appending (not the
-//   leader any more, a hand-over, too many pending); the caller may place the
-//   write again elsewhere, it cannot apply twice;
-// - an ack without an error, or none (the stream broke): the entry may
-//   commit, and its waiter answers the client when it applies; one that
-//   never commits is answered "request timed out" at the call's deadline,
-//   as etcd answers a proposal lost in a leader change.
+// - a refusal: the proposal was never appended (not the leader any more, a
+//   hand-over, too many pending); the caller may place the write again
+//   elsewhere, it cannot apply twice;
+// - a result: the write was applied; the client gets the result;
+// - neither (the stream broke or the entry was lost in a leader change):
+//   the entry may still commit, and the follower's own apply answers; one
+//   that never commits is answered "request timed out" at the call's
+//   deadline, as etcd answers a proposal lost in a leader change.
 #ifndef LOCKD_SERVER_FORWARDING_H_
 #define LOCKD_SERVER_FORWARDING_H_
 
@@ -31,6 +36,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lockd/server/kv_state_machine.h"
 #include "lockdpb/internal.grpc.pb.h"
 #include "raft/node/node.h"
 
@@ -41,23 +48,30 @@ class ProposalForwarder {
  public:
   using ChannelFor =
       std::function<std::shared_ptr<grpc::Channel>(uint64_t member)>;
-  // Called once, on a gRPC thread, when the leader refused the proposal;
-  // must not block.
-  using Refused = std::function<void(grpc::Status)>;
+  // The leader refused the proposal (it was never appended). Called once,
+  // on a gRPC thread; must not block.
+  using Refused = std::function<void(const grpc::Status&)>;
+  // The leader applied it: the result (code, message and response). Called
+  // once, on a gRPC thread; must not block.
+  using Applied = std::function<void(const internal::ProposalAcks::Ack&)>;
 
-  explicit ProposalForwarder(ChannelFor channel_for);
+  // `self` is this member's id, the origin of every proposal it sends.
+  ProposalForwarder(uint64_t self, ChannelFor channel_for);
   // Cancels the streams and waits for them to end.
   ~ProposalForwarder();
 
   // Sends `entry` (a serialized internal::Request with this `id`) to
-  // `leader`. False when it could not be queued (no channel to the leader,
-  // too many in flight, shutting down): nothing was sent.
-  bool Send(uint64_t leader, uint64_t id, std::string entry, Refused refused);
+  // `leader`; at most one of `refused` and `applied` runs, not after
+  // `deadline`. False when it could not be queued (no channel to the
+  // leader, too many in flight, shutting down): nothing was sent.
+  bool Send(uint64_t leader, uint64_t id, std::string entry,
+            absl::Time deadline, Refused refused, Applied applied);
 
  private:
   class Stream;
   void StreamDone(Stream* stream);
 
+  const uint64_t self_;
   ChannelFor channel_for_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -68,10 +82,11 @@ class ProposalForwarder {
 };
 
 // The leader's side: serves one Peer.Propose stream, proposing each entry
-// through `node` and acking it. Entries over `max_entry_bytes`, or not a
-// well-formed command, are refused.
+// through `node` and answering with its refusal or, from `state_machine`'s
+// apply, its result. Entries over `max_entry_bytes` are refused.
 grpc::ServerBidiReactor<internal::ForwardedProposals, internal::ProposalAcks>*
-ServeForwardedProposals(raft::RaftNode* node, size_t max_entry_bytes);
+ServeForwardedProposals(raft::RaftNode* node, KvStateMachine* state_machine,
+                        size_t max_entry_bytes);
 
 }  // namespace lockd
 

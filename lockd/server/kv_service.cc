@@ -45,6 +45,20 @@ grpc::Status NotLeader(uint64_t leader) {
                       "etcdserver: leader changed");
 }
 
+// The response in a leader's answer to a forwarded write.
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::PutResponse* resp) {
+  *resp = ack.put();
+}
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::DeleteRangeResponse* resp) {
+  *resp = ack.delete_range();
+}
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::TxnResponse* resp) {
+  *resp = ack.txn();
+}
+
 // A forwarded write the leader refused before proposing it: trying the new
 // leader cannot apply it twice.
 bool RefusedBeforeProposing(const grpc::Status& st) {
@@ -69,6 +83,7 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
       next_id_(std::random_device{}() |
                (uint64_t{std::random_device{}()} << 32)),
       forwarder_(std::make_unique<ProposalForwarder>(
+          config->member_id,
           [this](uint64_t leader) { return LeaderChannel(leader); })) {
   sweeper_ = std::thread([this] {
     SetThreadName("kv-sweeper");
@@ -208,8 +223,24 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
     node_->ProposeAsync(std::move(data), [refused](absl::Status s) {
       if (!s.ok()) refused();
     });
-  } else if (!forwarder_->Send(leader_id, id, std::move(data),
-                               [refused](const grpc::Status&) { refused(); })) {
+  } else if (!forwarder_->Send(
+                 leader_id, id, std::move(data), deadline,
+                 [refused](const grpc::Status&) { refused(); },
+                 // The leader's result, unless this member's apply (or the
+                 // deadline) answered first.
+                 [this, id, reactor,
+                  resp](const internal::ProposalAcks::Ack& ack) {
+                   if (!state_machine_->Cancel(id)) return;
+                   if (ack.code() != 0) {
+                     reactor->Finish(
+                         grpc::Status(static_cast<grpc::StatusCode>(ack.code()),
+                                      ack.message()));
+                     return;
+                   }
+                   FromAck(ack, resp);
+                   FillHeader(resp->mutable_header());
+                   reactor->Finish(grpc::Status::OK);
+                 })) {
     refused();
   }
   return reactor;

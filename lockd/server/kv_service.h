@@ -1,9 +1,10 @@
 // etcd v3 KV on a member: reads from the local MVCC store (linearizable ones
 // after a ReadIndex barrier), writes through raft. A member that is not the
 // leader has the leader propose its writes over a stream to the leader's
-// peer port (forwarding.h) and answers them when it applies them; its slow
-// path forwards the whole call to the leader's peer port, where the same
-// service runs; a forwarded call is never forwarded again.
+// peer port (forwarding.h) and answers each with the leader's result or its
+// own apply of the entry, whichever comes first; its slow path forwards the
+// whole call to the leader's peer port, where the same service runs; a
+// forwarded call is never forwarded again.
 //
 // Range, Put, DeleteRange and Txn use gRPC's callback API: a write is
 // proposed (or sent to the leader) without blocking and answered from the

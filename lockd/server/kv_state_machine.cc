@@ -35,6 +35,14 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   // Results are handed to waiters only after the batch is durable in the
   // store (so a client never sees a write a reader on this member can't).
   std::vector<std::pair<uint64_t, ApplyResult>> mine;
+  // Results of other members' commands this member (their leader) proposed
+  // for them, only while any wait.
+  std::vector<std::pair<std::pair<uint64_t, uint64_t>, ApplyResult>> theirs;
+  bool any_forwarded;
+  {
+    absl::MutexLock lock(&mu_);
+    any_forwarded = !forwarded_.empty();
+  }
   // The member table, copied only for a batch that touches membership
   // (rare), never on every apply.
   std::optional<MemberList> table;
@@ -141,6 +149,9 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
     }
     if (req.origin_member() == member_id_) {
       mine.emplace_back(req.id(), std::move(r));
+    } else if (any_forwarded) {
+      theirs.emplace_back(std::make_pair(req.origin_member(), req.id()),
+                          std::move(r));
     }
   }
   if (table_changed) {
@@ -169,6 +180,17 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
       if (it == waiters_.end()) continue;
       done = std::move(it->second.done);
       waiters_.erase(it);
+    }
+    done(std::move(result));
+  }
+  for (auto& [key, result] : theirs) {
+    std::function<void(ApplyResult)> done;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = forwarded_.find(key);
+      if (it == forwarded_.end()) continue;
+      done = std::move(it->second.done);
+      forwarded_.erase(it);
     }
     done(std::move(result));
   }
@@ -223,12 +245,22 @@ void KvStateMachine::Register(uint64_t id,
 
 void KvStateMachine::ExpireWaiters(absl::Time now) {
   std::vector<std::function<void(ApplyResult)>> expired;
+  // Dropped outside the lock: their captures may take other locks.
+  std::vector<std::function<void(ApplyResult)>> dropped;
   {
     absl::MutexLock lock(&mu_);
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->second.deadline < now) {
         expired.push_back(std::move(it->second.done));
         it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto it = forwarded_.begin(); it != forwarded_.end();) {
+      if (it->second.deadline < now) {
+        dropped.push_back(std::move(it->second.done));
+        it = forwarded_.erase(it);
       } else {
         ++it;
       }
@@ -244,6 +276,18 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
 bool KvStateMachine::Cancel(uint64_t id) {
   absl::MutexLock lock(&mu_);
   return waiters_.erase(id) > 0;
+}
+
+void KvStateMachine::RegisterForwarded(uint64_t origin, uint64_t id,
+                                       std::function<void(ApplyResult)> done,
+                                       absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  forwarded_[{origin, id}] = Waiter{std::move(done), deadline};
+}
+
+void KvStateMachine::CancelForwarded(uint64_t origin, uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  forwarded_.erase({origin, id});
 }
 
 }  // namespace lockd

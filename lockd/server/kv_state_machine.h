@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -102,6 +103,14 @@ class KvStateMachine final : public raft::StateMachine {
   // Forgets a registration (the client gave up). True when it was still
   // pending: then `done` will never run, and the caller answers instead.
   bool Cancel(uint64_t id);
+  // The same for a command another member proposed through this one, the
+  // leader (see forwarding.h): `done` gets its result when this member
+  // applies it. A registration still pending at `deadline` is dropped by
+  // ExpireWaiters without a call.
+  void RegisterForwarded(uint64_t origin, uint64_t id,
+                         std::function<void(ApplyResult)> done,
+                         absl::Time deadline);
+  void CancelForwarded(uint64_t origin, uint64_t id);
   // Each committed batch's events go to `hub` (set before the node starts).
   void set_watch_hub(kv::WatchHub* hub) { watch_hub_ = hub; }
 
@@ -120,6 +129,9 @@ class KvStateMachine final : public raft::StateMachine {
     absl::Time deadline;
   };
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  // By (origin member, id).
+  std::map<std::pair<uint64_t, uint64_t>, Waiter> forwarded_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace lockd

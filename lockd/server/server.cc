@@ -263,8 +263,8 @@ absl::Status Server::OpenStorage() {
                            &membership_);
   cluster_.Attach(node_.get(), kv_.get(), &membership_);
   peer_cluster_.Attach(node_.get(), peer_kv_.get(), &membership_);
-  peer_service_ =
-      std::make_unique<PeerService>(&config_, node_.get(), &peer_cluster_);
+  peer_service_ = std::make_unique<PeerService>(
+      &config_, node_.get(), state_machine_.get(), &peer_cluster_);
   lease_driver_ = std::make_unique<LeaseDriver>(
       &config_, node_.get(), state_machine_.get(), lessor_.get());
   lease_ = std::make_unique<LeaseService>(&config_, node_.get(), store_.get(),
@@ -566,6 +566,7 @@ void Server::PublishLoop() {
     if (current.has_value() && current->name() == self.name() &&
         std::equal(current->clienturls().begin(), current->clienturls().end(),
                    self.clienturls().begin(), self.clienturls().end())) {
+      LogReady();
       return;
     }
     if (current.has_value() && node_->leader() != 0) {
@@ -575,6 +576,7 @@ void Server::PublishLoop() {
       if (st.ok()) {
         Logf(LogLevel::kInfo, "server",
              "published name %s and client URLs to the cluster", self.name());
+        LogReady();
         return;
       }
       Logf(LogLevel::kDebug, "server", "publishing attributes: %s",
@@ -705,17 +707,26 @@ absl::Status Server::Start() {
   node_->Start();
   lease_driver_->Start();
   compactor_ = std::thread([this] { CompactorLoop(); });
-  publisher_ = std::thread([this] { PublishLoop(); });
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
     Logf(LogLevel::kInfo, "server", "listening for peers on %s (port %d)",
          config_.listen_peer[i].ToString(), peer_ports_[i]);
   }
   for (size_t i = 0; i < config_.listen_client.size(); ++i) {
+    Logf(LogLevel::kInfo, "server", "serving client requests on %s (port %d)",
+         config_.listen_client[i].ToString(), client_ports_[i]);
+  }
+  // "ready to serve client requests" follows once the member has published
+  // its name and client URLs, as etcd's does.
+  publisher_ = std::thread([this] { PublishLoop(); });
+  return absl::OkStatus();
+}
+
+void Server::LogReady() {
+  for (size_t i = 0; i < config_.listen_client.size(); ++i) {
     Logf(LogLevel::kInfo, "server",
          "ready to serve client requests on %s (port %d)",
          config_.listen_client[i].ToString(), client_ports_[i]);
   }
-  return absl::OkStatus();
 }
 
 void Server::Shutdown(absl::Duration grace) {

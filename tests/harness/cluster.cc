@@ -95,7 +95,12 @@ absl::Status LocalCluster::StartMember(
       outputs ? absl::StrCat(outputs, "/", tag_, "-", specs_[i].name, ".log")
               : "";
   if (absl::Status s = procs_[i]->Start(args, {}, log); !s.ok()) return s;
-  if (!procs_[i]->WaitForOutput("ready to serve client requests", timeout)) {
+  // lockd: serving, not yet "ready": a member of a new cluster publishes
+  // itself (and then says it is ready) only once a quorum runs, and tests
+  // start members one by one. etcd serves only once ready.
+  const char* serving = binary_.empty() ? "serving client requests on"
+                                        : "ready to serve client requests";
+  if (!procs_[i]->WaitForOutput(serving, timeout)) {
     return absl::UnavailableError(absl::StrCat("member ", specs_[i].name,
                                                " did not become ready:\n",
                                                procs_[i]->output()));

@@ -63,6 +63,15 @@ TEST(EtcdctlCompatTest, SingleMember_EndpointStatusAndMemberList) {
   // A started member serves at once; its client URLs reach the member list
   // once the leader has replicated them.
   ASSERT_TRUE(cluster.WaitForPublished(absl::Seconds(30)));
+  // As etcd, the member says it is ready once it has published itself.
+  ASSERT_TRUE(cluster.process(0).WaitForOutput("ready to serve client requests",
+                                               absl::Seconds(10)));
+  {
+    const std::string log = cluster.process(0).output();
+    EXPECT_LT(log.find("published name m1 and client URLs"),
+              log.find("ready to serve client requests"))
+        << log;
+  }
   const MemberSpec& m = cluster.member(0);
 
   CommandResult status =
