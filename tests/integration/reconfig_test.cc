@@ -412,7 +412,9 @@ void ContendForLock(client::Client* c, LockState* l, Tally* t,
                    g->kvs(0).lease() != l->holder_lease.load() ||
                    g->kvs(0).create_revision() != l->acquired_revision)) {
       l->Violation(absl::StrCat(
-          "the holder lost the lock (revision ", g->header().revision(), "): ",
+          "the holder lost the lock (revision ", g->header().revision(),
+          ", read on member ", absl::Hex(g->header().member_id()),
+          ", lock taken at revision ", l->acquired_revision.load(), "): ",
           g->kvs_size() == 0 ? std::string("no key")
                              : g->kvs(0).ShortDebugString()));
     }
@@ -981,7 +983,8 @@ void ExpectNothingNoticed(const RunResult& r) {
       << r.node_watch.first_difference;
   EXPECT_TRUE(r.node_done);
   EXPECT_TRUE(r.keepalive_end.ok()) << r.keepalive_end;
-  EXPECT_TRUE(r.lock_violations.empty()) << r.lock_violations.front();
+  EXPECT_TRUE(r.lock_violations.empty())
+      << absl::StrJoin(r.lock_violations, "\n");
   EXPECT_TRUE(r.lost_writes.empty()) << r.lost_writes.front();
 }
 
