@@ -239,6 +239,35 @@ void RaftNode::ReadBarrierAsync(std::function<void(absl::Status)> done) {
   if (absl::Status s = Enqueue(std::move(in)); !s.ok()) (*shared)(s);
 }
 
+absl::Status RaftNode::RemovedError() {
+  return absl::UnavailableError(
+      "etcdserver: this member was removed from the cluster; try another "
+      "member");
+}
+
+void RaftNode::CheckRemoved() {
+  if (removed_) return;
+  if (raw_->IsMember()) {
+    was_member_ = true;
+    return;
+  }
+  // A joining member replays configurations from before its own addition:
+  // only one that was a member can have been removed.
+  if (!was_member_) return;
+  removed_ = true;
+  Logf(LogLevel::kInfo, "raft",
+       "member %x applied its own removal: pending and new reads fail",
+       options_.id);
+  // The leader no longer replicates to this member: a read index past what
+  // it has applied would never be reached.
+  FailPending(RemovedError());
+  auto waiters = std::move(applied_waiters_);
+  applied_waiters_.clear();
+  for (auto& [index, done] : waiters) done(RemovedError());
+  absl::MutexLock lock(&mu_);
+  removed_for_waiters_ = true;
+}
+
 void RaftNode::FireAppliedWaiters(uint64_t applied) {
   while (!applied_waiters_.empty() &&
          applied_waiters_.begin()->first <= applied) {
@@ -252,7 +281,7 @@ void RaftNode::FireAppliedWaiters(uint64_t applied) {
 absl::Status RaftNode::WaitApplied(uint64_t index, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   auto reached = [this, index]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return applied_for_waiters_ >= index || stop_;
+    return applied_for_waiters_ >= index || stop_ || removed_for_waiters_;
   };
   if (!mu_.AwaitWithDeadline(absl::Condition(&reached), deadline)) {
     return absl::DeadlineExceededError(
@@ -260,7 +289,9 @@ absl::Status RaftNode::WaitApplied(uint64_t index, absl::Time deadline) {
         "too long");
   }
   if (applied_for_waiters_ < index) {
-    return absl::UnavailableError("etcdserver: server stopped");
+    return removed_for_waiters_
+               ? RemovedError()
+               : absl::UnavailableError("etcdserver: server stopped");
   }
   return absl::OkStatus();
 }
@@ -348,6 +379,10 @@ void RaftNode::HandleInput(Input& in) {
       in.done(raw_->Propose(std::move(in.data)), 0);
       break;
     case Input::kRead: {
+      if (removed_) {
+        in.done(RemovedError(), 0);
+        break;
+      }
       // Reads that arrived together share one ReadIndex round (one
       // heartbeat to a quorum): each arrived before it was issued, so the
       // index it confirms covers every write committed before any of them.
@@ -477,6 +512,7 @@ bool RaftNode::HandleReady(Ready rd) {
     }
     FireAppliedWaiters(applied);
   }
+  CheckRemoved();
   for (const ReadState& rs : rd.read_states) {
     auto it = reads_.find(rs.request_ctx);
     if (it == reads_.end()) continue;
@@ -528,6 +564,7 @@ void RaftNode::MaybeCompactLog() {
 
 void RaftNode::Run() {
   SetThreadName("raft-node");
+  was_member_ = raw_->IsMember();
   // A member that is the only voter need not wait out an election timeout
   // before serving.
   // (It campaigns once the committed configuration is applied; the core

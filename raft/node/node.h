@@ -149,15 +149,16 @@ class RaftNode final : public MessageHandler {
 
   // A linearizable read barrier (ReadIndex, Raft thesis §6.4): returns once
   // this member has applied every entry committed before the call. Errors:
-  // kUnavailable (no leader), kDeadlineExceeded.
+  // kUnavailable (no leader; or this member applied its own removal, see
+  // RemovedError), kDeadlineExceeded.
   absl::Status ReadBarrier(absl::Time deadline);
   // As ReadBarrier, without blocking: `done` runs once, on the node's thread
   // (or the caller's, if the read cannot be queued), when this member has
   // applied every entry committed before the call, or with the error
-  // (kUnavailable: no leader, leader changed, stopped). `done` must not
-  // block or call back into the node. There is no deadline, and a read
-  // index request the core drops (e.g. on a leader handing over) is never
-  // answered: the caller must time the read out itself.
+  // (kUnavailable: no leader, leader changed, removed, stopped). `done`
+  // must not block or call back into the node. There is no deadline, and
+  // a read index request the core drops (e.g. on a leader handing over) is
+  // never answered: the caller must time the read out itself.
   void ReadBarrierAsync(std::function<void(absl::Status)> done);
 
   // Waits until this member knows a leader (an election is under way when
@@ -262,6 +263,16 @@ class RaftNode final : public MessageHandler {
   std::multimap<uint64_t, std::function<void(absl::Status)>> applied_waiters_;
   // Runs the applied_waiters_ that `applied` covers.
   void FireAppliedWaiters(uint64_t applied);
+  // After applying entries: once this member has applied its own removal,
+  // fails pending reads and read waiters (the leader no longer replicates
+  // to it, so their read index may never be applied here) and refuses new
+  // ones with RemovedError().
+  void CheckRemoved();
+  static absl::Status RemovedError();
+  // Whether the applied configuration ever held this member, and whether
+  // it has since applied its removal; node thread only.
+  bool was_member_ = false;
+  bool removed_ = false;
   // Index of the latest raft snapshot in the log storage; node thread only.
   uint64_t snapshot_index_ = 0;
   // Images of the snapshot messages stepped in this loop iteration, freed
@@ -274,6 +285,7 @@ class RaftNode final : public MessageHandler {
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t applied_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t leader_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
+  bool removed_for_waiters_ ABSL_GUARDED_BY(mu_) = false;
   // When leader_for_waiters_ last became 0 (the start counts).
   absl::Time leaderless_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
 
