@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 
@@ -249,11 +250,52 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
   return result;
 }
 
+namespace {
+
+// Tests run side by side, and a test restarts a killed member on the ports
+// it had: a port free now may belong to a member of another test that is
+// down for a moment. Each test process claims the ports it picks with a
+// file naming its pid under this directory; a claim by a live process is
+// skipped, one by a finished process is taken over.
+constexpr char kPortClaims[] = "/tmp/lockd-test-ports";
+
+bool ClaimPort(int port) {
+  (void)mkdir(kPortClaims, 0777);
+  const std::string path = absl::StrCat(kPortClaims, "/", port);
+  const std::string me = absl::StrCat(getpid());
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    if (fd >= 0) {
+      (void)!write(fd, me.data(), me.size());
+      close(fd);
+      return true;
+    }
+    // Without a usable claims directory, fall back to the bind check alone.
+    if (errno != EEXIST) return true;
+    char buf[32] = {0};
+    fd = open(path.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    const long owner = n > 0 ? std::strtol(buf, nullptr, 10) : 0;
+    if (owner == getpid()) return false;  // ours already, in use
+    if (owner > 0 &&
+        (kill(static_cast<pid_t>(owner), 0) == 0 || errno == EPERM)) {
+      return false;  // another live test's
+    }
+    (void)unlink(path.c_str());  // stale: try to take it over
+  }
+  return false;
+}
+
+}  // namespace
+
 int PickFreePort() {
   static std::mt19937 rng(std::random_device{}() ^ getpid());
   std::uniform_int_distribution<int> dist(20000, 31999);
   for (int attempt = 0; attempt < 1000; ++attempt) {
     int port = dist(rng);
+    if (!ClaimPort(port)) continue;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr;
     std::memset(&addr, 0, sizeof(addr));
