@@ -23,41 +23,13 @@ namespace {
 using Args = std::vector<std::string>;
 
 // etcdctl prints most lease responses (-w json) as its Go client's structs:
-// the header's fields inline, then the client's own field names. These
-// build the same objects.
-std::string HeaderFields(const etcdserverpb::ResponseHeader& h) {
-  std::vector<std::string> f;
-  if (h.cluster_id() != 0)
-    f.push_back(absl::StrCat("\"cluster_id\":", h.cluster_id()));
-  if (h.member_id() != 0)
-    f.push_back(absl::StrCat("\"member_id\":", h.member_id()));
-  if (h.revision() != 0)
-    f.push_back(absl::StrCat("\"revision\":", h.revision()));
-  if (h.raft_term() != 0)
-    f.push_back(absl::StrCat("\"raft_term\":", h.raft_term()));
-  return absl::StrJoin(f, ",");
-}
-
+// the header's fields inline, then the client's own field names. This
+// builds the same object from the header and the other `fields`.
 std::string JsonObject(const etcdserverpb::ResponseHeader& h,
                        const std::string& fields) {
-  std::string head = HeaderFields(h);
+  const std::string header = ToJson(h);  // {...}, unset fields left out
+  const std::string head = header.substr(1, header.size() - 2);
   return absl::StrCat("{", head, head.empty() ? "" : ",", fields, "}");
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += ch;
-    }
-  }
-  return out + "\"";
 }
 
 std::string Hex(int64_t id) {

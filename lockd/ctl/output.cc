@@ -168,6 +168,12 @@ void AppendMessage(const Message& m, std::string* out) {
 
 }  // namespace
 
+std::string JsonString(absl::string_view s) {
+  std::string out;
+  AppendJsonString(s, &out);
+  return out;
+}
+
 std::string ToJson(const google::protobuf::Message& m) {
   // As etcdctl prints responses: proto field names, 64-bit integers and
   // enums as JSON numbers, bytes in base64, unset fields left out.

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
 
 namespace lockd::ctl {
@@ -19,6 +20,8 @@ std::string HumanBytes(int64_t bytes);
 // names as in the .proto files, 64-bit integers and enums as numbers, bytes
 // in base64, unset (zero) fields left out.
 std::string ToJson(const google::protobuf::Message& m);
+// `s` as a JSON string literal, quoted and escaped.
+std::string JsonString(absl::string_view s);
 
 }  // namespace lockd::ctl
 

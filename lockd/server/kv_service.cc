@@ -136,22 +136,12 @@ std::shared_ptr<grpc::Channel> KvService::LeaderChannel(uint64_t leader) {
     }
   }
   if (address.empty()) return nullptr;
-  absl::MutexLock lock(&stubs_mu_);
+  absl::MutexLock lock(&channels_mu_);
   std::shared_ptr<grpc::Channel>& channel = channels_[address];
   if (channel == nullptr) {
     channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   }
   return channel;
-}
-
-std::shared_ptr<etcdserverpb::KV::Stub> KvService::LeaderStub(uint64_t leader) {
-  std::shared_ptr<grpc::Channel> channel = LeaderChannel(leader);
-  if (channel == nullptr) return nullptr;
-  absl::MutexLock lock(&stubs_mu_);
-  // Channels live as long as the service, so their address is a stable key.
-  std::shared_ptr<etcdserverpb::KV::Stub>& stub = stubs_[channel.get()];
-  if (stub == nullptr) stub = etcdserverpb::KV::NewStub(channel);
-  return stub;
 }
 
 void KvService::Offload(grpc::ServerUnaryReactor* reactor,

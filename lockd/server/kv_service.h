@@ -128,7 +128,6 @@ class KvService final : public KvServiceBase {
   // Runs `blocking` on the worker pool and answers with its status.
   void Offload(grpc::ServerUnaryReactor* reactor,
                std::function<grpc::Status()> blocking);
-  std::shared_ptr<etcdserverpb::KV::Stub> LeaderStub(uint64_t leader);
   // A write's common path: wrap it as a log command, replicate (or forward
   // with `forward`), and answer from the apply result's `result_field`.
   template <typename Req, typename Resp>
@@ -151,12 +150,10 @@ class KvService final : public KvServiceBase {
   // The store's size as the quota check last read it, and when.
   std::atomic<uint64_t> size_bytes_{0};
   std::atomic<int64_t> size_checked_ns_{0};
-  absl::Mutex stubs_mu_;
+  absl::Mutex channels_mu_;
   // By peer address ("host:port").
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_
-      ABSL_GUARDED_BY(stubs_mu_);
-  std::map<grpc::Channel*, std::shared_ptr<etcdserverpb::KV::Stub>> stubs_
-      ABSL_GUARDED_BY(stubs_mu_);
+      ABSL_GUARDED_BY(channels_mu_);
   // A linearizable read waiting for its read barrier. Answered once, by
   // whichever claims it first: the barrier's callback (on the node's
   // thread), the sweeper (past the deadline) or the service's end.

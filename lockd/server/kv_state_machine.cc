@@ -172,28 +172,21 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   if (table_changed && membership_ != nullptr) {
     membership_->Replace(*std::move(table));
   }
-  for (auto& [id, result] : mine) {
-    std::function<void(ApplyResult)> done;
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = waiters_.find(id);
-      if (it == waiters_.end()) continue;
-      done = std::move(it->second.done);
-      waiters_.erase(it);
-    }
-    done(std::move(result));
+  // The waiters of this batch's results, taken under one lock and run
+  // outside it.
+  std::vector<std::pair<std::function<void(ApplyResult)>, ApplyResult>> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    auto take = [&ready](auto& waiters, const auto& key, ApplyResult& result) {
+      auto it = waiters.find(key);
+      if (it == waiters.end()) return;
+      ready.emplace_back(std::move(it->second.done), std::move(result));
+      waiters.erase(it);
+    };
+    for (auto& [id, result] : mine) take(waiters_, id, result);
+    for (auto& [key, result] : theirs) take(forwarded_, key, result);
   }
-  for (auto& [key, result] : theirs) {
-    std::function<void(ApplyResult)> done;
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = forwarded_.find(key);
-      if (it == forwarded_.end()) continue;
-      done = std::move(it->second.done);
-      forwarded_.erase(it);
-    }
-    done(std::move(result));
-  }
+  for (auto& [done, result] : ready) done(std::move(result));
   return absl::OkStatus();
 }
 

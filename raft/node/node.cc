@@ -480,9 +480,12 @@ bool RaftNode::HandleReady(Ready rd) {
          state_machine_->AppliedIndex());
   }
   if (!late.empty()) transport_->Send(std::move(late));
+  // Membership changes only with a snapshot or a conf change.
+  bool config_changed = !snapshot.IsEmpty();
   if (!rd.committed_entries.empty()) {
     for (Entry& e : rd.committed_entries) {
       if (e.type != EntryType::kConfChange) continue;
+      config_changed = true;
       absl::StatusOr<ConfChange> cc = DecodeConfChange(e.data);
       if (!cc.ok()) {
         Logf(LogLevel::kError, "raft", "undecodable conf change at %d: %s",
@@ -512,7 +515,7 @@ bool RaftNode::HandleReady(Ready rd) {
     }
     FireAppliedWaiters(applied);
   }
-  CheckRemoved();
+  if (config_changed) CheckRemoved();
   for (const ReadState& rs : rd.read_states) {
     auto it = reads_.find(rs.request_ctx);
     if (it == reads_.end()) continue;

@@ -263,10 +263,10 @@ class RaftNode final : public MessageHandler {
   std::multimap<uint64_t, std::function<void(absl::Status)>> applied_waiters_;
   // Runs the applied_waiters_ that `applied` covers.
   void FireAppliedWaiters(uint64_t applied);
-  // After applying entries: once this member has applied its own removal,
-  // fails pending reads and read waiters (the leader no longer replicates
-  // to it, so their read index may never be applied here) and refuses new
-  // ones with RemovedError().
+  // After applying a snapshot or conf change: once this member has applied
+  // its own removal, fails pending reads and read waiters (the leader no
+  // longer replicates to it, so their read index may never be applied
+  // here) and refuses new ones with RemovedError().
   void CheckRemoved();
   static absl::Status RemovedError();
   // Whether the applied configuration ever held this member, and whether
