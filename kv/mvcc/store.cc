@@ -46,6 +46,7 @@
 #include "kv/snapshot/archive.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
@@ -623,6 +624,12 @@ absl::StatusOr<std::shared_ptr<MvccStore::Db>> MvccStore::OpenDb(
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache_;
   table.cache_index_and_filter_blocks = true;
+  // Every put looks its key up in `latest`: a whole-key Bloom filter skips
+  // the flushed files that do not hold the key, instead of reading (and
+  // decompressing) a block of each. Level 0's filters stay in the cache:
+  // every lookup probes all of them.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf_options.write_buffer_size = options_.memtable_bytes / 4;
