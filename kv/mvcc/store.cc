@@ -125,6 +125,7 @@ class SnapshotReader final : public KvReader {
       rocksdb::ColumnFamilyHandle* cf) override {
     return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options_, cf));
   }
+  uint64_t sequence() const { return snapshot_->GetSequenceNumber(); }
 
  private:
   rocksdb::DB* db_;
@@ -559,6 +560,35 @@ struct MvccStore::Db {
   // The database lives in the store's root (no generation directory).
   bool in_place = false;
 
+  // The revisions the last apply commit wrote, and the sequence number the
+  // database was at right after it. Only apply commits change them, so a
+  // snapshot at exactly that sequence number has them without two reads of
+  // `meta` (whose memtable holds a version of them per batch).
+  absl::Mutex revisions_mu;
+  uint64_t revisions_seq ABSL_GUARDED_BY(revisions_mu) = 0;  // 0: unknown
+  uint64_t revisions_current ABSL_GUARDED_BY(revisions_mu) = 0;
+  uint64_t revisions_compacted ABSL_GUARDED_BY(revisions_mu) = 0;
+
+  void SetRevisions(uint64_t current, uint64_t compacted) {
+    absl::MutexLock lock(&revisions_mu);
+    revisions_seq = db->GetLatestSequenceNumber();
+    revisions_current = current;
+    revisions_compacted = compacted;
+  }
+  // The current and compact revisions as of `reader`'s snapshot.
+  void Revisions(SnapshotReader& reader, uint64_t* current,
+                 uint64_t* compacted) {
+    {
+      absl::MutexLock lock(&revisions_mu);
+      if (revisions_seq != 0 && revisions_seq == reader.sequence()) {
+        *current = revisions_current;
+        *compacted = revisions_compacted;
+        return;
+      }
+    }
+    ReadRevisions(reader, meta, current, compacted);
+  }
+
   ~Db() {
     if (db != nullptr) {
       for (rocksdb::ColumnFamilyHandle* h : handles) {
@@ -801,7 +831,7 @@ absl::Status MvccStore::Range(const etcdserverpb::RangeRequest& req,
   SnapshotReader reader(d->db);
   // The revision and the data come from the same snapshot.
   uint64_t current = 1, compacted = 0;
-  ReadRevisions(reader, d->meta, &current, &compacted);
+  d->Revisions(reader, &current, &compacted);
   Families f{d->history, d->index, d->latest, d->lease};
   absl::Status s = DoRange(f, reader, static_cast<int64_t>(current),
                            static_cast<int64_t>(compacted), req, resp);
@@ -1451,6 +1481,10 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.sync;
   rocksdb::Status s = db_->db->Write(wo, b.GetWriteBatch());
+  if (s.ok()) {
+    db_->SetRevisions(static_cast<uint64_t>(revision_),
+                      static_cast<uint64_t>(compact_revision_));
+  }
   // A finished batch must not keep its database open (a Restore or a
   // reopen may want it gone).
   db_.reset();

@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "kv/mvcc/errors.h"
 
@@ -602,6 +604,52 @@ TEST_F(StoreTest, RandomOps_MatchModelAtEveryRevisionThroughCompaction) {
   EXPECT_EQ(hash_after->hash, hash_before->hash);
   EXPECT_EQ(hash_after->compact_revision, compact_at);
   EXPECT_EQ(store_->HashKV(compact_at - 1).status(), ErrCompacted());
+}
+
+// A read's header revision and its data come from one snapshot, also while
+// batches commit and compaction deletes beside it: every batch puts "k", so
+// "k"'s mod revision is the store's revision at any snapshot.
+TEST_F(StoreTest, Range_HeaderRevisionMatchesDataUnderConcurrentCommits) {
+  std::atomic<bool> stop{false};
+  std::atomic<int> mismatches{0}, reads{0};
+  auto reader = [&] {
+    while (!stop.load()) {
+      RangeRequest req;
+      req.set_key("k");
+      RangeResponse resp;
+      if (!store_->Range(req, &resp).ok()) continue;
+      reads.fetch_add(1);
+      if (resp.kvs_size() == 1 &&
+          resp.kvs(0).mod_revision() != resp.header().revision()) {
+        mismatches.fetch_add(1);
+      }
+    }
+  };
+  std::thread r1(reader), r2(reader);
+  std::thread compactor([&] {
+    while (!stop.load()) (void)store_->CompactSome(8);
+  });
+  for (int i = 0; i < 3000; ++i) {
+    etcdserverpb::PutRequest put;
+    put.set_key("k");
+    put.set_value(std::to_string(i));
+    etcdserverpb::PutResponse pr;
+    auto b = store_->BeginApply(&leases_);
+    ASSERT_TRUE(b->Put(put, &pr).ok());
+    if (i % 100 == 99) {
+      etcdserverpb::CompactionRequest c;
+      c.set_revision(pr.header().revision() - 10);
+      etcdserverpb::CompactionResponse cr;
+      ASSERT_TRUE(b->Compact(c, &cr).ok());
+    }
+    ASSERT_TRUE(b->Commit(++index_).ok());
+  }
+  stop = true;
+  r1.join();
+  r2.join();
+  compactor.join();
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0) << "of " << reads.load() << " reads";
 }
 
 }  // namespace
