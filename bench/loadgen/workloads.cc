@@ -360,6 +360,9 @@ class WatchStream
   struct Shared {
     std::atomic<uint64_t> created{0};
     std::atomic<uint64_t> events{0};
+    // Responses that carried events: events per response tells how well a
+    // server batches a watcher's events.
+    std::atomic<uint64_t> event_responses{0};
     std::atomic<uint64_t> last_event_ns{0};
     std::atomic<uint64_t> records{0};
     StreamGroup group;
@@ -397,6 +400,7 @@ class WatchStream
     const int n = resp_.events_size();
     if (n > 0) {
       shared_->events.fetch_add(n);
+      shared_->event_responses.fetch_add(1);
       uint64_t last = shared_->last_event_ns.load();
       while (last < now &&
              !shared_->last_event_ns.compare_exchange_weak(last, now)) {
@@ -727,6 +731,8 @@ absl::Status RunWatch(const Env& env, bool latency, Result* r) {
   r->metrics.emplace_back("watchers", env.config.watchers);
   r->metrics.emplace_back("events_expected", expected);
   r->metrics.emplace_back("events_received", events);
+  r->metrics.emplace_back("event_responses",
+                          watchers.shared().event_responses.load());
   if (!latency) {
     // Throughput is events delivered per second, from the first put sent
     // to the last event received.
