@@ -242,22 +242,18 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
   std::vector<std::function<void(ApplyResult)>> dropped;
   {
     absl::MutexLock lock(&mu_);
-    for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (it->second.deadline < now) {
-        expired.push_back(std::move(it->second.done));
-        it = waiters_.erase(it);
-      } else {
-        ++it;
+    auto take_expired = [now](auto& waiters, auto* out) {
+      for (auto it = waiters.begin(); it != waiters.end();) {
+        if (it->second.deadline < now) {
+          out->push_back(std::move(it->second.done));
+          it = waiters.erase(it);
+        } else {
+          ++it;
+        }
       }
-    }
-    for (auto it = forwarded_.begin(); it != forwarded_.end();) {
-      if (it->second.deadline < now) {
-        dropped.push_back(std::move(it->second.done));
-        it = forwarded_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    };
+    take_expired(waiters_, &expired);
+    take_expired(forwarded_, &dropped);
   }
   for (auto& done : expired) {
     ApplyResult r;

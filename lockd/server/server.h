@@ -103,11 +103,11 @@ class Server {
   void UpdatePeers(const MemberList& members);
   // Disconnects removed members whose grace period is over.
   void RetirePeers();
-  // Replicates this member's name and client URLs once a leader is known,
-  // unless the member table has them already.
   // Logs "ready to serve client requests" for each client listener: the
   // member is in the member table with its name and client URLs.
   void LogReady();
+  // Replicates this member's name and client URLs once a leader is known,
+  // unless the member table has them already.
   void PublishLoop();
   // Once this member is removed: swaps the client listener for a proxy to
   // the current members for the grace period, then stops the process.
