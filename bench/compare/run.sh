@@ -265,7 +265,7 @@ trap 'exit 130' INT TERM
 # case name | lockd-bench arguments. Same key and value sizes for both systems.
 COMMON="--key-size=8 --val-size=256"
 declare -a CASE_LIST=(
-  "put-1c|put --conns=1 --clients=1 --key-space-size=100000"
+  "put-1c|put --conns=1 --clients=1 --key-space-size=100000 --target-leader"
   "put-200c|put --conns=50 --clients=200 --key-space-size=100000"
   "txn-put-200c|txn-put --conns=50 --clients=200 --key-space-size=100000"
   "range-l-100c|range --consistency=l --conns=10 --clients=100 --key-space-size=100000"

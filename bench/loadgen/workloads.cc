@@ -855,26 +855,32 @@ absl::Status RunDatascale(const Env& env, Result* r) {
 }
 
 // Asks each endpoint for its status; the leader is the one whose own member
-// id is the leader id it reports.
+// id is the leader id it reports. A cluster just started (or between
+// leaders) gets up to `wait` to have one.
 absl::StatusOr<std::string> FindLeader(
-    const std::vector<std::string>& endpoints) {
+    const std::vector<std::string>& endpoints,
+    absl::Duration wait = absl::Seconds(10)) {
+  const absl::Time give_up = absl::Now() + wait;
   std::string last_error = "no endpoints";
-  for (const std::string& endpoint : endpoints) {
-    auto channel = grpc::CreateChannel(StripScheme(endpoint),
-                                       grpc::InsecureChannelCredentials());
-    auto stub = etcdserverpb::Maintenance::NewStub(channel);
-    auto ctx = ContextWithTimeout(absl::Seconds(5));
-    etcdserverpb::StatusRequest req;
-    etcdserverpb::StatusResponse resp;
-    grpc::Status s = stub->Status(ctx.get(), req, &resp);
-    if (!s.ok()) {
-      last_error = absl::StrCat(endpoint, ": ", s.error_message());
-      continue;
+  for (int pass = 0; pass == 0 || absl::Now() < give_up; ++pass) {
+    if (pass > 0) absl::SleepFor(absl::Milliseconds(100));
+    for (const std::string& endpoint : endpoints) {
+      auto channel = grpc::CreateChannel(StripScheme(endpoint),
+                                         grpc::InsecureChannelCredentials());
+      auto stub = etcdserverpb::Maintenance::NewStub(channel);
+      auto ctx = ContextWithTimeout(absl::Seconds(5));
+      etcdserverpb::StatusRequest req;
+      etcdserverpb::StatusResponse resp;
+      grpc::Status s = stub->Status(ctx.get(), req, &resp);
+      if (!s.ok()) {
+        last_error = absl::StrCat(endpoint, ": ", s.error_message());
+        continue;
+      }
+      if (resp.leader() != 0 && resp.leader() == resp.header().member_id()) {
+        return endpoint;
+      }
+      last_error = absl::StrCat(endpoint, ": not the leader");
     }
-    if (resp.leader() != 0 && resp.leader() == resp.header().member_id()) {
-      return endpoint;
-    }
-    last_error = absl::StrCat(endpoint, ": not the leader");
   }
   return absl::UnavailableError(absl::StrCat("no leader found: ", last_error));
 }
