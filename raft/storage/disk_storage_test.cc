@@ -1,6 +1,7 @@
 #include "raft/storage/disk_storage.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -141,9 +142,11 @@ TEST(DiskStorageTest, Save_ReceivedSnapshotReplacesLog) {
   EXPECT_TRUE(IsErrCompacted(st->Entries(10, 11, kNoLimit).status()));
 }
 
-// Writes `n` synced Saves (entry i with commit i) in a child process that
-// then dies without closing anything, as under kill -9.
-void WriteInDyingChild(const std::string& dir, uint64_t n) {
+// Writes `n` synced Saves (entry i with commit i; the last one's data is
+// `last_bytes` long) in a child process that then dies without closing
+// anything, as under kill -9.
+void WriteInDyingChild(const std::string& dir, uint64_t n,
+                       size_t last_bytes = 100) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -152,7 +155,9 @@ void WriteInDyingChild(const std::string& dir, uint64_t n) {
     for (uint64_t i = 1; i <= n; ++i) {
       HardState hs{1, 1, i};
       if (!(*st)
-               ->Save(hs, {E(i, 1, std::string(100, 'x'))}, Snapshot(), true)
+               ->Save(hs,
+                      {E(i, 1, std::string(i == n ? last_bytes : 100, 'x'))},
+                      Snapshot(), true)
                .ok()) {
         _exit(3);
       }
@@ -196,14 +201,31 @@ TEST(DiskStorageTest, Open_AcknowledgedWritesSurviveKill) {
   EXPECT_EQ(hs.commit, 200u);
 }
 
-TEST(DiskStorageTest, Open_TornLastWriteDroppedNothingElseLost) {
-  std::string dir = NewDir();
-  WriteInDyingChild(dir, 200);
-  off_t size = 0;
-  std::string wal = NewestWal(dir, &size);
-  ASSERT_FALSE(wal.empty());
-  // Cut into the final record: the last Save (entry 200, commit 200).
-  ASSERT_EQ(truncate(wal.c_str(), size - 7), 0);
+// Where the written part of a log file ends: its size less the zeroed
+// preallocation after the last record.
+off_t WrittenEnd(const std::string& path, off_t size) {
+  int fd = open(path.c_str(), O_RDONLY);
+  EXPECT_GE(fd, 0);
+  std::string buf(size, '\0');
+  EXPECT_EQ(pread(fd, buf.data(), size, 0), size);
+  close(fd);
+  off_t end = size;
+  while (end > 0 && buf[end - 1] == '\0') --end;
+  return end;
+}
+
+void Zero(const std::string& path, off_t from, off_t to) {
+  int fd = open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  std::string zeros(to - from, '\0');
+  ASSERT_EQ(pwrite(fd, zeros.data(), zeros.size(), from),
+            static_cast<ssize_t>(zeros.size()));
+  close(fd);
+}
+
+// After a crash that tore the final record (the last Save: entry 200,
+// commit 200), the log opens with everything before it.
+void ExpectTornLastSaveDropped(const std::string& dir) {
   auto st = OpenOrDie(dir);
   ASSERT_NE(st, nullptr);
   EXPECT_EQ(st->LastIndex(), 199u);
@@ -214,10 +236,61 @@ TEST(DiskStorageTest, Open_TornLastWriteDroppedNothingElseLost) {
   auto all = st->Entries(1, 200, kNoLimit);
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_EQ(all->size(), 199u);
-  // And the log keeps working after recovery.
+  // And the log keeps working after recovery, and after another restart.
   ASSERT_TRUE(
       st->Save(HardState{1, 1, 200}, {E(200, 1)}, Snapshot(), true).ok());
   EXPECT_EQ(st->LastIndex(), 200u);
+  st.reset();
+  st = OpenOrDie(dir);
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->LastIndex(), 200u);
+}
+
+// The log file is preallocated within its size (so a synced append need
+// not write the inode): a write torn there leaves zeros where the rest of
+// the record should be.
+TEST(DiskStorageTest, Open_TornLastWriteDroppedNothingElseLost) {
+  std::string dir = NewDir();
+  WriteInDyingChild(dir, 200);
+  off_t size = 0;
+  std::string wal = NewestWal(dir, &size);
+  ASSERT_FALSE(wal.empty());
+  const off_t end = WrittenEnd(wal, size);
+  ASSERT_GT(size, end) << "the log file is not preallocated within its size";
+  Zero(wal, end - 7, end);
+  ExpectTornLastSaveDropped(dir);
+}
+
+// A log file that ends inside its last record (one written without the
+// preallocation, or cut short by a copy).
+TEST(DiskStorageTest, Open_TruncatedLastWriteDroppedNothingElseLost) {
+  std::string dir = NewDir();
+  WriteInDyingChild(dir, 200);
+  off_t size = 0;
+  std::string wal = NewestWal(dir, &size);
+  ASSERT_FALSE(wal.empty());
+  ASSERT_EQ(truncate(wal.c_str(), WrittenEnd(wal, size) - 7), 0);
+  ExpectTornLastSaveDropped(dir);
+}
+
+// A last record larger than RocksDB's 32 KiB log block is written in
+// fragments, one a block; a crash after the first leaves the next block
+// zeroed (the preallocation), which the log reader sees as a record broken
+// in the middle.
+TEST(DiskStorageTest, Open_TornFragmentedLastWriteDroppedNothingElseLost) {
+  std::string dir = NewDir();
+  WriteInDyingChild(dir, 200, /*last_bytes=*/80 << 10);
+  off_t size = 0;
+  std::string wal = NewestWal(dir, &size);
+  ASSERT_FALSE(wal.empty());
+  const off_t end = WrittenEnd(wal, size);
+  const off_t kBlock = 32 << 10;
+  // The last record's first fragment stays; every later block is zeroed.
+  const off_t first_fragment_end =
+      (end - (80 << 10)) / kBlock * kBlock + kBlock;
+  ASSERT_LT(first_fragment_end, end);
+  Zero(wal, first_fragment_end, end);
+  ExpectTornLastSaveDropped(dir);
 }
 
 TEST(DiskFormatTest, DecodeEntry_AnyFlippedByteIsDataLoss) {
