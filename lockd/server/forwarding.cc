@@ -49,7 +49,7 @@ class ProposalForwarder::Stream final
     return !closing_ && !broken_;
   }
 
-  bool Send(uint64_t id, std::string entry, absl::Time deadline,
+  bool Send(uint64_t id, uint64_t term, std::string entry, absl::Time deadline,
             Refused refused, Applied applied) {
     absl::MutexLock lock(&mu_);
     if (unanswered_.size() >= kMaxUnanswered) Prune(absl::Now());
@@ -60,6 +60,7 @@ class ProposalForwarder::Stream final
     internal::ForwardedProposals::Proposal* p = queued_.add_proposals();
     p->set_id(id);
     p->set_entry(std::move(entry));
+    p->set_term(term);
     if (!writing_) Flush();
     return true;
   }
@@ -195,9 +196,9 @@ ProposalForwarder::~ProposalForwarder() {
       +[](std::set<Stream*>* live) { return live->empty(); }, &live_));
 }
 
-bool ProposalForwarder::Send(uint64_t leader, uint64_t id, std::string entry,
-                             absl::Time deadline, Refused refused,
-                             Applied applied) {
+bool ProposalForwarder::Send(uint64_t leader, uint64_t term, uint64_t id,
+                             std::string entry, absl::Time deadline,
+                             Refused refused, Applied applied) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return false;
   if (current_ != nullptr &&
@@ -211,8 +212,8 @@ bool ProposalForwarder::Send(uint64_t leader, uint64_t id, std::string entry,
     current_ = new Stream(this, self_, leader, channel);
     live_.insert(current_);
   }
-  return current_->Send(id, std::move(entry), deadline, std::move(refused),
-                        std::move(applied));
+  return current_->Send(id, term, std::move(entry), deadline,
+                        std::move(refused), std::move(applied));
 }
 
 void ProposalForwarder::StreamDone(Stream* stream) {
@@ -273,7 +274,8 @@ class ProposeReactor final
           result_deadline);
       node_->ProposeAsync(
           std::move(*p.mutable_entry()),
-          [this, origin, id](absl::Status s) { Proposed(origin, id, s); });
+          [this, origin, id](absl::Status s) { Proposed(origin, id, s); },
+          p.term());
     }
     StartRead(&in_);
   }

@@ -20,9 +20,11 @@
 //   elsewhere, it cannot apply twice;
 // - a result: the write was applied; the client gets the result;
 // - neither (the stream broke or the entry was lost in a leader change):
-//   the entry may still commit, and the follower's own apply answers; one
-//   that never commits is answered "request timed out" at the call's
-//   deadline, as etcd answers a proposal lost in a leader change.
+//   the entry may still commit, and the follower's own apply answers. The
+//   leader appends it only in the term the follower named, so once the
+//   follower applies an entry of a later term without having applied this
+//   one, it never will: the client is answered "etcdserver: leader changed"
+//   then (see KvStateMachine::Register), not at its deadline.
 #ifndef LOCKD_SERVER_FORWARDING_H_
 #define LOCKD_SERVER_FORWARDING_H_
 
@@ -61,10 +63,11 @@ class ProposalForwarder {
   ~ProposalForwarder();
 
   // Sends `entry` (a serialized internal::Request with this `id`) to
-  // `leader`; at most one of `refused` and `applied` runs, not after
-  // `deadline`. False when it could not be queued (no channel to the
+  // `leader`, to be appended in `term` (its term as this member knows it;
+  // 0: any) or refused; at most one of `refused` and `applied` runs, not
+  // after `deadline`. False when it could not be queued (no channel to the
   // leader, too many in flight, shutting down): nothing was sent.
-  bool Send(uint64_t leader, uint64_t id, std::string entry,
+  bool Send(uint64_t leader, uint64_t term, uint64_t id, std::string entry,
             absl::Time deadline, Refused refused, Applied applied);
 
  private:

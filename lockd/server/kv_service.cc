@@ -174,6 +174,10 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
   const absl::Time deadline = Deadline(ctx);
   const bool leader = node_->is_leader();
   const uint64_t leader_id = node_->leader();
+  // The entry is appended in this term or not at all, so a leader change
+  // that loses it is known as soon as this member applies the next term's
+  // first entry (see KvStateMachine::Register).
+  const uint64_t term = node_->term();
   if (!leader && (leader_id == 0 || Forwarded(ctx))) {
     Offload(reactor, std::move(blocking));
     return reactor;
@@ -202,7 +206,7 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
         FillHeader(resp->mutable_header());
         reactor->Finish(grpc::Status::OK);
       },
-      deadline);
+      deadline, term);
   // Refused before it was appended (not the leader any more, a hand-over,
   // too many pending): the blocking path may place the write again (it
   // waits for the new leader and forwards).
@@ -210,11 +214,14 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
     if (state_machine_->Cancel(id)) Offload(reactor, blocking);
   };
   if (leader) {
-    node_->ProposeAsync(std::move(data), [refused](absl::Status s) {
-      if (!s.ok()) refused();
-    });
+    node_->ProposeAsync(
+        std::move(data),
+        [refused](absl::Status s) {
+          if (!s.ok()) refused();
+        },
+        term);
   } else if (!forwarder_->Send(
-                 leader_id, id, std::move(data), deadline,
+                 leader_id, term, id, std::move(data), deadline,
                  [refused](const grpc::Status&) { refused(); },
                  // The leader's result, unless this member's apply (or the
                  // deadline) answered first.

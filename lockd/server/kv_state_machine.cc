@@ -185,6 +185,22 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
     };
     for (auto& [id, result] : mine) take(waiters_, id, result);
     for (auto& [key, result] : theirs) take(forwarded_, key, result);
+    // A command proposed in a term before the last entry's was not in this
+    // batch or an earlier one, so it never applies (see Register).
+    const uint64_t term = entries.back().term;
+    if (term > applied_term_) {
+      applied_term_ = term;
+      for (auto it = waiters_.begin(); it != waiters_.end();) {
+        if (it->second.term == 0 || it->second.term >= term) {
+          ++it;
+          continue;
+        }
+        ApplyResult lost;
+        lost.status = absl::UnavailableError("etcdserver: leader changed");
+        ready.emplace_back(std::move(it->second.done), std::move(lost));
+        it = waiters_.erase(it);
+      }
+    }
   }
   for (auto& [done, result] : ready) done(std::move(result));
   return absl::OkStatus();
@@ -214,6 +230,13 @@ absl::Status KvStateMachine::Restore(const raft::Snapshot& snapshot) {
     return absl::OkStatus();
   }
   if (absl::Status s = store_->Restore(dir); !s.ok()) return s;
+  {
+    // The image holds entries this member never saw one by one: whether a
+    // waiter's is among them is unknown, so none fails for its term now.
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, waiter] : waiters_) waiter.term = 0;
+    applied_term_ = std::max(applied_term_, snapshot.metadata.term);
+  }
   Logf(LogLevel::kInfo, "apply",
        "replaced the key-value store from a snapshot: index %d -> %d, "
        "revision %d",
@@ -231,9 +254,9 @@ void KvStateMachine::DiscardSnapshot(const std::string& data) {
 
 void KvStateMachine::Register(uint64_t id,
                               std::function<void(ApplyResult)> done,
-                              absl::Time deadline) {
+                              absl::Time deadline, uint64_t term) {
   absl::MutexLock lock(&mu_);
-  waiters_[id] = Waiter{std::move(done), deadline};
+  waiters_[id] = Waiter{std::move(done), deadline, term};
 }
 
 void KvStateMachine::ExpireWaiters(absl::Time now) {

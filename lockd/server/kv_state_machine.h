@@ -94,8 +94,18 @@ class KvStateMachine final : public raft::StateMachine {
   // Arranges for `done` to run (on the apply thread) with the result of the
   // command with this id once applied. Call before proposing. A waiter
   // still pending at `deadline` is answered by ExpireWaiters instead.
+  //
+  // With a `term` (not 0), the command must be proposed so that it can only
+  // be appended in that term (RaftNode::ProposeAsync's `term`). Then, once
+  // this member applies an entry of a later term without having applied
+  // the command, it never will (terms never decrease along the committed
+  // log), and `done` gets kUnavailable "etcdserver: leader changed" at once:
+  // the client can place the write again, where it would otherwise wait out
+  // its deadline. A snapshot install clears the term (its entries are not
+  // seen one by one).
   void Register(uint64_t id, std::function<void(ApplyResult)> done,
-                absl::Time deadline = absl::InfiniteFuture());
+                absl::Time deadline = absl::InfiniteFuture(),
+                uint64_t term = 0);
   // Answers every waiter whose deadline is before `now` with kUnavailable
   // "etcdserver: request timed out" (the command may still apply later, as
   // with etcd). Runs `done` on the calling thread.
@@ -127,7 +137,10 @@ class KvStateMachine final : public raft::StateMachine {
   struct Waiter {
     std::function<void(ApplyResult)> done;
     absl::Time deadline;
+    uint64_t term = 0;  // see Register
   };
+  // The term of the last entry applied (or of the last snapshot installed).
+  uint64_t applied_term_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   // By (origin member, id).
   std::map<std::pair<uint64_t, uint64_t>, Waiter> forwarded_

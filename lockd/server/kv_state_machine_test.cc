@@ -3,12 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
 
 namespace lockd {
 namespace {
 
 raft::Entry PutEntry(uint64_t index, uint64_t origin, uint64_t id,
-                     const std::string& key) {
+                     const std::string& key, uint64_t term = 1) {
   internal::Request req;
   req.set_version(1);
   req.set_origin_member(origin);
@@ -17,7 +18,7 @@ raft::Entry PutEntry(uint64_t index, uint64_t origin, uint64_t id,
   req.mutable_put()->set_value("v" + std::to_string(index));
   raft::Entry e;
   e.index = index;
-  e.term = 1;
+  e.term = term;
   e.data = req.SerializeAsString();
   return e;
 }
@@ -61,6 +62,42 @@ TEST(KvStateMachineTest, Apply_SkipsEntriesAlreadyAppliedAndAnswersOwnOnly) {
   ASSERT_TRUE(sm.Apply({junk}).ok());
   EXPECT_EQ(sm.AppliedIndex(), 4u);
   EXPECT_EQ((*store)->revision(), 4);
+}
+
+// A command proposed to be appended only in term 2 (RaftNode::ProposeAsync
+// with a term) that is not applied by the time an entry of term 3 is, never
+// will be: its waiter hears "leader changed" then. Waiters of the current
+// term, and those without a term, keep waiting; a waiter whose entry is in
+// the same batch as the later term's gets its result.
+TEST(KvStateMachineTest, Apply_LaterTermFailsWaitersOfEndedTermOnly) {
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/sm-term";
+  auto store = kv::MvccStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  KvStateMachine sm(/*member_id=*/7, store->get());
+  std::map<uint64_t, absl::Status> answers;
+  auto waiter = [&](uint64_t id) {
+    return [&answers, id](ApplyResult r) { answers[id] = r.status; };
+  };
+  sm.Register(1, waiter(1), absl::InfiniteFuture(), /*term=*/2);  // lost
+  sm.Register(2, waiter(2), absl::InfiniteFuture(), /*term=*/2);  // applies
+  sm.Register(3, waiter(3), absl::InfiniteFuture(), /*term=*/3);
+  sm.Register(4, waiter(4));  // no term: only its result or its deadline
+  ASSERT_TRUE(sm.Apply({PutEntry(1, 8, 50, "a", 2)}).ok());
+  EXPECT_TRUE(answers.empty());
+  // Term 3 begins; command 2 (term 2) is in the same batch, before it.
+  ASSERT_TRUE(
+      sm.Apply({PutEntry(2, 7, 2, "b", 2), PutEntry(3, 8, 51, "c", 3)}).ok());
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_TRUE(answers[2].ok()) << answers[2];
+  EXPECT_EQ(answers[1].code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(answers[1].message(), "etcdserver: leader changed");
+  // More of term 3 leaves the others waiting; command 3 then applies.
+  ASSERT_TRUE(sm.Apply({PutEntry(4, 8, 52, "d", 3)}).ok());
+  EXPECT_EQ(answers.size(), 2u);
+  ASSERT_TRUE(sm.Apply({PutEntry(5, 7, 3, "e", 3)}).ok());
+  EXPECT_TRUE(answers[3].ok());
+  EXPECT_FALSE(sm.Cancel(3));
+  EXPECT_TRUE(sm.Cancel(4));  // still waiting
 }
 
 }  // namespace

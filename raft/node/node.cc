@@ -184,10 +184,12 @@ absl::Status RaftNode::Propose(std::string data, absl::Time deadline) {
 }
 
 void RaftNode::ProposeAsync(std::string data,
-                            std::function<void(absl::Status)> done) {
+                            std::function<void(absl::Status)> done,
+                            uint64_t term) {
   Input in;
   in.kind = Input::kPropose;
   in.data = std::move(data);
+  in.term = term;
   auto shared =
       std::make_shared<std::function<void(absl::Status)>>(std::move(done));
   in.done = [shared](absl::Status s, uint64_t) { (*shared)(std::move(s)); };
@@ -376,6 +378,13 @@ void RaftNode::HandleInput(Input& in) {
       break;
     }
     case Input::kPropose:
+      if (in.term != 0 && in.term != raw_->raft().term()) {
+        in.done(absl::UnavailableError(absl::StrCat("not proposed: term ",
+                                                    in.term, " has ended (now ",
+                                                    raw_->raft().term(), ")")),
+                0);
+        break;
+      }
       in.done(raw_->Propose(std::move(in.data)), 0);
       break;
     case Input::kRead: {

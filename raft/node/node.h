@@ -145,7 +145,15 @@ class RaftNode final : public MessageHandler {
   // above, without kDeadlineExceeded) exactly once, on the node's thread
   // (or on the caller's, when the node cannot queue the proposal). `done`
   // must not block or call back into the node.
-  void ProposeAsync(std::string data, std::function<void(absl::Status)> done);
+  //
+  // With a `term` (not 0), the entry is appended only in that term: a node
+  // whose term is another refuses it with kUnavailable, never appended. The
+  // caller then knows that once this member applies an entry of a later
+  // term without having applied this one, it never will (in a committed log
+  // terms never decrease, so an entry of an ended term cannot follow one of
+  // a later term).
+  void ProposeAsync(std::string data, std::function<void(absl::Status)> done,
+                    uint64_t term = 0);
 
   // A linearizable read barrier (ReadIndex, Raft thesis §6.4): returns once
   // this member has applied every entry committed before the call. Errors:
@@ -221,6 +229,8 @@ class RaftNode final : public MessageHandler {
     // Where kStatus puts the status before calling done.
     std::shared_ptr<NodeStatus> status_out;
     uint64_t target = 0;
+    // kPropose: the only term it may be appended in (0: any).
+    uint64_t term = 0;
     // Completion for kPropose/kTransfer (status) and kRead (status + index).
     std::function<void(absl::Status, uint64_t)> done;
   };

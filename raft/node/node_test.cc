@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "absl/synchronization/notification.h"
+
 namespace lockd::raft {
 namespace {
 
@@ -129,6 +131,63 @@ TEST(RaftNodeTest, Run_compactsTheLogEverySnapshotCountEntries) {
   EXPECT_GT(snap->metadata.index + 10, applied);
   EXPECT_EQ((*log)->FirstIndex(), snap->metadata.index - 4 + 1);
   EXPECT_EQ(snap->metadata.conf_state.voters, std::vector<uint64_t>{1});
+}
+
+// A proposal bound to a term is appended only in that term.
+TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
+  auto log = DiskStorage::Open(Dir("term"));
+  ASSERT_TRUE(log.ok());
+  CountingMachine sm(0);
+  NoPeers handler;
+  Transport transport(TransportOptions(), &handler);
+  NodeOptions o;
+  o.id = 1;
+  o.tick_interval = absl::Milliseconds(10);
+  o.bootstrap_voters = {1};
+  auto node = RaftNode::Create(o, log->get(), &transport, &sm);
+  ASSERT_TRUE(node.ok()) << node.status();
+  (*node)->Start();
+  ASSERT_TRUE((*node)->WaitForLeader(absl::Now() + absl::Seconds(10)).ok());
+  const uint64_t term = (*node)->term();
+  ASSERT_GT(term, 0u);
+  absl::Notification stale_done, current_done;
+  absl::Status stale, current;
+  (*node)->ProposeAsync(
+      "old",
+      [&](absl::Status s) {
+        stale = s;
+        stale_done.Notify();
+      },
+      term - 1);
+  ASSERT_TRUE(stale_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(stale.code(), absl::StatusCode::kUnavailable) << stale;
+  (*node)->ProposeAsync(
+      "now",
+      [&](absl::Status s) {
+        current = s;
+        current_done.Notify();
+      },
+      term);
+  ASSERT_TRUE(current_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(current.ok()) << current;
+  ASSERT_TRUE((*node)
+                  ->WaitApplied((*node)->commit_index(),
+                                absl::Now() + absl::Seconds(10))
+                  .ok());
+  (*node)->Stop();
+  // Only the current term's proposal reached the log.
+  auto entries =
+      (*log)->Entries((*log)->FirstIndex(), (*log)->LastIndex() + 1, kNoLimit);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  int now = 0;
+  for (const Entry& e : *entries) {
+    EXPECT_NE(e.data, "old") << "index " << e.index;
+    if (e.data == "now") {
+      ++now;
+      EXPECT_EQ(e.term, term);
+    }
+  }
+  EXPECT_EQ(now, 1);
 }
 
 }  // namespace

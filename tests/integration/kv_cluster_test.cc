@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -345,6 +346,67 @@ TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
     hashes.insert(resp.hash());
   }
   EXPECT_EQ(hashes.size(), 1u) << "members diverged at revision " << rev;
+}
+
+// A write a follower forwards to a leader that stops (SIGSTOP) before
+// appending it: the follower named the leader's term, so once it applies the
+// next leader's first entry it knows the write can never apply, and answers
+// "etcdserver: leader changed" (not "request timed out" at the deadline).
+// When the old leader resumes, it may still take the write in its old term;
+// it never commits.
+TEST(KvClusterTest,
+     LeaderPaused_ForwardedWriteFailsAsLeaderChangedNeverApplies) {
+  LocalCluster cluster(3, "oldterm");
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
+  ASSERT_NE(leader, 0u);
+  const int old = cluster.MemberIndexOf(leader);
+  ASSERT_GE(old, 0);
+  const int f = (old + 1) % cluster.size();
+  // The follower's write stream to the leader is open.
+  ASSERT_EQ(
+      Etcdctl(cluster.member(f).endpoint(), {"put", "warm", "1"}).exit_code, 0);
+  cluster.process(old).Signal(SIGSTOP);
+  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(
+      cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  etcdserverpb::PutRequest put;
+  put.set_key("lost");
+  put.set_value("v");
+  etcdserverpb::PutResponse put_resp;
+  const absl::Time sent = absl::Now();
+  grpc::Status st = kv->Put(&ctx, put, &put_resp);
+  std::printf("the write through the follower was answered after %s: %s\n",
+              absl::FormatDuration(absl::Now() - sent).c_str(),
+              st.error_message().c_str());
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(st.error_message(), "etcdserver: leader changed");
+  cluster.process(old).Signal(SIGCONT);
+
+  // Every member, the resumed one included, applies a later write and
+  // holds no "lost".
+  ASSERT_EQ(
+      Etcdctl(cluster.member(f).endpoint(), {"put", "after", "1"}).exit_code,
+      0);
+  for (int i = 0; i < cluster.size(); ++i) {
+    std::string after;
+    for (int attempt = 0; attempt < 300 && after != "1\n"; ++attempt) {
+      after = Etcdctl(cluster.member(i).endpoint(),
+                      {"get", "after", "--consistency=s", "--print-value-only"})
+                  .out;
+      if (after != "1\n") absl::SleepFor(absl::Milliseconds(100));
+    }
+    ASSERT_EQ(after, "1\n") << "member " << i;
+    EXPECT_EQ(Etcdctl(cluster.member(i).endpoint(),
+                      {"get", "lost", "--consistency=s", "--keys-only"})
+                  .out,
+              "")
+        << "member " << i;
+  }
 }
 
 TEST(KvClusterTest, QuorumLost_CallsFailWithNoLeaderBeforeTheirDeadline) {
