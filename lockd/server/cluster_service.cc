@@ -119,7 +119,7 @@ grpc::Status ClusterService::ChangeMembers(
     const KvService::Forward& forward) {
   return kv_->ReplicateWith(
       ctx,
-      [&](uint64_t id, absl::Time deadline) -> absl::Status {
+      [&](uint64_t id, absl::Time deadline, uint64_t term) -> absl::Status {
         if (absl::Status s = check(); !s.ok()) return s;
         internal::MemberChange context;
         context.set_version(1);
@@ -127,7 +127,7 @@ grpc::Status ClusterService::ChangeMembers(
         context.set_id(id);
         *context.mutable_member() = member;
         cc.context = context.SerializeAsString();
-        return node_->ProposeConfChange(cc, deadline);
+        return node_->ProposeConfChange(cc, deadline, term);
       },
       result, forward);
 }

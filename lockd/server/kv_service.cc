@@ -59,8 +59,9 @@ void FromAck(const internal::ProposalAcks::Ack& ack,
   *resp = ack.txn();
 }
 
-// A forwarded write the leader refused before proposing it: trying the new
-// leader cannot apply it twice.
+// A forwarded write that never applies: the leader refused it before
+// proposing it, or it was lost with its term (KvStateMachine::Register).
+// Trying the new leader cannot apply it twice.
 bool RefusedBeforeProposing(const grpc::Status& st) {
   return st.error_code() == grpc::StatusCode::UNAVAILABLE &&
          (st.error_message() == "etcdserver: leader changed" ||
@@ -248,7 +249,7 @@ grpc::Status KvService::Replicate(grpc::ServerContextBase* ctx,
                                   const Forward& forward) {
   return ReplicateWith(
       ctx,
-      [&](uint64_t id, absl::Time deadline) -> absl::Status {
+      [&](uint64_t id, absl::Time deadline, uint64_t term) -> absl::Status {
         req.set_version(1);
         req.set_origin_member(config_->member_id);
         req.set_id(id);
@@ -256,7 +257,7 @@ grpc::Status KvService::Replicate(grpc::ServerContextBase* ctx,
         if (data.size() > config_->max_request_bytes) {
           return absl::InvalidArgumentError("etcdserver: request is too large");
         }
-        return node_->Propose(std::move(data), deadline);
+        return node_->Propose(std::move(data), deadline, term);
       },
       result, forward);
 }
@@ -271,8 +272,9 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
   (void)node_->WaitForLeader(deadline);
   // Forwarding can race with a leader change: the member we believe leads
   // may have just handed over. It then refuses the write before proposing
-  // it ("leader changed" / "no leader"), so trying the new leader cannot
-  // apply it twice. Anything else, including a timeout after proposing, is
+  // it ("leader changed" / "no leader"), or answers "leader changed" once
+  // the write is lost with its term, so trying the new leader cannot apply
+  // it twice. Anything else, including a timeout after proposing, is
   // returned as it is.
   constexpr int kMaxForwards = 5;
   for (int attempt = 1; !node_->is_leader(); ++attempt) {
@@ -301,12 +303,18 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
     ApplyResult result ABSL_GUARDED_BY(mu);
   };
   auto wait = std::make_shared<Wait>();
-  state_machine_->Register(id, [wait](ApplyResult r) {
-    absl::MutexLock lock(&wait->mu);
-    wait->result = std::move(r);
-    wait->done = true;
-  });
-  absl::Status s = propose(id, deadline);
+  // Appended in this term or not at all: lost in a leader change, it is
+  // answered "leader changed" once the next term's first entry applies.
+  const uint64_t term = node_->term();
+  state_machine_->Register(
+      id,
+      [wait](ApplyResult r) {
+        absl::MutexLock lock(&wait->mu);
+        wait->result = std::move(r);
+        wait->done = true;
+      },
+      absl::InfiniteFuture(), term);
+  absl::Status s = propose(id, deadline, term);
   if (!s.ok()) {
     state_machine_->Cancel(id);
     // The node's own refusals name no etcd error; a proposer's checks do.

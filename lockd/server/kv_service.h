@@ -98,10 +98,12 @@ class KvService final : public KvServiceBase {
   grpc::Status Replicate(grpc::ServerContextBase* ctx, internal::Request req,
                          ApplyResult* result, const Forward& forward);
   // As Replicate, for anything proposed another way: on the leader,
-  // `propose(id, deadline)` proposes an entry whose applied result answers
-  // waiter `id` (see KvStateMachine::Register); it may refuse with its own
+  // `propose(id, deadline, term)` proposes an entry whose applied result
+  // answers waiter `id`, to be appended only in `term` (RaftNode::Propose;
+  // see KvStateMachine::Register for why); it may refuse with its own
   // error, which is returned as it is.
-  using Proposer = std::function<absl::Status(uint64_t id, absl::Time)>;
+  using Proposer =
+      std::function<absl::Status(uint64_t id, absl::Time, uint64_t term)>;
   grpc::Status ReplicateWith(grpc::ServerContextBase* ctx,
                              const Proposer& propose, ApplyResult* result,
                              const Forward& forward);

@@ -176,10 +176,12 @@ absl::StatusOr<uint64_t> RaftNode::Call(Input input, absl::Time deadline) {
   return result->value;
 }
 
-absl::Status RaftNode::Propose(std::string data, absl::Time deadline) {
+absl::Status RaftNode::Propose(std::string data, absl::Time deadline,
+                               uint64_t term) {
   Input in;
   in.kind = Input::kPropose;
   in.data = std::move(data);
+  in.term = term;
   return Call(std::move(in), deadline).status();
 }
 
@@ -197,10 +199,11 @@ void RaftNode::ProposeAsync(std::string data,
 }
 
 absl::Status RaftNode::ProposeConfChange(const ConfChange& cc,
-                                         absl::Time deadline) {
+                                         absl::Time deadline, uint64_t term) {
   Input in;
   in.kind = Input::kConfChange;
   in.conf_change = cc;
+  in.term = term;
   return Call(std::move(in), deadline).status();
 }
 
@@ -378,11 +381,8 @@ void RaftNode::HandleInput(Input& in) {
       break;
     }
     case Input::kPropose:
-      if (in.term != 0 && in.term != raw_->raft().term()) {
-        in.done(absl::UnavailableError(absl::StrCat("not proposed: term ",
-                                                    in.term, " has ended (now ",
-                                                    raw_->raft().term(), ")")),
-                0);
+      if (std::optional<absl::Status> ended = TermEnded(in)) {
+        in.done(*ended, 0);
         break;
       }
       in.done(raw_->Propose(std::move(in.data)), 0);
@@ -413,6 +413,10 @@ void RaftNode::HandleInput(Input& in) {
       in.done(raw_->TransferLeadership(in.target), 0);
       break;
     case Input::kConfChange:
+      if (std::optional<absl::Status> ended = TermEnded(in)) {
+        in.done(*ended, 0);
+        break;
+      }
       in.done(raw_->ProposeConfChange(in.conf_change), 0);
       break;
     case Input::kStatus:
@@ -420,6 +424,13 @@ void RaftNode::HandleInput(Input& in) {
       in.done(absl::OkStatus(), 0);
       break;
   }
+}
+
+std::optional<absl::Status> RaftNode::TermEnded(const Input& in) const {
+  const uint64_t now = raw_->raft().term();
+  if (in.term == 0 || in.term == now) return std::nullopt;
+  return absl::UnavailableError(absl::StrCat("not proposed: term ", in.term,
+                                             " has ended (now ", now, ")"));
 }
 
 void RaftNode::FailPending(const absl::Status& status) {

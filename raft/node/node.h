@@ -39,6 +39,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -140,11 +141,6 @@ class RaftNode final : public MessageHandler {
   // kUnavailable (not leader; the message names the leader if known, see
   // leader()), kResourceExhausted (too many pending), kFailedPrecondition
   // (leadership transfer in progress), kDeadlineExceeded.
-  absl::Status Propose(std::string data, absl::Time deadline);
-  // As Propose, without blocking: `done` gets Propose's answer (errors as
-  // above, without kDeadlineExceeded) exactly once, on the node's thread
-  // (or on the caller's, when the node cannot queue the proposal). `done`
-  // must not block or call back into the node.
   //
   // With a `term` (not 0), the entry is appended only in that term: a node
   // whose term is another refuses it with kUnavailable, never appended. The
@@ -152,6 +148,12 @@ class RaftNode final : public MessageHandler {
   // term without having applied this one, it never will (in a committed log
   // terms never decrease, so an entry of an ended term cannot follow one of
   // a later term).
+  absl::Status Propose(std::string data, absl::Time deadline,
+                       uint64_t term = 0);
+  // As Propose, without blocking: `done` gets Propose's answer (errors as
+  // above, without kDeadlineExceeded) exactly once, on the node's thread
+  // (or on the caller's, when the node cannot queue the proposal). `done`
+  // must not block or call back into the node.
   void ProposeAsync(std::string data, std::function<void(absl::Status)> done,
                     uint64_t term = 0);
 
@@ -189,8 +191,10 @@ class RaftNode final : public MessageHandler {
   absl::Status WaitApplied(uint64_t index, absl::Time deadline);
 
   // Proposes a membership change (leader only). OK means appended; the
-  // change takes effect when the entry is applied. Errors as Propose.
-  absl::Status ProposeConfChange(const ConfChange& cc, absl::Time deadline);
+  // change takes effect when the entry is applied. Errors, and `term`, as
+  // Propose.
+  absl::Status ProposeConfChange(const ConfChange& cc, absl::Time deadline,
+                                 uint64_t term = 0);
 
   // The core's status, including (on the leader) every peer's replication
   // progress. Errors: kUnavailable (stopped), kDeadlineExceeded.
@@ -229,7 +233,7 @@ class RaftNode final : public MessageHandler {
     // Where kStatus puts the status before calling done.
     std::shared_ptr<NodeStatus> status_out;
     uint64_t target = 0;
-    // kPropose: the only term it may be appended in (0: any).
+    // kPropose, kConfChange: the only term it may be appended in (0: any).
     uint64_t term = 0;
     // Completion for kPropose/kTransfer (status) and kRead (status + index).
     std::function<void(absl::Status, uint64_t)> done;
@@ -242,6 +246,8 @@ class RaftNode final : public MessageHandler {
   absl::StatusOr<uint64_t> Call(Input input, absl::Time deadline);
   void Run();
   void HandleInput(Input& input);
+  // For a proposal bound to a term that is not the core's: the refusal.
+  std::optional<absl::Status> TermEnded(const Input& input) const;
   // False on a fatal storage/apply failure.
   bool HandleReady(Ready rd);
   // Step 1 of installing a snapshot (see the top of this file); false on

@@ -161,6 +161,17 @@ TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
       term - 1);
   ASSERT_TRUE(stale_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(stale.code(), absl::StatusCode::kUnavailable) << stale;
+  // The blocking forms refuse alike.
+  EXPECT_EQ(
+      (*node)->Propose("old", absl::Now() + absl::Seconds(5), term + 1).code(),
+      absl::StatusCode::kUnavailable);
+  ConfChange cc;
+  cc.changes.push_back(ConfChangeSingle{ConfChangeType::kAddLearnerNode, 2});
+  EXPECT_EQ(
+      (*node)
+          ->ProposeConfChange(cc, absl::Now() + absl::Seconds(5), term - 1)
+          .code(),
+      absl::StatusCode::kUnavailable);
   (*node)->ProposeAsync(
       "now",
       [&](absl::Status s) {
@@ -179,15 +190,17 @@ TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
   auto entries =
       (*log)->Entries((*log)->FirstIndex(), (*log)->LastIndex() + 1, kNoLimit);
   ASSERT_TRUE(entries.ok()) << entries.status();
-  int now = 0;
+  int now = 0, conf_changes = 0;
   for (const Entry& e : *entries) {
     EXPECT_NE(e.data, "old") << "index " << e.index;
+    if (e.type == EntryType::kConfChange) ++conf_changes;
     if (e.data == "now") {
       ++now;
       EXPECT_EQ(e.term, term);
     }
   }
   EXPECT_EQ(now, 1);
+  EXPECT_EQ(conf_changes, 1);  // the bootstrap's only
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -406,6 +407,89 @@ TEST(KvClusterTest,
                   .out,
               "")
         << "member " << i;
+  }
+}
+
+// The same on the leader's own path for writes that block (lease grants,
+// lock and election commands, membership changes): a lease grant sent to
+// the leader while both followers are down is appended but cannot commit.
+// The leader is paused in turn and the followers restarted: they elect one
+// of themselves, whose log lacks the grant. When the old leader resumes
+// and applies the new term's entries, the grant is answered "leader
+// changed" (before the 7 s request timeout), and no member holds the lease.
+TEST(KvClusterTest,
+     LeaderDeposed_BlockingWriteFailsAsLeaderChangedNeverApplies) {
+  LocalCluster cluster(3, "nextterm");
+  {
+    absl::Status started = cluster.StartAll();
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
+  ASSERT_NE(leader, 0u);
+  const int l = cluster.MemberIndexOf(leader);
+  ASSERT_GE(l, 0);
+  ASSERT_EQ(
+      Etcdctl(cluster.member(l).endpoint(), {"put", "warm", "1"}).exit_code, 0);
+  std::vector<int> followers;
+  for (int i = 0; i < cluster.size(); ++i) {
+    if (i != l) followers.push_back(i);
+  }
+  for (int i : followers) {
+    cluster.process(i).Signal(SIGKILL);
+    ASSERT_TRUE(cluster.process(i).Wait(absl::Seconds(10)).ok());
+  }
+  grpc::Status st;
+  absl::Time sent;
+  std::thread grant_call([&] {
+    auto lease = etcdserverpb::Lease::NewStub(grpc::CreateChannel(
+        cluster.member(l).endpoint(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(60));
+    etcdserverpb::LeaseGrantRequest grant;
+    grant.set_id(4242);  // "1092" in etcdctl's hex
+    grant.set_ttl(600);
+    etcdserverpb::LeaseGrantResponse granted;
+    sent = absl::Now();
+    st = lease->LeaseGrant(&ctx, grant, &granted);
+  });
+  absl::SleepFor(absl::Milliseconds(500));  // appended on the leader
+  cluster.process(l).Signal(SIGSTOP);
+  for (int i : followers) ASSERT_TRUE(cluster.StartMember(i).ok());
+  // The followers elect one of themselves.
+  bool elected = false;
+  for (int attempt = 0; attempt < 300 && !elected; ++attempt) {
+    CommandResult status = Etcdctl(cluster.member(followers[0]).endpoint(),
+                                   {"endpoint", "status", "-w", "json"});
+    size_t at = status.out.find("\"leader\":");
+    elected =
+        at != std::string::npos &&
+        std::strtoull(status.out.c_str() + at + 9, nullptr, 10) != leader &&
+        std::strtoull(status.out.c_str() + at + 9, nullptr, 10) != 0;
+    if (!elected) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(elected) << "the resumed followers elected no leader";
+  ASSERT_EQ(
+      Etcdctl(cluster.member(followers[0]).endpoint(), {"put", "after", "1"})
+          .exit_code,
+      0);
+  cluster.process(l).Signal(SIGCONT);
+  grant_call.join();
+  std::printf("the lease grant on the old leader was answered after %s: %s\n",
+              absl::FormatDuration(absl::Now() - sent).c_str(),
+              st.ok() ? "granted" : st.error_message().c_str());
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(st.error_message(), "etcdserver: leader changed");
+  for (int i = 0; i < cluster.size(); ++i) {
+    CommandResult list;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      list = Etcdctl(cluster.member(i).endpoint(), {"lease", "list"});
+      if (list.exit_code == 0) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ASSERT_EQ(list.exit_code, 0) << list.err;
+    EXPECT_EQ(list.out.find("1092"), std::string::npos)
+        << "member " << i << ": " << list.out;
   }
 }
 
