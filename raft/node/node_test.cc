@@ -97,62 +97,73 @@ TEST(RaftNodeTest, Create_stateMachineBehindTheLogStart_isDataLoss) {
   EXPECT_TRUE(RaftNode::Create(o, log.get(), &transport, &edge).ok());
 }
 
+// A one-voter cluster on a fresh log in Dir(name), ticking every 10 ms,
+// started and leading.
+class LeadingNode {
+ public:
+  LeadingNode(const std::string& name, NodeOptions o)
+      : transport_(TransportOptions(), &handler_) {
+    auto log = DiskStorage::Open(Dir(name));
+    EXPECT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+    o.id = 1;
+    o.tick_interval = absl::Milliseconds(10);
+    o.bootstrap_voters = {1};
+    auto node = RaftNode::Create(o, log_.get(), &transport_, &sm_);
+    EXPECT_TRUE(node.ok()) << node.status();
+    node_ = *std::move(node);
+    node_->Start();
+    EXPECT_TRUE(node_->WaitForLeader(absl::Now() + absl::Seconds(10)).ok());
+  }
+  DiskStorage* log() { return log_.get(); }
+  RaftNode* node() { return node_.get(); }
+  CountingMachine& machine() { return sm_; }
+
+ private:
+  std::unique_ptr<DiskStorage> log_;
+  CountingMachine sm_{0};
+  NoPeers handler_;
+  Transport transport_;
+  std::unique_ptr<RaftNode> node_;
+};
+
 TEST(RaftNodeTest, Run_compactsTheLogEverySnapshotCountEntries) {
-  auto log = DiskStorage::Open(Dir("compact"));
-  ASSERT_TRUE(log.ok());
-  CountingMachine sm(0);
-  NoPeers handler;
-  Transport transport(TransportOptions(), &handler);
   NodeOptions o;
-  o.id = 1;
-  o.tick_interval = absl::Milliseconds(10);
-  o.bootstrap_voters = {1};
   o.snapshot_count = 10;
   o.snapshot_catchup_entries = 4;
-  auto node = RaftNode::Create(o, log->get(), &transport, &sm);
-  ASSERT_TRUE(node.ok()) << node.status();
-  (*node)->Start();
-  ASSERT_TRUE((*node)->WaitForLeader(absl::Now() + absl::Seconds(10)).ok());
+  LeadingNode leading("compact", o);
+  RaftNode* node = leading.node();
+  DiskStorage* log = leading.log();
+  CountingMachine& sm = leading.machine();
   for (int i = 0; i < 50; ++i) {
-    ASSERT_TRUE((*node)->Propose("x", absl::Now() + absl::Seconds(5)).ok());
+    ASSERT_TRUE(node->Propose("x", absl::Now() + absl::Seconds(5)).ok());
   }
-  ASSERT_TRUE((*node)
-                  ->WaitApplied((*node)->commit_index(),
-                                absl::Now() + absl::Seconds(10))
-                  .ok());
-  const uint64_t applied = (*node)->applied_index();
-  (*node)->Stop();
-  EXPECT_GE((*node)->log_compactions(), 4u);
+  ASSERT_TRUE(
+      node->WaitApplied(node->commit_index(), absl::Now() + absl::Seconds(10))
+          .ok());
+  const uint64_t applied = node->applied_index();
+  node->Stop();
+  EXPECT_GE(node->log_compactions(), 4u);
   EXPECT_GE(sm.syncs.load(), 4);  // the store is durable before each
-  absl::StatusOr<Snapshot> snap = (*log)->GetSnapshot();
+  absl::StatusOr<Snapshot> snap = log->GetSnapshot();
   ASSERT_TRUE(snap.ok());
   // The newest snapshot is at most snapshot_count behind, and the log
   // keeps snapshot_catchup_entries before it.
   EXPECT_GT(snap->metadata.index + 10, applied);
-  EXPECT_EQ((*log)->FirstIndex(), snap->metadata.index - 4 + 1);
+  EXPECT_EQ(log->FirstIndex(), snap->metadata.index - 4 + 1);
   EXPECT_EQ(snap->metadata.conf_state.voters, std::vector<uint64_t>{1});
 }
 
 // A proposal bound to a term is appended only in that term.
 TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
-  auto log = DiskStorage::Open(Dir("term"));
-  ASSERT_TRUE(log.ok());
-  CountingMachine sm(0);
-  NoPeers handler;
-  Transport transport(TransportOptions(), &handler);
-  NodeOptions o;
-  o.id = 1;
-  o.tick_interval = absl::Milliseconds(10);
-  o.bootstrap_voters = {1};
-  auto node = RaftNode::Create(o, log->get(), &transport, &sm);
-  ASSERT_TRUE(node.ok()) << node.status();
-  (*node)->Start();
-  ASSERT_TRUE((*node)->WaitForLeader(absl::Now() + absl::Seconds(10)).ok());
-  const uint64_t term = (*node)->term();
+  LeadingNode leading("term", NodeOptions());
+  RaftNode* node = leading.node();
+  DiskStorage* log = leading.log();
+  const uint64_t term = node->term();
   ASSERT_GT(term, 0u);
   absl::Notification stale_done, current_done;
   absl::Status stale, current;
-  (*node)->ProposeAsync(
+  node->ProposeAsync(
       "old",
       [&](absl::Status s) {
         stale = s;
@@ -163,16 +174,15 @@ TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
   EXPECT_EQ(stale.code(), absl::StatusCode::kUnavailable) << stale;
   // The blocking forms refuse alike.
   EXPECT_EQ(
-      (*node)->Propose("old", absl::Now() + absl::Seconds(5), term + 1).code(),
+      node->Propose("old", absl::Now() + absl::Seconds(5), term + 1).code(),
       absl::StatusCode::kUnavailable);
   ConfChange cc;
   cc.changes.push_back(ConfChangeSingle{ConfChangeType::kAddLearnerNode, 2});
   EXPECT_EQ(
-      (*node)
-          ->ProposeConfChange(cc, absl::Now() + absl::Seconds(5), term - 1)
+      node->ProposeConfChange(cc, absl::Now() + absl::Seconds(5), term - 1)
           .code(),
       absl::StatusCode::kUnavailable);
-  (*node)->ProposeAsync(
+  node->ProposeAsync(
       "now",
       [&](absl::Status s) {
         current = s;
@@ -181,14 +191,13 @@ TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
       term);
   ASSERT_TRUE(current_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(current.ok()) << current;
-  ASSERT_TRUE((*node)
-                  ->WaitApplied((*node)->commit_index(),
-                                absl::Now() + absl::Seconds(10))
-                  .ok());
-  (*node)->Stop();
+  ASSERT_TRUE(
+      node->WaitApplied(node->commit_index(), absl::Now() + absl::Seconds(10))
+          .ok());
+  node->Stop();
   // Only the current term's proposal reached the log.
   auto entries =
-      (*log)->Entries((*log)->FirstIndex(), (*log)->LastIndex() + 1, kNoLimit);
+      log->Entries(log->FirstIndex(), log->LastIndex() + 1, kNoLimit);
   ASSERT_TRUE(entries.ok()) << entries.status();
   int now = 0, conf_changes = 0;
   for (const Entry& e : *entries) {

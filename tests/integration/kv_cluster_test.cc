@@ -349,6 +349,16 @@ TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
   EXPECT_EQ(hashes.size(), 1u) << "members diverged at revision " << rev;
 }
 
+// Starts every member and finds the leader: its id and index.
+void StartWithLeader(LocalCluster& cluster, uint64_t* leader, int* index) {
+  absl::Status started = cluster.StartAll();
+  ASSERT_TRUE(started.ok()) << started;
+  *leader = cluster.WaitForLeader(absl::Seconds(30));
+  ASSERT_NE(*leader, 0u);
+  *index = cluster.MemberIndexOf(*leader);
+  ASSERT_GE(*index, 0);
+}
+
 // A write a follower forwards to a leader that stops (SIGSTOP) before
 // appending it: the follower named the leader's term, so once it applies the
 // next leader's first entry it knows the write can never apply, and answers
@@ -358,14 +368,9 @@ TEST(KvClusterTest, LeaderKilled_NoAcknowledgedWriteLost) {
 TEST(KvClusterTest,
      LeaderPaused_ForwardedWriteFailsAsLeaderChangedNeverApplies) {
   LocalCluster cluster(3, "oldterm");
-  {
-    absl::Status started = cluster.StartAll();
-    ASSERT_TRUE(started.ok()) << started;
-  }
-  const uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
-  ASSERT_NE(leader, 0u);
-  const int old = cluster.MemberIndexOf(leader);
-  ASSERT_GE(old, 0);
+  uint64_t leader = 0;
+  int old = -1;
+  ASSERT_NO_FATAL_FAILURE(StartWithLeader(cluster, &leader, &old));
   const int f = (old + 1) % cluster.size();
   // The follower's write stream to the leader is open.
   ASSERT_EQ(
@@ -420,14 +425,9 @@ TEST(KvClusterTest,
 TEST(KvClusterTest,
      LeaderDeposed_BlockingWriteFailsAsLeaderChangedNeverApplies) {
   LocalCluster cluster(3, "nextterm");
-  {
-    absl::Status started = cluster.StartAll();
-    ASSERT_TRUE(started.ok()) << started;
-  }
-  const uint64_t leader = cluster.WaitForLeader(absl::Seconds(30));
-  ASSERT_NE(leader, 0u);
-  const int l = cluster.MemberIndexOf(leader);
-  ASSERT_GE(l, 0);
+  uint64_t leader = 0;
+  int l = -1;
+  ASSERT_NO_FATAL_FAILURE(StartWithLeader(cluster, &leader, &l));
   ASSERT_EQ(
       Etcdctl(cluster.member(l).endpoint(), {"put", "warm", "1"}).exit_code, 0);
   std::vector<int> followers;
