@@ -8,7 +8,10 @@
 // durable together (group commit). Entries carry a CRC-32 checked on every
 // read from disk; a mismatch is reported as kDataLoss and the member must
 // not continue. After a crash, RocksDB's point-in-time WAL recovery drops a
-// torn final write and keeps everything before it.
+// torn final write and keeps everything before it. The WAL's files are
+// preallocated within their size (see SizedLogPreallocation), so a torn
+// write may end in zeros rather than at the end of the file; recovery
+// treats both alike.
 //
 // Thread-compatible: owned by the node loop, which both drives the core (the
 // reader) and persists each Ready (the writer). No lock is held across I/O
