@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +28,26 @@ void Put32(std::string* out, uint32_t v) {
 void Put64(std::string* out, uint64_t v) {
   for (int s = 56; s >= 0; s -= 8) out->push_back(static_cast<char>(v >> s));
 }
+// SHA-256 through OpenSSL's EVP interface (the SHA256_* calls are
+// deprecated since OpenSSL 3).
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) {
+    EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+  }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Update(const void* data, size_t n) { EVP_DigestUpdate(ctx_, data, n); }
+  // Writes the digest's SHA256_DIGEST_LENGTH bytes.
+  void Final(unsigned char* digest) {
+    EVP_DigestFinal_ex(ctx_, digest, nullptr);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
 uint64_t Get(absl::string_view b, size_t n) {
   uint64_t v = 0;
   for (size_t i = 0; i < n; ++i) v = (v << 8) | static_cast<uint8_t>(b[i]);
@@ -62,13 +83,13 @@ struct ArchiveReader::Impl {
   bool end_done = false;
   bool trailer_done = false;
   uint64_t pad = 0;
-  SHA256_CTX sha;
+  Sha256 sha;
 
   ~Impl() {
     if (fd >= 0) close(fd);
   }
   void Emit(std::string* out, absl::string_view bytes) {
-    SHA256_Update(&sha, bytes.data(), bytes.size());
+    sha.Update(bytes.data(), bytes.size());
     out->append(bytes.data(), bytes.size());
   }
 };
@@ -104,7 +125,6 @@ absl::StatusOr<std::unique_ptr<ArchiveReader>> ArchiveReader::Open(
   }
   impl->pad = (512 - body % 512) % 512;
   uint64_t total = body + impl->pad + kTrailerLen;
-  SHA256_Init(&impl->sha);
   return std::unique_ptr<ArchiveReader>(
       new ArchiveReader(std::move(impl), total));
 }
@@ -161,7 +181,7 @@ absl::StatusOr<bool> ArchiveReader::Next(size_t max_bytes, std::string* out) {
     }
     if (!s.trailer_done) {
       unsigned char digest[kTrailerLen];
-      SHA256_Final(digest, &s.sha);
+      s.sha.Final(digest);
       out->append(reinterpret_cast<char*>(digest), kTrailerLen);
       s.trailer_done = true;
     }
@@ -190,7 +210,7 @@ struct ArchiveWriter::Impl {
   std::string name;
   uint64_t left = 0;
   int fd = -1;
-  SHA256_CTX sha;
+  Sha256 sha;
   absl::Status error;
 
   ~Impl() {
@@ -201,7 +221,6 @@ struct ArchiveWriter::Impl {
 ArchiveWriter::ArchiveWriter(std::string dir)
     : impl_(std::make_unique<Impl>()) {
   impl_->dir = std::move(dir);
-  SHA256_Init(&impl_->sha);
 }
 ArchiveWriter::~ArchiveWriter() = default;
 
@@ -219,7 +238,7 @@ absl::Status ArchiveWriter::Write(absl::string_view bytes) {
   // Fills s.buf to `n` bytes from `bytes`; true when complete.
   auto fill = [&](size_t n, bool hash) {
     size_t take = std::min(n - s.buf.size(), bytes.size());
-    if (hash) SHA256_Update(&s.sha, bytes.data(), take);
+    if (hash) s.sha.Update(bytes.data(), take);
     s.buf.append(bytes.data(), take);
     bytes.remove_prefix(take);
     return s.buf.size() == n;
@@ -272,7 +291,7 @@ absl::Status ArchiveWriter::Write(absl::string_view bytes) {
       }
       case Impl::Stage::kData: {
         size_t take = std::min<uint64_t>(s.left, bytes.size());
-        SHA256_Update(&s.sha, bytes.data(), take);
+        s.sha.Update(bytes.data(), take);
         if (write(s.fd, bytes.data(), take) != static_cast<ssize_t>(take)) {
           return fail(Io("write", s.dir + "/" + s.name));
         }
@@ -304,7 +323,7 @@ absl::Status ArchiveWriter::Write(absl::string_view bytes) {
       case Impl::Stage::kTrailer: {
         if (!fill(kTrailerLen, false)) break;
         unsigned char digest[kTrailerLen];
-        SHA256_Final(digest, &s.sha);
+        s.sha.Final(digest);
         if (std::memcmp(digest, s.buf.data(), kTrailerLen) != 0) {
           return corrupt("checksum mismatch");
         }
@@ -342,8 +361,7 @@ absl::Status VerifyArchiveFile(const std::string& path) {
     close(fd);
     return absl::DataLossError(path + " is too short to be a lockd snapshot");
   }
-  SHA256_CTX sha;
-  SHA256_Init(&sha);
+  Sha256 sha;
   std::string head;
   uint64_t left = size - kTrailerLen;
   char buf[64 * 1024];
@@ -356,7 +374,7 @@ absl::Status VerifyArchiveFile(const std::string& path) {
     if (head.size() < kMagicLen) {
       head.append(buf, std::min<size_t>(n, kMagicLen - head.size()));
     }
-    SHA256_Update(&sha, buf, n);
+    sha.Update(buf, n);
     left -= n;
   }
   unsigned char want[kTrailerLen];
@@ -367,7 +385,7 @@ absl::Status VerifyArchiveFile(const std::string& path) {
     return absl::DataLossError(path + " is not a lockd snapshot");
   }
   unsigned char got[kTrailerLen];
-  SHA256_Final(got, &sha);
+  sha.Final(got);
   if (std::memcmp(got, want, kTrailerLen) != 0) {
     return absl::DataLossError(path + ": checksum mismatch (damaged)");
   }

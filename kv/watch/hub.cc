@@ -264,7 +264,7 @@ void WatchStream::Wake() {
 // WatchHub
 
 WatchHub::WatchHub(const MvccStore* store, WatchOptions options)
-    : options_(options), store_(store) {
+    : store_(store), options_(options) {
   revision_ = store->revision();
 }
 
@@ -344,8 +344,8 @@ int64_t WatchHub::revision() {
 void WatchHub::DispatchLoop() {
   SetThreadName("watch-dispatch");
   while (true) {
+    // Either a batch to dispatch, or (none) a resync to this revision.
     std::shared_ptr<EventBatch> batch;
-    bool resync = false;
     int64_t resync_revision = 0;
     {
       absl::MutexLock lock(&queue_mu_);
@@ -356,7 +356,6 @@ void WatchHub::DispatchLoop() {
       if (stopping_) return;
       if (replaced_) {
         replaced_ = false;
-        resync = true;
         resync_revision = replaced_revision_;
       } else if (!queue_.empty()) {
         batch = std::move(queue_.front());
@@ -364,7 +363,6 @@ void WatchHub::DispatchLoop() {
         queued_bytes_ -= batch->approx_bytes;
       } else {
         overflowed_ = false;
-        resync = true;
         resync_revision = overflow_revision_;
       }
     }

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <regex>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -15,6 +18,8 @@ namespace lockd::testing {
 namespace {
 
 struct Step {
+  Step(std::vector<std::string> a, std::string in = "")
+      : args(std::move(a)), stdin_text(std::move(in)) {}
   std::vector<std::string> args;
   std::string stdin_text;
 };
@@ -119,7 +124,9 @@ TEST(DifferentialTest, SameEtcdctlSession_SameAnswers) {
     EXPECT_EQ(Normalize(got.out), Normalize(want.out)) << what;
     EXPECT_EQ(Normalize(got.err), Normalize(want.err)) << what;
     if (!got.out.empty()) ++answered;
-    if (i == 5) EXPECT_EQ(got.out, "a\n2\n");  // not vacuous
+    if (i == 5) {
+      EXPECT_EQ(got.out, "a\n2\n");  // not vacuous
+    }
   }
   EXPECT_GE(answered, 26);
   etcd.Stop();
