@@ -59,6 +59,11 @@ void FromAck(const internal::ProposalAcks::Ack& ack,
   *resp = ack.txn();
 }
 
+// How long a follower holds the answer to a write the leader applied for
+// it, waiting to apply it too; past this (a member removed before it could,
+// or far behind) it answers anyway.
+constexpr absl::Duration kOwnApplyWait = absl::Seconds(1);
+
 // A forwarded write that never applies: the leader refused it before
 // proposing it, or it was lost with its term (KvStateMachine::Register).
 // Trying the new leader cannot apply it twice.
@@ -92,6 +97,9 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
     while (!sweeper_mu_.AwaitWithTimeout(absl::Condition(&stopping_),
                                          absl::Milliseconds(50))) {
       sweeper_mu_.Unlock();
+      // A removed member applies nothing more: writes it holds for its own
+      // apply are answered now.
+      if (node_->removed()) state_machine_->ReleaseRevisionWaits();
       state_machine_->ExpireWaiters(absl::Now());
       ExpireReads(absl::Now());
       sweeper_mu_.Lock();
@@ -226,8 +234,8 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
                  [refused](const grpc::Status&) { refused(); },
                  // The leader's result, unless this member's apply (or the
                  // deadline) answered first.
-                 [this, id, reactor,
-                  resp](const internal::ProposalAcks::Ack& ack) {
+                 [this, id, reactor, resp,
+                  deadline](const internal::ProposalAcks::Ack& ack) {
                    if (!state_machine_->Cancel(id)) return;
                    if (ack.code() != 0) {
                      reactor->Finish(
@@ -236,8 +244,15 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
                      return;
                    }
                    FromAck(ack, resp);
-                   FillHeader(resp->mutable_header());
-                   reactor->Finish(grpc::Status::OK);
+                   // Answered once this member has applied the write too,
+                   // so the client's next read here sees it.
+                   state_machine_->WhenApplied(
+                       resp->header().revision(),
+                       std::min(deadline, absl::Now() + kOwnApplyWait),
+                       [this, reactor, resp] {
+                         FillHeader(resp->mutable_header());
+                         reactor->Finish(grpc::Status::OK);
+                       });
                  })) {
     refused();
   }
@@ -286,6 +301,14 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
     fwd.set_deadline(absl::ToChronoTime(deadline));
     fwd.AddMetadata(kForwardedKey, "1");
     grpc::Status st = forward(channel, &fwd);
+    if (st.ok()) {
+      // The leader answers once it has applied the write; a read barrier
+      // (the leader's commit index, applied here) makes this member hold it
+      // too before the client hears back, so its next read here sees it.
+      // A member removed meanwhile fails the barrier at once.
+      (void)node_->ReadBarrier(std::min(deadline, absl::Now() + kOwnApplyWait));
+      return st;
+    }
     if (!RefusedBeforeProposing(st) || attempt == kMaxForwards ||
         absl::Now() >= deadline) {
       return st;

@@ -1,6 +1,7 @@
 #include "lockd/server/kv_state_machine.h"
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -175,8 +176,10 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   // The waiters of this batch's results, taken under one lock and run
   // outside it.
   std::vector<std::pair<std::function<void(ApplyResult)>, ApplyResult>> ready;
+  std::vector<std::function<void()>> caught_up;
   {
     absl::MutexLock lock(&mu_);
+    TakeRevisionWaits(revision, &caught_up);
     auto take = [&ready](auto& waiters, const auto& key, ApplyResult& result) {
       auto it = waiters.find(key);
       if (it == waiters.end()) return;
@@ -203,6 +206,7 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
     }
   }
   for (auto& [done, result] : ready) done(std::move(result));
+  for (auto& run : caught_up) run();
   return absl::OkStatus();
 }
 
@@ -230,13 +234,16 @@ absl::Status KvStateMachine::Restore(const raft::Snapshot& snapshot) {
     return absl::OkStatus();
   }
   if (absl::Status s = store_->Restore(dir); !s.ok()) return s;
+  std::vector<std::function<void()>> caught_up;
   {
     // The image holds entries this member never saw one by one: whether a
     // waiter's is among them is unknown, so none fails for its term now.
     absl::MutexLock lock(&mu_);
     for (auto& [id, waiter] : waiters_) waiter.term = 0;
     applied_term_ = std::max(applied_term_, snapshot.metadata.term);
+    TakeRevisionWaits(store_->revision(), &caught_up);
   }
+  for (auto& run : caught_up) run();
   Logf(LogLevel::kInfo, "apply",
        "replaced the key-value store from a snapshot: index %d -> %d, "
        "revision %d",
@@ -263,6 +270,8 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
   std::vector<std::function<void(ApplyResult)>> expired;
   // Dropped outside the lock: their captures may take other locks.
   std::vector<std::function<void(ApplyResult)>> dropped;
+  // Revision waits past their deadline run anyway.
+  std::vector<std::function<void()>> late;
   {
     absl::MutexLock lock(&mu_);
     auto take_expired = [now](auto& waiters, auto* out) {
@@ -277,7 +286,16 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
     };
     take_expired(waiters_, &expired);
     take_expired(forwarded_, &dropped);
+    for (auto it = revision_waits_.begin(); it != revision_waits_.end();) {
+      if (it->second.deadline < now) {
+        late.push_back(std::move(it->second.run));
+        it = revision_waits_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
+  for (auto& run : late) run();
   for (auto& done : expired) {
     ApplyResult r;
     r.status = absl::UnavailableError("etcdserver: request timed out");
@@ -295,6 +313,38 @@ void KvStateMachine::RegisterForwarded(uint64_t origin, uint64_t id,
                                        absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   forwarded_[{origin, id}] = Waiter{std::move(done), deadline};
+}
+
+void KvStateMachine::WhenApplied(int64_t revision, absl::Time deadline,
+                                 std::function<void()> run) {
+  {
+    // Apply takes the waits under this lock after its commit, so a wait is
+    // either seen by the next Apply or satisfied already.
+    absl::MutexLock lock(&mu_);
+    if (store_->revision() < revision) {
+      revision_waits_.emplace(revision, RevisionWait{deadline, std::move(run)});
+      return;
+    }
+  }
+  run();
+}
+
+void KvStateMachine::ReleaseRevisionWaits() {
+  std::vector<std::function<void()>> runs;
+  {
+    absl::MutexLock lock(&mu_);
+    TakeRevisionWaits(std::numeric_limits<int64_t>::max(), &runs);
+  }
+  for (auto& run : runs) run();
+}
+
+void KvStateMachine::TakeRevisionWaits(
+    int64_t revision, std::vector<std::function<void()>>* out) {
+  auto end = revision_waits_.upper_bound(revision);
+  for (auto it = revision_waits_.begin(); it != end; ++it) {
+    out->push_back(std::move(it->second.run));
+  }
+  revision_waits_.erase(revision_waits_.begin(), end);
 }
 
 void KvStateMachine::CancelForwarded(uint64_t origin, uint64_t id) {

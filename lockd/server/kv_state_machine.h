@@ -121,6 +121,18 @@ class KvStateMachine final : public raft::StateMachine {
                          std::function<void(ApplyResult)> done,
                          absl::Time deadline);
   void CancelForwarded(uint64_t origin, uint64_t id);
+  // Runs `run` once this member's store is at `revision` or later (at once
+  // if it is), or at `deadline` (by ExpireWaiters) if it gets there no
+  // sooner: a member removed before applying it, or far behind. A follower
+  // answers a write the leader applied for it this way, so that what the
+  // client reads from this member next includes the write, as with etcd.
+  // `run` runs on the apply thread, the caller's or ExpireWaiters'; it must
+  // not block.
+  void WhenApplied(int64_t revision, absl::Time deadline,
+                   std::function<void()> run);
+  // Runs every pending WhenApplied now (this member will apply nothing
+  // more: it was removed).
+  void ReleaseRevisionWaits();
   // Each committed batch's events go to `hub` (set before the node starts).
   void set_watch_hub(kv::WatchHub* hub) { watch_hub_ = hub; }
 
@@ -142,6 +154,15 @@ class KvStateMachine final : public raft::StateMachine {
   // The term of the last entry applied (or of the last snapshot installed).
   uint64_t applied_term_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  struct RevisionWait {
+    absl::Time deadline;
+    std::function<void()> run;
+  };
+  std::multimap<int64_t, RevisionWait> revision_waits_ ABSL_GUARDED_BY(mu_);
+  // Moves out the runs of the waits the store at `revision` satisfies.
+  void TakeRevisionWaits(int64_t revision,
+                         std::vector<std::function<void()>>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // By (origin member, id).
   std::map<std::pair<uint64_t, uint64_t>, Waiter> forwarded_
       ABSL_GUARDED_BY(mu_);

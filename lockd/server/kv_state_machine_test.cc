@@ -100,5 +100,36 @@ TEST(KvStateMachineTest, Apply_LaterTermFailsWaitersOfEndedTermOnly) {
   EXPECT_TRUE(sm.Cancel(4));  // still waiting
 }
 
+// A follower holds the leader's answer to its write until it has applied
+// the write itself (read-your-writes on that member), or until a deadline.
+TEST(KvStateMachineTest, WhenApplied_RunsOnceTheStoreHasTheRevision) {
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/sm-rev";
+  auto store = kv::MvccStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  KvStateMachine sm(/*member_id=*/7, store->get());
+  const int64_t now = (*store)->revision();
+  int ran_now = 0, ran_next = 0, ran_late = 0;
+  sm.WhenApplied(now, absl::InfiniteFuture(), [&] { ++ran_now; });
+  EXPECT_EQ(ran_now, 1);
+  sm.WhenApplied(now + 1, absl::InfiniteFuture(), [&] { ++ran_next; });
+  sm.WhenApplied(now + 2, absl::Now() + absl::Seconds(1), [&] { ++ran_late; });
+  sm.ExpireWaiters(absl::Now());
+  EXPECT_EQ(ran_next + ran_late, 0);
+  ASSERT_TRUE(sm.Apply({PutEntry(1, 8, 1, "a")}).ok());
+  EXPECT_EQ((*store)->revision(), now + 1);
+  EXPECT_EQ(ran_next, 1);
+  EXPECT_EQ(ran_late, 0);
+  // Never applied here (say, this member was removed): the deadline runs it.
+  sm.ExpireWaiters(absl::Now() + absl::Seconds(2));
+  EXPECT_EQ(ran_late, 1);
+  EXPECT_EQ(ran_next, 1);
+  // A removed member releases what it holds at once.
+  int released = 0;
+  sm.WhenApplied(now + 5, absl::InfiniteFuture(), [&] { ++released; });
+  EXPECT_EQ(released, 0);
+  sm.ReleaseRevisionWaits();
+  EXPECT_EQ(released, 1);
+}
+
 }  // namespace
 }  // namespace lockd

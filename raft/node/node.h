@@ -209,6 +209,9 @@ class RaftNode final : public MessageHandler {
 
   uint64_t id() const { return options_.id; }
   uint64_t leader() const { return leader_.load(); }
+  // Whether this member has applied its own removal from the cluster (it
+  // applies nothing after that).
+  bool removed() const { return removed_flag_.load(); }
   bool is_leader() const { return leader_.load() == options_.id; }
   uint64_t term() const { return term_.load(); }
   uint64_t commit_index() const { return commit_.load(); }
@@ -306,6 +309,7 @@ class RaftNode final : public MessageHandler {
   absl::Time leaderless_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
 
   std::atomic<uint64_t> leader_{0};
+  std::atomic<bool> removed_flag_{false};
   std::atomic<uint64_t> term_{0};
   std::atomic<uint64_t> commit_{0};
   std::atomic<uint64_t> applied_{0};
