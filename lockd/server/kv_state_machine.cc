@@ -286,14 +286,7 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
     };
     take_expired(waiters_, &expired);
     take_expired(forwarded_, &dropped);
-    for (auto it = revision_waits_.begin(); it != revision_waits_.end();) {
-      if (it->second.deadline < now) {
-        late.push_back(std::move(it->second.run));
-        it = revision_waits_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    take_expired(revision_waits_, &late);
   }
   for (auto& run : late) run();
   for (auto& done : expired) {
@@ -322,7 +315,7 @@ void KvStateMachine::WhenApplied(int64_t revision, absl::Time deadline,
     // either seen by the next Apply or satisfied already.
     absl::MutexLock lock(&mu_);
     if (store_->revision() < revision) {
-      revision_waits_.emplace(revision, RevisionWait{deadline, std::move(run)});
+      revision_waits_.emplace(revision, RevisionWait{std::move(run), deadline});
       return;
     }
   }
@@ -342,7 +335,7 @@ void KvStateMachine::TakeRevisionWaits(
     int64_t revision, std::vector<std::function<void()>>* out) {
   auto end = revision_waits_.upper_bound(revision);
   for (auto it = revision_waits_.begin(); it != end; ++it) {
-    out->push_back(std::move(it->second.run));
+    out->push_back(std::move(it->second.done));
   }
   revision_waits_.erase(revision_waits_.begin(), end);
 }

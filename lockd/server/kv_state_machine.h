@@ -155,8 +155,8 @@ class KvStateMachine final : public raft::StateMachine {
   uint64_t applied_term_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   struct RevisionWait {
+    std::function<void()> done;
     absl::Time deadline;
-    std::function<void()> run;
   };
   std::multimap<int64_t, RevisionWait> revision_waits_ ABSL_GUARDED_BY(mu_);
   // Moves out the runs of the waits the store at `revision` satisfies.

@@ -271,7 +271,6 @@ void RaftNode::CheckRemoved() {
   for (auto& [index, done] : waiters) done(RemovedError());
   absl::MutexLock lock(&mu_);
   removed_for_waiters_ = true;
-  removed_flag_ = true;
 }
 
 void RaftNode::FireAppliedWaiters(uint64_t applied) {

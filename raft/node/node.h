@@ -211,7 +211,7 @@ class RaftNode final : public MessageHandler {
   uint64_t leader() const { return leader_.load(); }
   // Whether this member has applied its own removal from the cluster (it
   // applies nothing after that).
-  bool removed() const { return removed_flag_.load(); }
+  bool removed() const { return removed_for_waiters_.load(); }
   bool is_leader() const { return leader_.load() == options_.id; }
   uint64_t term() const { return term_.load(); }
   uint64_t commit_index() const { return commit_.load(); }
@@ -304,12 +304,13 @@ class RaftNode final : public MessageHandler {
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t applied_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t leader_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
-  bool removed_for_waiters_ ABSL_GUARDED_BY(mu_) = false;
+  // Set once, under mu_ (so waiters' conditions see it); read anywhere
+  // (removed()).
+  std::atomic<bool> removed_for_waiters_{false};
   // When leader_for_waiters_ last became 0 (the start counts).
   absl::Time leaderless_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
 
   std::atomic<uint64_t> leader_{0};
-  std::atomic<bool> removed_flag_{false};
   std::atomic<uint64_t> term_{0};
   std::atomic<uint64_t> commit_{0};
   std::atomic<uint64_t> applied_{0};
