@@ -6,6 +6,10 @@
 //   BM_MvccApply/N       MVCC store: one ApplyBatch of N puts (8-byte keys,
 //                        256-byte values) committed with its raft index;
 //                        items = puts
+//   BM_MvccApplyOnDisk/N the same on a store already holding 3 versions of
+//                        each of 200,000 keys (most of it flushed to table
+//                        files, as in a store that has run a while), so each
+//                        put's lookup of its key goes to the files' indexes
 //   BM_WatchFanout/W     watch hub: one committed put (applied to the store,
 //                        then published) delivered to W watchers of a prefix
 //                        on one stream; items = events delivered
@@ -106,6 +110,71 @@ void BM_MvccApply(benchmark::State& state) {
   RemoveDir(dir);
 }
 BENCHMARK(BM_MvccApply)->Arg(1)->Arg(16)->Arg(256)->UseRealTime();
+
+constexpr int kOnDiskKeys = 200000;
+constexpr int kOnDiskVersions = 3;
+
+// One preloaded store for all BM_MvccApplyOnDisk runs (loading takes
+// seconds); removed at exit.
+struct LoadedStore {
+  std::string dir;
+  std::unique_ptr<kv::MvccStore> store;
+  uint64_t index = 0;
+  ~LoadedStore() {
+    store.reset();
+    if (!dir.empty()) RemoveDir(dir);
+  }
+};
+
+LoadedStore* OnDiskStore() {
+  static LoadedStore* loaded = [] {
+    auto* l = new LoadedStore;
+    l->dir = FreshDir("mvcc-disk");
+    auto store = kv::MvccStore::Open(l->dir);
+    if (!store.ok()) return l;
+    l->store = std::move(*store);
+    NoLeases leases;
+    etcdserverpb::PutRequest req;
+    req.set_value(std::string(256, 'v'));
+    etcdserverpb::PutResponse resp;
+    for (int v = 0; v < kOnDiskVersions; ++v) {
+      for (int k = 0; k < kOnDiskKeys; k += 256) {
+        std::unique_ptr<kv::ApplyBatch> b = l->store->BeginApply(&leases);
+        for (int i = k; i < k + 256 && i < kOnDiskKeys; ++i) {
+          req.set_key(absl::StrFormat("%08d", i));
+          if (!b->Put(req, &resp).ok()) std::abort();
+        }
+        if (!b->Commit(++l->index).ok()) std::abort();
+      }
+    }
+    return l;
+  }();
+  return loaded;
+}
+
+void BM_MvccApplyOnDisk(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0));
+  LoadedStore* l = OnDiskStore();
+  if (l->store == nullptr) {
+    state.SkipWithError("cannot open the store");
+    return;
+  }
+  NoLeases leases;
+  std::mt19937_64 rng(2);
+  etcdserverpb::PutRequest req;
+  req.set_value(std::string(256, 'v'));
+  etcdserverpb::PutResponse resp;
+  for (auto _ : state) {
+    std::unique_ptr<kv::ApplyBatch> b = l->store->BeginApply(&leases);
+    for (int i = 0; i < batch; ++i) {
+      req.set_key(absl::StrFormat("%08d", rng() % kOnDiskKeys));
+      if (!b->Put(req, &resp).ok()) state.SkipWithError("put failed");
+    }
+    if (!b->Commit(++l->index).ok()) state.SkipWithError("commit failed");
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+}
+BENCHMARK(BM_MvccApplyOnDisk)->Arg(1)->Arg(16)->Arg(256)->UseRealTime();
 
 void BM_WatchFanout(benchmark::State& state) {
   const int watchers = static_cast<int>(state.range(0));

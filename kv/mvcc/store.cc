@@ -656,10 +656,16 @@ absl::StatusOr<std::shared_ptr<MvccStore::Db>> MvccStore::OpenDb(
   table.cache_index_and_filter_blocks = true;
   // Every put looks its key up in `latest`: a whole-key Bloom filter skips
   // the flushed files that do not hold the key, instead of reading (and
-  // decompressing) a block of each. Level 0's filters stay in the cache:
-  // every lookup probes all of them.
+  // decompressing) a block of each.
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  // Every file's filter and index blocks stay in the cache. They are small
+  // (about 1.5% of the data) but each lookup needs them, and the cache
+  // cannot keep them otherwise: the memtables are charged to it (through
+  // the write buffer manager) and can fill it, and then a lookup read and
+  // decompressed a whole index block from the file each time (a put to a
+  // store holding 200,000 keys on disk cost 224 us instead of 40).
+  table.metadata_cache_options.unpartitioned_pinning =
+      rocksdb::PinningTier::kAll;
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf_options.write_buffer_size = options_.memtable_bytes / 4;
