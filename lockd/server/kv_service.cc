@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <optional>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -180,16 +181,28 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
     Offload(reactor, std::move(blocking));
     return reactor;
   }
-  const absl::Time deadline = Deadline(ctx);
+  StartWrite<Resp>(
+      Deadline(ctx), Forwarded(ctx), wrap, resp, result_field,
+      [reactor](const grpc::Status& st) { reactor->Finish(st); },
+      [this, reactor, blocking] { Offload(reactor, blocking); });
+  return reactor;
+}
+
+template <typename Resp>
+void KvService::StartWrite(absl::Time deadline, bool forwarded,
+                           const std::function<void(internal::Request*)>& wrap,
+                           Resp* resp, Resp ApplyResult::*result_field,
+                           std::function<void(const grpc::Status&)> answer,
+                           std::function<void()> refused) {
   const bool leader = node_->is_leader();
   const uint64_t leader_id = node_->leader();
   // The entry is appended in this term or not at all, so a leader change
   // that loses it is known as soon as this member applies the next term's
   // first entry (see KvStateMachine::Register).
   const uint64_t term = node_->term();
-  if (!leader && (leader_id == 0 || Forwarded(ctx))) {
-    Offload(reactor, std::move(blocking));
-    return reactor;
+  if (!leader && (leader_id == 0 || forwarded)) {
+    refused();
+    return;
   }
   internal::Request r;
   wrap(&r);
@@ -199,46 +212,46 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
   r.set_id(id);
   std::string data = r.SerializeAsString();
   if (data.size() > config_->max_request_bytes) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "etcdserver: request is too large"));
-    return reactor;
+    answer(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "etcdserver: request is too large"));
+    return;
   }
   // This member answers when it applies the entry, whoever proposed it.
   state_machine_->Register(
       id,
-      [this, reactor, resp, result_field](ApplyResult result) {
+      [this, answer, resp, result_field](ApplyResult result) {
         if (!result.status.ok()) {
-          reactor->Finish(ToGrpc(result.status));
+          answer(ToGrpc(result.status));
           return;
         }
         *resp = std::move(result.*result_field);
         FillHeader(resp->mutable_header());
-        reactor->Finish(grpc::Status::OK);
+        answer(grpc::Status::OK);
       },
       deadline, term);
   // Refused before it was appended (not the leader any more, a hand-over,
-  // too many pending): the blocking path may place the write again (it
-  // waits for the new leader and forwards).
-  auto refused = [this, id, reactor, blocking] {
-    if (state_machine_->Cancel(id)) Offload(reactor, blocking);
+  // too many pending): the caller's slow path may place the write again
+  // (it waits for the new leader and forwards).
+  auto refuse = [this, id, refused] {
+    if (state_machine_->Cancel(id)) refused();
   };
   if (leader) {
     node_->ProposeAsync(
         std::move(data),
-        [refused](absl::Status s) {
-          if (!s.ok()) refused();
+        [refuse](absl::Status s) {
+          if (!s.ok()) refuse();
         },
         term);
   } else if (!forwarder_->Send(
                  leader_id, term, id, std::move(data), deadline,
-                 [refused](const grpc::Status&) { refused(); },
+                 [refuse](const grpc::Status&) { refuse(); },
                  // The leader's result, unless this member's apply (or the
                  // deadline) answered first.
-                 [this, id, reactor, resp,
+                 [this, id, answer, resp,
                   deadline](const internal::ProposalAcks::Ack& ack) {
                    if (!state_machine_->Cancel(id)) return;
                    if (ack.code() != 0) {
-                     reactor->Finish(
+                     answer(
                          grpc::Status(static_cast<grpc::StatusCode>(ack.code()),
                                       ack.message()));
                      return;
@@ -249,14 +262,13 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
                    state_machine_->WhenApplied(
                        resp->header().revision(),
                        std::min(deadline, absl::Now() + kOwnApplyWait),
-                       [this, reactor, resp] {
+                       [this, answer, resp] {
                          FillHeader(resp->mutable_header());
-                         reactor->Finish(grpc::Status::OK);
+                         answer(grpc::Status::OK);
                        });
                  })) {
-    refused();
+    refuse();
   }
-  return reactor;
 }
 
 grpc::Status KvService::Replicate(grpc::ServerContextBase* ctx,
@@ -473,8 +485,62 @@ grpc::Status KvService::RangeBlocking(grpc::ServerContextBase* ctx,
   return grpc::Status::OK;
 }
 
+template <typename Resp>
+std::optional<grpc::Status> KvService::WriteFast(
+    absl::Time deadline, const std::function<void(internal::Request*)>& wrap,
+    Resp* resp, Resp ApplyResult::*result_field) {
+  struct Outcome {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    bool refused ABSL_GUARDED_BY(mu) = false;
+    grpc::Status status ABSL_GUARDED_BY(mu);
+  };
+  auto outcome = std::make_shared<Outcome>();
+  StartWrite<Resp>(
+      deadline, /*forwarded=*/false, wrap, resp, result_field,
+      [outcome](const grpc::Status& st) {
+        absl::MutexLock lock(&outcome->mu);
+        outcome->status = st;
+        outcome->done = true;
+      },
+      [outcome] {
+        absl::MutexLock lock(&outcome->mu);
+        outcome->refused = true;
+        outcome->done = true;
+      });
+  // No deadline of our own: `resp` is written before the answer, and the
+  // answer always comes (the state machine's waiters expire at the
+  // request's deadline).
+  absl::MutexLock lock(&outcome->mu);
+  outcome->mu.Await(absl::Condition(&outcome->done));
+  if (outcome->refused) return std::nullopt;
+  return outcome->status;
+}
+
 template <typename Req, typename Resp>
 grpc::Status KvService::Write(
+    grpc::ServerContextBase* ctx, const Req& req, Resp* resp,
+    const std::function<void(internal::Request*)>& wrap,
+    Resp ApplyResult::*result_field,
+    grpc::Status (etcdserverpb::KV::Stub::*forward)(grpc::ClientContext*,
+                                                    const Req&, Resp*)) {
+  // The fast path first, as the callback API's writes take it: on a
+  // follower the leader proposes the write on this member's behalf (one
+  // batched stream; a write lost in a leader change is answered "leader
+  // changed" about an election timeout later), instead of a call relayed
+  // to the leader as a whole, which waits out its deadline when the leader
+  // stops answering.
+  if (!Forwarded(ctx)) {
+    std::optional<grpc::Status> st =
+        WriteFast(Deadline(ctx), wrap, resp, result_field);
+    if (st.has_value()) return *st;
+    resp->Clear();
+  }
+  return WriteReplicated(ctx, req, resp, wrap, result_field, forward);
+}
+
+template <typename Req, typename Resp>
+grpc::Status KvService::WriteReplicated(
     grpc::ServerContextBase* ctx, const Req& req, Resp* resp,
     const std::function<void(internal::Request*)>& wrap,
     Resp ApplyResult::*result_field,
@@ -628,7 +694,9 @@ grpc::Status KvService::Compact(grpc::ServerContext* ctx,
                                 const etcdserverpb::CompactionRequest* req,
                                 etcdserverpb::CompactionResponse* resp) {
   bool local = node_->is_leader();
-  grpc::Status st = Write(
+  // Relayed as a whole call from a follower: the leader reclaims the space
+  // of a physical compaction before it answers.
+  grpc::Status st = WriteReplicated(
       ctx, *req, resp,
       [&](internal::Request* r) { *r->mutable_compaction() = *req; },
       &ApplyResult::compaction, &etcdserverpb::KV::Stub::Compact);

@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -70,7 +71,9 @@ class KvService final : public KvServiceBase {
   grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* ctx,
                                 const etcdserverpb::TxnRequest* req,
                                 etcdserverpb::TxnResponse* resp) override;
-  // The blocking forms of the three writes, for the slow path.
+  // The blocking forms of the three writes: the callback API's slow path,
+  // and the writes of the lock, election and lock-extension services. They
+  // take the fast path first (StartWrite), then the slow one if refused.
   grpc::Status PutBlocking(grpc::ServerContextBase* ctx,
                            const etcdserverpb::PutRequest* req,
                            etcdserverpb::PutResponse* resp);
@@ -127,17 +130,45 @@ class KvService final : public KvServiceBase {
       const absl::Status& validation, bool grows_store,
       const std::function<void(internal::Request*)>& wrap,
       Resp ApplyResult::*result_field, std::function<grpc::Status()> blocking);
+  // The fast path of a write, for both APIs: proposed here on the leader,
+  // or sent to the leader on the Peer.Propose stream (see forwarding.h).
+  // Exactly one of the two callbacks runs, on some other thread or inline:
+  // `answer` with the outcome (`*resp` filled, header included, when OK),
+  // or `refused` when the write was never appended, so the caller's slow
+  // path may place it again (also at once, nothing sent, when no leader is
+  // known or the call was `forwarded` to this member by another).
+  template <typename Resp>
+  void StartWrite(absl::Time deadline, bool forwarded,
+                  const std::function<void(internal::Request*)>& wrap,
+                  Resp* resp, Resp ApplyResult::*result_field,
+                  std::function<void(const grpc::Status&)> answer,
+                  std::function<void()> refused);
   // Runs `blocking` on the worker pool and answers with its status.
   void Offload(grpc::ServerUnaryReactor* reactor,
                std::function<grpc::Status()> blocking);
-  // A write's common path: wrap it as a log command, replicate (or forward
-  // with `forward`), and answer from the apply result's `result_field`.
+  // StartWrite, waited for: the answer, or nullopt when refused.
+  template <typename Resp>
+  std::optional<grpc::Status> WriteFast(
+      absl::Time deadline, const std::function<void(internal::Request*)>& wrap,
+      Resp* resp, Resp ApplyResult::*result_field);
+  // A write's blocking path: the fast path (WriteFast) first, unless the
+  // call was forwarded to this member; if refused, WriteReplicated.
   template <typename Req, typename Resp>
   grpc::Status Write(grpc::ServerContextBase* ctx, const Req& req, Resp* resp,
                      const std::function<void(internal::Request*)>& wrap,
                      Resp ApplyResult::*result_field,
                      grpc::Status (etcdserverpb::KV::Stub::*forward)(
                          grpc::ClientContext*, const Req&, Resp*));
+  // The slow path: wrap the write as a log command, replicate it here on
+  // the leader (or forward the whole call with `forward`), and answer from
+  // the apply result's `result_field`.
+  template <typename Req, typename Resp>
+  grpc::Status WriteReplicated(
+      grpc::ServerContextBase* ctx, const Req& req, Resp* resp,
+      const std::function<void(internal::Request*)>& wrap,
+      Resp ApplyResult::*result_field,
+      grpc::Status (etcdserverpb::KV::Stub::*forward)(grpc::ClientContext*,
+                                                      const Req&, Resp*));
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
 
   const ServerConfig* config_;

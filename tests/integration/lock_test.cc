@@ -10,6 +10,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
@@ -285,6 +286,66 @@ TEST_F(LockTest, LockSurvivesLeaderKill) {
   tb.join();
   ASSERT_TRUE(sb.ok()) << sb.error_message();
   EXPECT_GT(fb.CreateRevision(rb.key()), ra.header().revision());
+}
+
+// A Lock sent to a follower whose leader stops (SIGSTOP, as a partition or
+// a stalled process would): the follower has the leader propose its queue
+// entry in the leader's term, so once it applies the next leader's first
+// entry it knows the entry can never apply, and the call is answered
+// "etcdserver: leader changed" (not at the 7 s request timeout, as a call
+// relayed to the leader as a whole was). The client can lock again at once
+// through the same member; when the old leader resumes, the lost entry
+// never appears.
+TEST_F(LockTest, LeaderPaused_LockThroughFollowerFailsAsLeaderChanged) {
+  const int f = Follower(0);
+  Member& fa = M(f);
+  const int64_t lease = fa.Grant(60);
+  // The follower's write stream to the leader is open.
+  v3lockpb::LockResponse warm;
+  ASSERT_TRUE(fa.Lock("warm", lease, absl::Seconds(10), &warm).ok());
+  cluster_->process(leader_).Signal(SIGSTOP);
+  v3lockpb::LockResponse lost;
+  const absl::Time sent = absl::Now();
+  grpc::Status st = fa.Lock("pl", lease, absl::Seconds(60), &lost);
+  std::printf("the Lock through the follower was answered after %s: %s\n",
+              absl::FormatDuration(absl::Now() - sent).c_str(),
+              st.error_message().c_str());
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(st.error_message(), "etcdserver: leader changed");
+  // Locking again through the same member works under the new leader. On
+  // another lease: were the lost entry applied, its key would stay apart
+  // (and hold the lock).
+  const int64_t lease2 = fa.Grant(60);
+  v3lockpb::LockResponse held;
+  st = fa.Lock("pl", lease2, absl::Seconds(20), &held);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  cluster_->process(leader_).Signal(SIGCONT);
+  // Every member, the resumed one included, has one queue entry for "pl":
+  // the second Lock's.
+  ASSERT_TRUE(fa.Unlock(warm.key()).ok());
+  for (int i = 0; i < 3; ++i) {
+    etcdserverpb::RangeRequest req;
+    req.set_key("pl/");
+    req.set_range_end("pl0");
+    req.set_serializable(true);
+    etcdserverpb::RangeResponse resp;
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    // Until the member has applied the unlock of "warm" (after the lost
+    // entry's term, if it was ever appended).
+    while (true) {
+      etcdserverpb::RangeRequest w;
+      w.set_key(warm.key());
+      w.set_serializable(true);
+      etcdserverpb::RangeResponse wr;
+      grpc::Status ws = M(i).kv->Range(Ctx(absl::Seconds(5)).get(), w, &wr);
+      if (ws.ok() && wr.kvs_size() == 0) break;
+      ASSERT_LT(absl::Now(), until) << "member " << i;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ASSERT_TRUE(M(i).kv->Range(Ctx(absl::Seconds(5)).get(), req, &resp).ok());
+    ASSERT_EQ(resp.kvs_size(), 1) << "member " << i;
+    EXPECT_EQ(resp.kvs(0).key(), held.key()) << "member " << i;
+  }
 }
 
 TEST_F(LockTest, ElectionThroughLeaderAndFollowers) {
