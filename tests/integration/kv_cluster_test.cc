@@ -375,9 +375,23 @@ TEST(KvClusterTest,
   // The follower's write stream to the leader is open.
   ASSERT_EQ(
       Etcdctl(cluster.member(f).endpoint(), {"put", "warm", "1"}).exit_code, 0);
-  cluster.process(old).Signal(SIGSTOP);
+  // And so is the client's connection to the follower: the write must reach
+  // it while it still follows the old leader. (Sent after it has heard of
+  // the next term, the write is placed under the new leader, rightly: this
+  // once made the test fail under load, when connecting took a second.)
   auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(
       cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext warm_ctx;
+    warm_ctx.set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::seconds(10));
+    etcdserverpb::RangeRequest warm;
+    warm.set_key("warm");
+    warm.set_serializable(true);
+    etcdserverpb::RangeResponse warm_resp;
+    ASSERT_TRUE(kv->Range(&warm_ctx, warm, &warm_resp).ok());
+  }
+  cluster.process(old).Signal(SIGSTOP);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   etcdserverpb::PutRequest put;
@@ -386,9 +400,12 @@ TEST(KvClusterTest,
   etcdserverpb::PutResponse put_resp;
   const absl::Time sent = absl::Now();
   grpc::Status st = kv->Put(&ctx, put, &put_resp);
-  std::printf("the write through the follower was answered after %s: %s\n",
-              absl::FormatDuration(absl::Now() - sent).c_str(),
-              st.error_message().c_str());
+  std::printf(
+      "the write through the follower was answered after %s: %s (term of "
+      "the answer %llu, if it succeeded)\n",
+      absl::FormatDuration(absl::Now() - sent).c_str(),
+      st.error_message().c_str(),
+      static_cast<unsigned long long>(put_resp.header().raft_term()));
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(st.error_message(), "etcdserver: leader changed");
   cluster.process(old).Signal(SIGCONT);
