@@ -1,5 +1,6 @@
 #include "tests/harness/process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -12,6 +13,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -151,6 +154,32 @@ absl::StatusOr<int> Subprocess::Wait(absl::Duration timeout) {
 
 void Subprocess::Signal(int sig) {
   if (pid_ > 0 && running()) kill(pid_, sig);
+}
+
+bool Subprocess::Pause(absl::Duration timeout) {
+  Signal(SIGSTOP);
+  const std::string tasks = absl::StrCat("/proc/", pid_, "/task");
+  const absl::Time until = absl::Now() + timeout;
+  while (true) {
+    bool all_stopped = true;
+    DIR* dir = opendir(tasks.c_str());
+    if (dir == nullptr) return false;
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream in(absl::StrCat(tasks, "/", e->d_name, "/stat"));
+      std::string stat((std::istreambuf_iterator<char>(in)),
+                       std::istreambuf_iterator<char>());
+      // "tid (comm) S ...": the state follows the last ')'.
+      const size_t paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size()) continue;
+      const char state = stat[paren + 2];
+      if (state != 'T' && state != 't') all_stopped = false;
+    }
+    closedir(dir);
+    if (all_stopped) return true;
+    if (absl::Now() >= until) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
 }
 
 int Subprocess::Stop(absl::Duration grace) {

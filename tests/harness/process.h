@@ -40,6 +40,11 @@ class Subprocess {
   // killed), or kDeadlineExceeded.
   absl::StatusOr<int> Wait(absl::Duration timeout);
   void Signal(int sig);
+  // SIGSTOP, then waits until every thread of the child has stopped (a
+  // thread in the middle of a system call, or on a CPU the hypervisor has
+  // descheduled, runs on for a while after the signal). False if that takes
+  // longer than `timeout`.
+  bool Pause(absl::Duration timeout = absl::Seconds(10));
   // SIGTERM, then SIGKILL after `grace`; returns the exit code.
   int Stop(absl::Duration grace = absl::Seconds(10));
 

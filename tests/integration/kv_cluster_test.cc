@@ -376,9 +376,8 @@ TEST(KvClusterTest,
   ASSERT_EQ(
       Etcdctl(cluster.member(f).endpoint(), {"put", "warm", "1"}).exit_code, 0);
   // And so is the client's connection to the follower: the write must reach
-  // it while it still follows the old leader. (Sent after it has heard of
-  // the next term, the write is placed under the new leader, rightly: this
-  // once made the test fail under load, when connecting took a second.)
+  // it while it still follows the old leader (sent after it has heard of
+  // the next term, the write is rightly placed under the new leader).
   auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(
       cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
   {
@@ -391,7 +390,10 @@ TEST(KvClusterTest,
     etcdserverpb::RangeResponse warm_resp;
     ASSERT_TRUE(kv->Range(&warm_ctx, warm, &warm_resp).ok());
   }
-  cluster.process(old).Signal(SIGSTOP);
+  // Stopped before the write is sent: a leader still running when it
+  // arrives may append it and replicate it, and the next leader then
+  // rightly commits it (this made the test fail twice under load).
+  ASSERT_TRUE(cluster.process(old).Pause());
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   etcdserverpb::PutRequest put;

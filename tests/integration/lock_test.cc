@@ -303,7 +303,9 @@ TEST_F(LockTest, LeaderPaused_LockThroughFollowerFailsAsLeaderChanged) {
   // The follower's write stream to the leader is open.
   v3lockpb::LockResponse warm;
   ASSERT_TRUE(fa.Lock("warm", lease, absl::Seconds(10), &warm).ok());
-  cluster_->process(leader_).Signal(SIGSTOP);
+  // Stopped before the Lock is sent: a leader still running when the queue
+  // entry arrives may append it, and the next leader then rightly commits it.
+  ASSERT_TRUE(cluster_->process(leader_).Pause());
   v3lockpb::LockResponse lost;
   const absl::Time sent = absl::Now();
   grpc::Status st = fa.Lock("pl", lease, absl::Seconds(60), &lost);
