@@ -5,6 +5,7 @@
 #include <chrono>
 #include <optional>
 #include <random>
+#include <type_traits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -59,6 +60,21 @@ void FromAck(const internal::ProposalAcks::Ack& ack,
              etcdserverpb::TxnResponse* resp) {
   *resp = ack.txn();
 }
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::LeaseGrantResponse* resp) {
+  *resp = ack.lease_grant();
+}
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::LeaseRevokeResponse* resp) {
+  *resp = ack.lease_revoke();
+}
+
+// Lease commands: a follower answers them once it has applied them itself
+// (KvStateMachine::Rearm), since they need not change the revision.
+template <typename Resp>
+constexpr bool kLeaseCommand =
+    std::is_same_v<Resp, etcdserverpb::LeaseGrantResponse> ||
+    std::is_same_v<Resp, etcdserverpb::LeaseRevokeResponse>;
 
 // How long a follower holds the answer to a write the leader applied for
 // it, waiting to apply it too; past this (a member removed before it could,
@@ -247,8 +263,18 @@ void KvService::StartWrite(absl::Time deadline, bool forwarded,
                  [refuse](const grpc::Status&) { refuse(); },
                  // The leader's result, unless this member's apply (or the
                  // deadline) answered first.
-                 [this, id, answer, resp,
+                 [this, id, answer, resp, result_field,
                   deadline](const internal::ProposalAcks::Ack& ack) {
+                   if (ack.code() == 0 && kLeaseCommand<Resp>) {
+                     // This member's apply answers, or else (removed from
+                     // the cluster, or far behind) the leader's result does.
+                     ApplyResult from_leader;
+                     FromAck(ack, &(from_leader.*result_field));
+                     (void)state_machine_->Rearm(
+                         id, std::min(deadline, absl::Now() + kOwnApplyWait),
+                         std::move(from_leader));
+                     return;
+                   }
                    if (!state_machine_->Cancel(id)) return;
                    if (ack.code() != 0) {
                      answer(
@@ -516,6 +542,24 @@ std::optional<grpc::Status> KvService::WriteFast(
   if (outcome->refused) return std::nullopt;
   return outcome->status;
 }
+
+template <typename Resp>
+std::optional<grpc::Status> KvService::WriteFast(
+    grpc::ServerContextBase* ctx, const internal::Request& req, Resp* resp,
+    Resp ApplyResult::*result_field) {
+  if (Forwarded(ctx)) return std::nullopt;
+  return WriteFast(
+      Deadline(ctx), [&req](internal::Request* r) { *r = req; }, resp,
+      result_field);
+}
+template std::optional<grpc::Status> KvService::WriteFast(
+    grpc::ServerContextBase*, const internal::Request&,
+    etcdserverpb::LeaseGrantResponse*,
+    etcdserverpb::LeaseGrantResponse ApplyResult::*);
+template std::optional<grpc::Status> KvService::WriteFast(
+    grpc::ServerContextBase*, const internal::Request&,
+    etcdserverpb::LeaseRevokeResponse*,
+    etcdserverpb::LeaseRevokeResponse ApplyResult::*);
 
 template <typename Req, typename Resp>
 grpc::Status KvService::Write(

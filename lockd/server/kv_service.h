@@ -110,6 +110,18 @@ class KvService final : public KvServiceBase {
   grpc::Status ReplicateWith(grpc::ServerContextBase* ctx,
                              const Proposer& propose, ApplyResult* result,
                              const Forward& forward);
+  // A command of another service (lease grants and revokes) on the fast
+  // path, as the KV API's writes take it: proposed here on the leader, or
+  // by the leader on this follower's behalf, bound to its term (see
+  // StartWrite). Nullopt when refused (nothing was appended) or when `ctx`'s
+  // call was forwarded here by another member: place it with Replicate
+  // then. Otherwise the answer; `*resp` is filled, header included, when it
+  // is OK.
+  template <typename Resp>
+  std::optional<grpc::Status> WriteFast(grpc::ServerContextBase* ctx,
+                                        const internal::Request& req,
+                                        Resp* resp,
+                                        Resp ApplyResult::*result_field);
   // A channel to the leader's peer port (cached), or null if unknown.
   std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
