@@ -265,15 +265,17 @@ void KvService::StartWrite(absl::Time deadline, bool forwarded,
                  // deadline) answered first.
                  [this, id, answer, resp, result_field,
                   deadline](const internal::ProposalAcks::Ack& ack) {
-                   if (ack.code() == 0 && kLeaseCommand<Resp>) {
-                     // This member's apply answers, or else (removed from
-                     // the cluster, or far behind) the leader's result does.
-                     ApplyResult from_leader;
-                     FromAck(ack, &(from_leader.*result_field));
-                     (void)state_machine_->Rearm(
-                         id, std::min(deadline, absl::Now() + kOwnApplyWait),
-                         std::move(from_leader));
-                     return;
+                   if constexpr (kLeaseCommand<Resp>) {
+                     if (ack.code() == 0) {
+                       // This member's apply answers, or else (removed from
+                       // the cluster, or far behind) the leader's result.
+                       ApplyResult from_leader;
+                       FromAck(ack, &(from_leader.*result_field));
+                       (void)state_machine_->Rearm(
+                           id, std::min(deadline, absl::Now() + kOwnApplyWait),
+                           std::move(from_leader));
+                       return;
+                     }
                    }
                    if (!state_machine_->Cancel(id)) return;
                    if (ack.code() != 0) {
@@ -513,8 +515,10 @@ grpc::Status KvService::RangeBlocking(grpc::ServerContextBase* ctx,
 
 template <typename Resp>
 std::optional<grpc::Status> KvService::WriteFast(
-    absl::Time deadline, const std::function<void(internal::Request*)>& wrap,
-    Resp* resp, Resp ApplyResult::*result_field) {
+    grpc::ServerContextBase* ctx,
+    const std::function<void(internal::Request*)>& wrap, Resp* resp,
+    Resp ApplyResult::*result_field) {
+  if (Forwarded(ctx)) return std::nullopt;
   struct Outcome {
     absl::Mutex mu;
     bool done ABSL_GUARDED_BY(mu) = false;
@@ -523,7 +527,7 @@ std::optional<grpc::Status> KvService::WriteFast(
   };
   auto outcome = std::make_shared<Outcome>();
   StartWrite<Resp>(
-      deadline, /*forwarded=*/false, wrap, resp, result_field,
+      Deadline(ctx), /*forwarded=*/false, wrap, resp, result_field,
       [outcome](const grpc::Status& st) {
         absl::MutexLock lock(&outcome->mu);
         outcome->status = st;
@@ -542,22 +546,12 @@ std::optional<grpc::Status> KvService::WriteFast(
   if (outcome->refused) return std::nullopt;
   return outcome->status;
 }
-
-template <typename Resp>
-std::optional<grpc::Status> KvService::WriteFast(
-    grpc::ServerContextBase* ctx, const internal::Request& req, Resp* resp,
-    Resp ApplyResult::*result_field) {
-  if (Forwarded(ctx)) return std::nullopt;
-  return WriteFast(
-      Deadline(ctx), [&req](internal::Request* r) { *r = req; }, resp,
-      result_field);
-}
 template std::optional<grpc::Status> KvService::WriteFast(
-    grpc::ServerContextBase*, const internal::Request&,
+    grpc::ServerContextBase*, const std::function<void(internal::Request*)>&,
     etcdserverpb::LeaseGrantResponse*,
     etcdserverpb::LeaseGrantResponse ApplyResult::*);
 template std::optional<grpc::Status> KvService::WriteFast(
-    grpc::ServerContextBase*, const internal::Request&,
+    grpc::ServerContextBase*, const std::function<void(internal::Request*)>&,
     etcdserverpb::LeaseRevokeResponse*,
     etcdserverpb::LeaseRevokeResponse ApplyResult::*);
 
@@ -574,11 +568,9 @@ grpc::Status KvService::Write(
   // changed" about an election timeout later), instead of a call relayed
   // to the leader as a whole, which waits out its deadline when the leader
   // stops answering.
-  if (!Forwarded(ctx)) {
-    std::optional<grpc::Status> st =
-        WriteFast(Deadline(ctx), wrap, resp, result_field);
-    if (st.has_value()) return *st;
-    resp->Clear();
+  if (std::optional<grpc::Status> st = WriteFast(ctx, wrap, resp, result_field);
+      st.has_value()) {
+    return *st;
   }
   return WriteReplicated(ctx, req, resp, wrap, result_field, forward);
 }
