@@ -315,6 +315,10 @@ struct LockState {
   absl::Mutex mu;
   absl::Duration longest_renewal_gap ABSL_GUARDED_BY(mu);
   absl::Status keepalive_end ABSL_GUARDED_BY(mu);
+  // The contender's keep-alive: how it ended and its last renewal (for the
+  // message should the contender's lease be gone at the end).
+  absl::Status contender_keepalive_end ABSL_GUARDED_BY(mu);
+  absl::Time contender_renewed ABSL_GUARDED_BY(mu);
   std::vector<std::string> violations ABSL_GUARDED_BY(mu);
 
   void Violation(const std::string& v) {
@@ -389,10 +393,14 @@ void ContendForLock(client::Client* c, LockState* l, Tally* t,
   if (!lease.ok()) return;
   l->contender_lease = *lease;
   std::thread keepalive([&] {
-    (void)c->LeaseKeepAlive(*lease,
-                            [&](const etcdserverpb::LeaseKeepAliveResponse&) {
-                              return !l->stop.load();
-                            });
+    absl::Status end = c->LeaseKeepAlive(
+        *lease, [&](const etcdserverpb::LeaseKeepAliveResponse&) {
+          absl::MutexLock lock(&l->mu);
+          l->contender_renewed = absl::Now();
+          return !l->stop.load();
+        });
+    absl::MutexLock lock(&l->mu);
+    l->contender_keepalive_end = end;
   });
   while (!l->stop.load()) {
     absl::Time start = absl::Now();
@@ -805,9 +813,13 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   absl::StatusOr<etcdserverpb::TxnResponse> taken =
       (*reader)->Txn(TakeLock(lock_state.contender_lease.load(), "contender"));
   if (!taken.ok()) {
-    lock_state.Violation(
-        absl::StrCat("the contender could not take the released lock: ",
-                     taken.status().ToString()));
+    absl::MutexLock lock(&lock_state.mu);
+    lock_state.violations.push_back(absl::StrCat(
+        "the contender could not take the released lock: ",
+        taken.status().ToString(), " (its keep-alive ended ",
+        lock_state.contender_keepalive_end.ToString(), "; last renewed ",
+        absl::FormatDuration(absl::Now() - lock_state.contender_renewed),
+        " ago)"));
   } else if (!taken->succeeded()) {
     lock_state.Violation("the contender could not take the released lock");
   }
