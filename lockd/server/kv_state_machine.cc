@@ -267,17 +267,17 @@ void KvStateMachine::Register(uint64_t id,
 }
 
 void KvStateMachine::ExpireWaiters(absl::Time now) {
-  std::vector<Waiter> expired;
+  std::vector<std::function<void(ApplyResult)>> expired;
   // Dropped outside the lock: their captures may take other locks.
-  std::vector<Waiter> dropped;
+  std::vector<std::function<void(ApplyResult)>> dropped;
   // Revision waits past their deadline run anyway.
-  std::vector<RevisionWait> late;
+  std::vector<std::function<void()>> late;
   {
     absl::MutexLock lock(&mu_);
     auto take_expired = [now](auto& waiters, auto* out) {
       for (auto it = waiters.begin(); it != waiters.end();) {
         if (it->second.deadline < now) {
-          out->push_back(std::move(it->second));
+          out->push_back(std::move(it->second.done));
           it = waiters.erase(it);
         } else {
           ++it;
@@ -288,27 +288,12 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
     take_expired(forwarded_, &dropped);
     take_expired(revision_waits_, &late);
   }
-  for (RevisionWait& wait : late) wait.done();
-  for (Waiter& waiter : expired) {
-    if (waiter.on_expiry.has_value()) {
-      waiter.done(*std::move(waiter.on_expiry));
-      continue;
-    }
+  for (auto& run : late) run();
+  for (auto& done : expired) {
     ApplyResult r;
     r.status = absl::UnavailableError("etcdserver: request timed out");
-    waiter.done(std::move(r));
+    done(std::move(r));
   }
-}
-
-bool KvStateMachine::Rearm(uint64_t id, absl::Time deadline,
-                           ApplyResult on_expiry) {
-  absl::MutexLock lock(&mu_);
-  auto it = waiters_.find(id);
-  if (it == waiters_.end()) return false;
-  it->second.deadline = deadline;
-  it->second.term = 0;
-  it->second.on_expiry = std::move(on_expiry);
-  return true;
 }
 
 bool KvStateMachine::Cancel(uint64_t id) {
