@@ -444,7 +444,11 @@ class KeepAliveStream final
   }
 
   // Renews the lease of request_ and answers (leader side).
-  void Serve() {
+  void Serve() { Renew(/*applied_all=*/false); }
+
+  // `applied_all`: this member has applied every entry committed before the
+  // request came.
+  void Renew(bool applied_all) {
     etcdserverpb::LeaseKeepAliveResponse resp;
     resp.set_id(request_.id());
     // The header is taken before renewing, as etcd does: a revoke seen
@@ -457,6 +461,22 @@ class KeepAliveStream final
       service_->driver_->SyncLeadership();
       renewal = lessor->Renew(request_.id());
     }
+    if (!applied_all && renewal.status() == kv::ErrLeaseNotFound()) {
+      // The grant may have committed without being applied here yet: the
+      // member that took it answers once it has applied it, which can be
+      // before this leader has. Only after a read barrier is "not found"
+      // certain.
+      RunTask([this] {
+        absl::Status s =
+            service_->node_->ReadBarrier(absl::Now() + kRequestTimeout);
+        if (!s.ok()) {
+          Answer(s, 0, etcdserverpb::LeaseKeepAliveResponse());
+          return;
+        }
+        Renew(/*applied_all=*/true);
+      });
+      return;
+    }
     if (!renewal.ok() || renewal->generation == 0) {
       Answer(renewal.status(), renewal.ok() ? renewal->ttl_s : 0,
              std::move(resp));
@@ -465,19 +485,26 @@ class KeepAliveStream final
     // Not covered by the lease's record yet: wait for the next one, off
     // gRPC's threads.
     service_->driver_->Kick();
+    const int64_t id = request_.id();
+    const kv::Lessor::Renewal r = *renewal;
+    RunTask([this, lessor, id, r, resp]() mutable {
+      absl::Status s =
+          lessor->WaitCheckpoint(id, r, absl::Now() + kRequestTimeout);
+      Answer(s, r.ttl_s, std::move(resp));
+    });
+  }
+
+  // Runs `task` on the lease service's pool, off gRPC's threads; the stream
+  // does not finish before it has run.
+  void RunTask(std::function<void()> task) {
     {
       absl::MutexLock lock(&mu_);
       ++tasks_;
     }
-    const int64_t id = request_.id();
-    const kv::Lessor::Renewal r = *renewal;
-    const bool queued =
-        service_->slow_.Submit([this, lessor, id, r, resp]() mutable {
-          absl::Status s =
-              lessor->WaitCheckpoint(id, r, absl::Now() + kRequestTimeout);
-          Answer(s, r.ttl_s, std::move(resp));
-          TaskDone();
-        });
+    const bool queued = service_->slow_.Submit([this, task = std::move(task)] {
+      task();
+      TaskDone();
+    });
     if (!queued) {
       End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                        "etcdserver: too many requests"));
@@ -618,6 +645,14 @@ grpc::Status LeaseService::LeaseTimeToLive(
   }
   driver_->SyncLeadership();
   absl::StatusOr<kv::Lessor::Info> info = lessor_->TimeToLive(req->id());
+  if (info.status() == kv::ErrLeaseNotFound()) {
+    // Certain only once this leader has applied every entry committed
+    // before the call (see the keep-alive's Renew).
+    if (absl::Status s = node_->ReadBarrier(deadline); !s.ok()) {
+      return ToGrpc(s);
+    }
+    info = lessor_->TimeToLive(req->id());
+  }
   resp->set_id(req->id());
   if (info.status() == kv::ErrLeaseNotFound()) {
     // etcd answers an unknown (expired) lease with TTL -1, not an error.
