@@ -336,6 +336,10 @@ class ProposeReactor final
       *ack->mutable_delete_range() = result.delete_range;
     } else if (result.txn.has_header()) {
       *ack->mutable_txn() = result.txn;
+    } else if (result.lease_grant.has_header()) {
+      *ack->mutable_lease_grant() = result.lease_grant;
+    } else if (result.lease_revoke.has_header()) {
+      *ack->mutable_lease_revoke() = result.lease_revoke;
     }
     Flush();
   }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <optional>
 #include <random>
+#include <type_traits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -59,6 +60,23 @@ void FromAck(const internal::ProposalAcks::Ack& ack,
              etcdserverpb::TxnResponse* resp) {
   *resp = ack.txn();
 }
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::LeaseGrantResponse* resp) {
+  *resp = ack.lease_grant();
+}
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::LeaseRevokeResponse* resp) {
+  *resp = ack.lease_revoke();
+}
+
+// Lease commands: a follower answers them once it has applied them itself
+// (KvStateMachine::Rearm), since they need not change the revision. That
+// can be before the leader has applied a grant; the leader's keep-alive and
+// TimeToLive take a read barrier before they answer "not found".
+template <typename Resp>
+constexpr bool kLeaseCommand =
+    std::is_same_v<Resp, etcdserverpb::LeaseGrantResponse> ||
+    std::is_same_v<Resp, etcdserverpb::LeaseRevokeResponse>;
 
 // How long a follower holds the answer to a write the leader applied for
 // it, waiting to apply it too; past this (a member removed before it could,
@@ -247,8 +265,20 @@ void KvService::StartWrite(absl::Time deadline, bool forwarded,
                  [refuse](const grpc::Status&) { refuse(); },
                  // The leader's result, unless this member's apply (or the
                  // deadline) answered first.
-                 [this, id, answer, resp,
+                 [this, id, answer, resp, result_field,
                   deadline](const internal::ProposalAcks::Ack& ack) {
+                   if constexpr (kLeaseCommand<Resp>) {
+                     if (ack.code() == 0) {
+                       // This member's apply answers, or else (removed from
+                       // the cluster, or far behind) the leader's result.
+                       ApplyResult from_leader;
+                       FromAck(ack, &(from_leader.*result_field));
+                       (void)state_machine_->Rearm(
+                           id, std::min(deadline, absl::Now() + kOwnApplyWait),
+                           std::move(from_leader));
+                       return;
+                     }
+                   }
                    if (!state_machine_->Cancel(id)) return;
                    if (ack.code() != 0) {
                      answer(
@@ -487,8 +517,10 @@ grpc::Status KvService::RangeBlocking(grpc::ServerContextBase* ctx,
 
 template <typename Resp>
 std::optional<grpc::Status> KvService::WriteFast(
-    absl::Time deadline, const std::function<void(internal::Request*)>& wrap,
-    Resp* resp, Resp ApplyResult::*result_field) {
+    grpc::ServerContextBase* ctx,
+    const std::function<void(internal::Request*)>& wrap, Resp* resp,
+    Resp ApplyResult::*result_field) {
+  if (Forwarded(ctx)) return std::nullopt;
   struct Outcome {
     absl::Mutex mu;
     bool done ABSL_GUARDED_BY(mu) = false;
@@ -497,7 +529,7 @@ std::optional<grpc::Status> KvService::WriteFast(
   };
   auto outcome = std::make_shared<Outcome>();
   StartWrite<Resp>(
-      deadline, /*forwarded=*/false, wrap, resp, result_field,
+      Deadline(ctx), /*forwarded=*/false, wrap, resp, result_field,
       [outcome](const grpc::Status& st) {
         absl::MutexLock lock(&outcome->mu);
         outcome->status = st;
@@ -516,6 +548,14 @@ std::optional<grpc::Status> KvService::WriteFast(
   if (outcome->refused) return std::nullopt;
   return outcome->status;
 }
+template std::optional<grpc::Status> KvService::WriteFast(
+    grpc::ServerContextBase*, const std::function<void(internal::Request*)>&,
+    etcdserverpb::LeaseGrantResponse*,
+    etcdserverpb::LeaseGrantResponse ApplyResult::*);
+template std::optional<grpc::Status> KvService::WriteFast(
+    grpc::ServerContextBase*, const std::function<void(internal::Request*)>&,
+    etcdserverpb::LeaseRevokeResponse*,
+    etcdserverpb::LeaseRevokeResponse ApplyResult::*);
 
 template <typename Req, typename Resp>
 grpc::Status KvService::Write(
@@ -530,11 +570,9 @@ grpc::Status KvService::Write(
   // changed" about an election timeout later), instead of a call relayed
   // to the leader as a whole, which waits out its deadline when the leader
   // stops answering.
-  if (!Forwarded(ctx)) {
-    std::optional<grpc::Status> st =
-        WriteFast(Deadline(ctx), wrap, resp, result_field);
-    // Refused: nothing was appended, and the response is untouched.
-    if (st.has_value()) return *st;
+  if (std::optional<grpc::Status> st = WriteFast(ctx, wrap, resp, result_field);
+      st.has_value()) {
+    return *st;
   }
   return WriteReplicated(ctx, req, resp, wrap, result_field, forward);
 }

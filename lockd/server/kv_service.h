@@ -110,6 +110,18 @@ class KvService final : public KvServiceBase {
   grpc::Status ReplicateWith(grpc::ServerContextBase* ctx,
                              const Proposer& propose, ApplyResult* result,
                              const Forward& forward);
+  // A write on the fast path (see StartWrite), waited for: proposed here on
+  // the leader, or by the leader on this follower's behalf, bound to its
+  // term. Nullopt when refused (nothing was appended, `*resp` untouched) or
+  // when `ctx`'s call was forwarded here by another member: place it the
+  // slow way then (Replicate). Otherwise the answer; `*resp` is filled,
+  // header included, when it is OK. Used by the blocking writes and by the
+  // lease service's grants and revokes.
+  template <typename Resp>
+  std::optional<grpc::Status> WriteFast(
+      grpc::ServerContextBase* ctx,
+      const std::function<void(internal::Request*)>& wrap, Resp* resp,
+      Resp ApplyResult::*result_field);
   // A channel to the leader's peer port (cached), or null if unknown.
   std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
@@ -146,11 +158,6 @@ class KvService final : public KvServiceBase {
   // Runs `blocking` on the worker pool and answers with its status.
   void Offload(grpc::ServerUnaryReactor* reactor,
                std::function<grpc::Status()> blocking);
-  // StartWrite, waited for: the answer, or nullopt when refused.
-  template <typename Resp>
-  std::optional<grpc::Status> WriteFast(
-      absl::Time deadline, const std::function<void(internal::Request*)>& wrap,
-      Resp* resp, Resp ApplyResult::*result_field);
   // A write's blocking path: the fast path (WriteFast) first, unless the
   // call was forwarded to this member; if refused, WriteReplicated.
   template <typename Req, typename Resp>

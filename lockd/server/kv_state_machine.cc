@@ -263,21 +263,21 @@ void KvStateMachine::Register(uint64_t id,
                               std::function<void(ApplyResult)> done,
                               absl::Time deadline, uint64_t term) {
   absl::MutexLock lock(&mu_);
-  waiters_[id] = Waiter{std::move(done), deadline, term};
+  waiters_[id] = Waiter{std::move(done), deadline, term, std::nullopt};
 }
 
 void KvStateMachine::ExpireWaiters(absl::Time now) {
-  std::vector<std::function<void(ApplyResult)>> expired;
+  std::vector<Waiter> expired;
   // Dropped outside the lock: their captures may take other locks.
-  std::vector<std::function<void(ApplyResult)>> dropped;
+  std::vector<Waiter> dropped;
   // Revision waits past their deadline run anyway.
-  std::vector<std::function<void()>> late;
+  std::vector<RevisionWait> late;
   {
     absl::MutexLock lock(&mu_);
     auto take_expired = [now](auto& waiters, auto* out) {
       for (auto it = waiters.begin(); it != waiters.end();) {
         if (it->second.deadline < now) {
-          out->push_back(std::move(it->second.done));
+          out->push_back(std::move(it->second));
           it = waiters.erase(it);
         } else {
           ++it;
@@ -288,12 +288,27 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
     take_expired(forwarded_, &dropped);
     take_expired(revision_waits_, &late);
   }
-  for (auto& run : late) run();
-  for (auto& done : expired) {
+  for (RevisionWait& wait : late) wait.done();
+  for (Waiter& waiter : expired) {
+    if (waiter.on_expiry.has_value()) {
+      waiter.done(*std::move(waiter.on_expiry));
+      continue;
+    }
     ApplyResult r;
     r.status = absl::UnavailableError("etcdserver: request timed out");
-    done(std::move(r));
+    waiter.done(std::move(r));
   }
+}
+
+bool KvStateMachine::Rearm(uint64_t id, absl::Time deadline,
+                           ApplyResult on_expiry) {
+  absl::MutexLock lock(&mu_);
+  auto it = waiters_.find(id);
+  if (it == waiters_.end()) return false;
+  it->second.deadline = deadline;
+  it->second.term = 0;
+  it->second.on_expiry = std::move(on_expiry);
+  return true;
 }
 
 bool KvStateMachine::Cancel(uint64_t id) {
@@ -305,7 +320,8 @@ void KvStateMachine::RegisterForwarded(uint64_t origin, uint64_t id,
                                        std::function<void(ApplyResult)> done,
                                        absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  forwarded_[{origin, id}] = Waiter{std::move(done), deadline};
+  forwarded_[{origin, id}] =
+      Waiter{std::move(done), deadline, /*term=*/0, std::nullopt};
 }
 
 void KvStateMachine::WhenApplied(int64_t revision, absl::Time deadline,

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -113,6 +114,14 @@ class KvStateMachine final : public raft::StateMachine {
   // Forgets a registration (the client gave up). True when it was still
   // pending: then `done` will never run, and the caller answers instead.
   bool Cancel(uint64_t id);
+  // For a waiter still pending: from now on it ends at `deadline`, and if it
+  // gets there before this member applies its command, `done` gets
+  // `on_expiry` instead of the timeout; its term no longer matters. A
+  // follower keeps the waiter of a lease command the leader has answered
+  // this way, so that the client hears back once this member has applied
+  // the command too (a lease command need not change the revision
+  // WhenApplied waits for). False when it is no longer pending.
+  bool Rearm(uint64_t id, absl::Time deadline, ApplyResult on_expiry);
   // The same for a command another member proposed through this one, the
   // leader (see forwarding.h): `done` gets its result when this member
   // applies it. A registration still pending at `deadline` is dropped by
@@ -149,7 +158,8 @@ class KvStateMachine final : public raft::StateMachine {
   struct Waiter {
     std::function<void(ApplyResult)> done;
     absl::Time deadline;
-    uint64_t term = 0;  // see Register
+    uint64_t term = 0;                     // see Register
+    std::optional<ApplyResult> on_expiry;  // see Rearm
   };
   // The term of the last entry applied (or of the last snapshot installed).
   uint64_t applied_term_ ABSL_GUARDED_BY(mu_) = 0;

@@ -131,5 +131,41 @@ TEST(KvStateMachineTest, WhenApplied_RunsOnceTheStoreHasTheRevision) {
   EXPECT_EQ(released, 1);
 }
 
+// A follower keeps the waiter of a lease command the leader has answered:
+// its own apply answers (the client then reads it here), or, if that does
+// not come by the new deadline, the leader's result does. The waiter's term
+// no longer matters: the leader applied the command.
+TEST(KvStateMachineTest, Rearm_OwnApplyAnswersElseTheGivenResult) {
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/sm-rearm";
+  auto store = kv::MvccStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  KvStateMachine sm(/*member_id=*/7, store->get());
+  std::map<uint64_t, ApplyResult> answers;
+  auto waiter = [&](uint64_t id) {
+    return [&answers, id](ApplyResult r) { answers[id] = std::move(r); };
+  };
+  ApplyResult from_leader;
+  from_leader.put.mutable_header()->set_revision(42);
+  EXPECT_FALSE(sm.Rearm(1, absl::InfiniteFuture(), from_leader));
+  sm.Register(1, waiter(1), absl::InfiniteFuture(), /*term=*/1);
+  sm.Register(2, waiter(2), absl::InfiniteFuture(), /*term=*/1);
+  ASSERT_TRUE(sm.Rearm(1, absl::Now() + absl::Seconds(60), from_leader));
+  ASSERT_TRUE(sm.Rearm(2, absl::Now() + absl::Seconds(1), from_leader));
+  // A later term's entry: neither waiter fails for its term any more.
+  ASSERT_TRUE(sm.Apply({PutEntry(1, 8, 50, "a", 2)}).ok());
+  EXPECT_TRUE(answers.empty());
+  // Command 1 applies here: its own result answers.
+  ASSERT_TRUE(sm.Apply({PutEntry(2, 7, 1, "b", 2)}).ok());
+  ASSERT_EQ(answers.count(1), 1u);
+  EXPECT_TRUE(answers[1].status.ok());
+  EXPECT_EQ(answers[1].put.header().revision(), 3);
+  // Command 2 never applies here: at its deadline the leader's result.
+  sm.ExpireWaiters(absl::Now() + absl::Seconds(2));
+  ASSERT_EQ(answers.count(2), 1u);
+  EXPECT_TRUE(answers[2].status.ok()) << answers[2].status;
+  EXPECT_EQ(answers[2].put.header().revision(), 42);
+  EXPECT_FALSE(sm.Rearm(2, absl::InfiniteFuture(), from_leader));
+}
+
 }  // namespace
 }  // namespace lockd

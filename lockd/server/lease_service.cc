@@ -243,6 +243,12 @@ grpc::Status LeaseService::LeaseGrant(
   etcdserverpb::LeaseGrantRequest* grant = r.mutable_lease_grant();
   grant->set_id(req->id() != 0 ? req->id() : NextLeaseId());
   grant->set_ttl(*ttl);
+  if (std::optional<grpc::Status> st = kv_->WriteFast(
+          ctx, [&r](internal::Request* out) { *out = r; }, resp,
+          &ApplyResult::lease_grant);
+      st.has_value()) {
+    return *st;
+  }
   ApplyResult result;
   etcdserverpb::LeaseGrantRequest forwarded = *grant;
   grpc::Status st =
@@ -263,6 +269,12 @@ grpc::Status LeaseService::LeaseRevoke(
     etcdserverpb::LeaseRevokeResponse* resp) {
   internal::Request r;
   *r.mutable_lease_revoke() = *req;
+  if (std::optional<grpc::Status> st = kv_->WriteFast(
+          ctx, [&r](internal::Request* out) { *out = r; }, resp,
+          &ApplyResult::lease_revoke);
+      st.has_value()) {
+    return *st;
+  }
   ApplyResult result;
   grpc::Status st = kv_->Replicate(
       ctx, std::move(r), &result,

@@ -436,6 +436,88 @@ TEST(KvClusterTest,
   }
 }
 
+// Lease commands through a follower take the same path: a grant is answered
+// once the follower has applied it too (the client's next LeaseLeases there
+// lists it), and a grant whose leader stops (SIGSTOP) is answered "leader
+// changed" about an election timeout later, not at the 7 s request timeout
+// as a grant relayed to the leader as a whole call was. The lost lease never
+// appears.
+TEST(KvClusterTest,
+     LeaderPaused_LeaseGrantThroughFollowerFailsAsLeaderChanged) {
+  LocalCluster cluster(3, "leaseterm");
+  uint64_t leader = 0;
+  int old = -1;
+  ASSERT_NO_FATAL_FAILURE(StartWithLeader(cluster, &leader, &old));
+  const int f = (old + 1) % cluster.size();
+  auto lease_stub = [&](int i) {
+    return etcdserverpb::Lease::NewStub(grpc::CreateChannel(
+        cluster.member(i).endpoint(), grpc::InsecureChannelCredentials()));
+  };
+  auto leases_of = [&](etcdserverpb::Lease::Stub* stub,
+                       std::set<int64_t>* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+    etcdserverpb::LeaseLeasesRequest req;
+    etcdserverpb::LeaseLeasesResponse resp;
+    grpc::Status st = stub->LeaseLeases(&ctx, req, &resp);
+    out->clear();
+    for (const auto& l : resp.leases()) out->insert(l.id());
+    return st;
+  };
+  auto grant = [](etcdserverpb::Lease::Stub* stub, int64_t id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(60));
+    etcdserverpb::LeaseGrantRequest req;
+    req.set_id(id);
+    req.set_ttl(60);
+    etcdserverpb::LeaseGrantResponse resp;
+    return stub->LeaseGrant(&ctx, req, &resp);
+  };
+  constexpr int64_t kWarm = 0x1001, kLost = 0x2002;
+  auto lease = lease_stub(f);
+  // Read-your-writes on the follower, and its stream to the leader is open.
+  grpc::Status st = grant(lease.get(), kWarm);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  std::set<int64_t> ids;
+  ASSERT_TRUE(leases_of(lease.get(), &ids).ok());
+  EXPECT_EQ(ids.count(kWarm), 1u);
+
+  // Stopped before the grant is sent (see the test above).
+  ASSERT_TRUE(cluster.process(old).Pause());
+  const absl::Time sent = absl::Now();
+  st = grant(lease.get(), kLost);
+  std::printf("the grant through the follower was answered after %s: %s\n",
+              absl::FormatDuration(absl::Now() - sent).c_str(),
+              st.error_message().c_str());
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(st.error_message(), "etcdserver: leader changed");
+  cluster.process(old).Signal(SIGCONT);
+
+  // A later write through the follower; once each member, the resumed one
+  // included, has applied it, none holds the lost lease.
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
+    etcdserverpb::LeaseRevokeRequest req;
+    req.set_id(kWarm);
+    etcdserverpb::LeaseRevokeResponse resp;
+    st = lease->LeaseRevoke(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  for (int i = 0; i < cluster.size(); ++i) {
+    auto stub = lease_stub(i);
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    while (!leases_of(stub.get(), &ids).ok() || ids.count(kWarm) > 0) {
+      ASSERT_LT(absl::Now(), until) << "member " << i;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    EXPECT_EQ(ids.count(kLost), 0u) << "member " << i;
+  }
+}
+
 // A grant taken by a follower is answered once that follower has applied
 // it, which can be before the leader has (the leader tells the followers
 // the new commit index before it applies). The client's next keep-alive
