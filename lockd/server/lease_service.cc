@@ -655,16 +655,15 @@ grpc::Status LeaseService::LeaseTimeToLive(
     return etcdserverpb::Lease::NewStub(channel)->LeaseTimeToLive(&c, *req,
                                                                   resp);
   }
+  // A grant or revoke can have committed without being applied here yet
+  // (the member that took it answers once it has applied it, which can be
+  // before this leader has): answer only once every entry committed before
+  // the call is applied here.
+  if (absl::Status s = node_->ReadBarrier(deadline); !s.ok()) {
+    return ToGrpc(s);
+  }
   driver_->SyncLeadership();
   absl::StatusOr<kv::Lessor::Info> info = lessor_->TimeToLive(req->id());
-  if (info.status() == kv::ErrLeaseNotFound()) {
-    // Certain only once this leader has applied every entry committed
-    // before the call (see the keep-alive's Renew).
-    if (absl::Status s = node_->ReadBarrier(deadline); !s.ok()) {
-      return ToGrpc(s);
-    }
-    info = lessor_->TimeToLive(req->id());
-  }
   resp->set_id(req->id());
   if (info.status() == kv::ErrLeaseNotFound()) {
     // etcd answers an unknown (expired) lease with TTL -1, not an error.

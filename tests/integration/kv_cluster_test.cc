@@ -518,13 +518,13 @@ TEST(KvClusterTest,
   }
 }
 
-// A grant taken by a follower is answered once that follower has applied
-// it, which can be before the leader has (the leader tells the followers
-// the new commit index before it applies). The client's next keep-alive
-// and TimeToLive go to the leader, which must not answer "not found" (TTL
-// 0 or -1: an etcd client then stops renewing) for a lease whose grant has
-// committed.
-TEST(KvClusterTest, LeaseGrantedThroughFollower_KnownToTheLeaderAtOnce) {
+// A grant or revoke taken by a follower is answered once that follower has
+// applied it, which can be before the leader has (the leader tells the
+// followers the new commit index before it applies). The client's next
+// keep-alive and TimeToLive go to the leader, which must not answer "not
+// found" (TTL 0 or -1: an etcd client then stops renewing) for a lease
+// whose grant has committed, nor show a revoked lease alive.
+TEST(KvClusterTest, LeaseChangedThroughFollower_SeenByTheLeaderAtOnce) {
   LocalCluster cluster(3, "leaseseen");
   uint64_t leader = 0;
   int l = -1;
@@ -558,7 +558,8 @@ TEST(KvClusterTest, LeaseGrantedThroughFollower_KnownToTheLeaderAtOnce) {
     }
   } join{&stop_spinning, &spinners};
   constexpr int kGrants = 300;
-  int renewed = 0, unknown_to_keep_alive = 0, unknown_to_ttl = 0;
+  int renewed = 0, unknown_to_keep_alive = 0, unknown_to_ttl = 0,
+      alive_after_revoke = 0;
   for (int i = 0; i < kGrants; ++i) {
     etcdserverpb::LeaseGrantResponse granted;
     {
@@ -602,14 +603,40 @@ TEST(KvClusterTest, LeaseGrantedThroughFollower_KnownToTheLeaderAtOnce) {
       ASSERT_NO_FATAL_FAILURE(check_ttl());
       ASSERT_NO_FATAL_FAILURE(check_keep_alive());
     }
+    // Every other lease is revoked through the follower: the leader's
+    // TimeToLive must not show it alive afterwards.
+    if (i % 2 == 0) {
+      {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+        etcdserverpb::LeaseRevokeRequest req;
+        req.set_id(granted.id());
+        etcdserverpb::LeaseRevokeResponse resp;
+        grpc::Status st = on_follower->LeaseRevoke(&ctx, req, &resp);
+        ASSERT_TRUE(st.ok()) << "revoke " << i << ": " << st.error_message();
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
+      etcdserverpb::LeaseTimeToLiveRequest req;
+      req.set_id(granted.id());
+      etcdserverpb::LeaseTimeToLiveResponse resp;
+      grpc::Status st = on_leader->LeaseTimeToLive(&ctx, req, &resp);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      if (resp.ttl() != -1) ++alive_after_revoke;
+    }
   }
   keep_alive->WritesDone();
   std::printf(
       "%d grants through a follower: %d renewed at once by the "
-      "leader, %d unknown to its keep-alive, %d to its TimeToLive\n",
-      kGrants, renewed, unknown_to_keep_alive, unknown_to_ttl);
+      "leader, %d unknown to its keep-alive, %d to its TimeToLive; "
+      "%d of %d revoked still alive to its TimeToLive\n",
+      kGrants, renewed, unknown_to_keep_alive, unknown_to_ttl,
+      alive_after_revoke, kGrants / 2);
   EXPECT_EQ(unknown_to_keep_alive, 0);
   EXPECT_EQ(unknown_to_ttl, 0);
+  EXPECT_EQ(alive_after_revoke, 0);
 }
 
 // The same on the leader's own path for writes that block (lease grants,
