@@ -559,7 +559,12 @@ void Server::PublishLoop() {
   for (const Url& u : config_.advertise_client) {
     self.add_clienturls(u.ToString());
   }
-  absl::Duration backoff = absl::Milliseconds(50);
+  // Until there is a leader (and this member is in the member list), look
+  // again every 50 ms: a member publishes soon after its first election,
+  // not at the next step of a backoff that grew while the election ran
+  // (which delayed it by up to 1.5 s). Failed attempts back off.
+  constexpr absl::Duration kLookAgain = absl::Milliseconds(50);
+  absl::Duration backoff = absl::Milliseconds(100);
   while (true) {
     std::optional<etcdserverpb::Member> current =
         membership_.Find(config_.member_id);
@@ -569,6 +574,7 @@ void Server::PublishLoop() {
       LogReady();
       return;
     }
+    absl::Duration wait = kLookAgain;
     if (current.has_value() && node_->leader() != 0) {
       grpc::ServerContext ctx;
       etcdserverpb::MemberListResponse resp;
@@ -581,12 +587,13 @@ void Server::PublishLoop() {
       }
       Logf(LogLevel::kDebug, "server", "publishing attributes: %s",
            st.error_message());
+      wait = backoff;
+      backoff = std::min(backoff * 2, absl::Seconds(5));
     }
     absl::MutexLock lock(&stop_mu_);
-    if (stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), backoff)) {
+    if (stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait)) {
       return;
     }
-    backoff = std::min(backoff * 2, absl::Seconds(5));
   }
 }
 

@@ -77,12 +77,19 @@ TEST(MembershipTest, Etcdctl_AddLearnerPromoteAddVoterRemoveLeader) {
 
   // Every member has published its name and client URLs.
   std::map<std::string, Listed> members;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    members = MemberList(ep1);
-    if (members.size() == 3 && members.count("m1") && members.count("m2") &&
-        members.count("m3")) {
-      break;
+  // (Names come from the initial cluster; the client URLs only once each
+  // member has published them.)
+  auto published = [&members] {
+    if (members.size() != 3) return false;
+    for (const char* name : {"m1", "m2", "m3"}) {
+      auto it = members.find(name);
+      if (it == members.end() || it->second.client_urls.empty()) return false;
     }
+    return true;
+  };
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    members = MemberList(ep1);
+    if (published()) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
   ASSERT_EQ(members.size(), 3u);
