@@ -340,6 +340,8 @@ class ProposeReactor final
       *ack->mutable_lease_grant() = result.lease_grant;
     } else if (result.lease_revoke.has_header()) {
       *ack->mutable_lease_revoke() = result.lease_revoke;
+    } else if (result.compaction.has_header()) {
+      *ack->mutable_compaction() = result.compaction;
     }
     Flush();
   }

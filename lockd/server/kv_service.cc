@@ -68,6 +68,10 @@ void FromAck(const internal::ProposalAcks::Ack& ack,
              etcdserverpb::LeaseRevokeResponse* resp) {
   *resp = ack.lease_revoke();
 }
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::CompactionResponse* resp) {
+  *resp = ack.compaction();
+}
 
 // Lease commands: a follower answers them once it has applied them itself
 // (KvStateMachine::Rearm), since they need not change the revision. That
@@ -731,14 +735,20 @@ grpc::Status KvService::Alarm(grpc::ServerContextBase* ctx,
 grpc::Status KvService::Compact(grpc::ServerContext* ctx,
                                 const etcdserverpb::CompactionRequest* req,
                                 etcdserverpb::CompactionResponse* resp) {
+  auto wrap = [&](internal::Request* r) { *r->mutable_compaction() = *req; };
+  if (!req->physical()) {
+    // As any write: on a follower, proposed by the leader on its behalf and
+    // bound to the term it knows (see Write).
+    return Write(ctx, *req, resp, wrap, &ApplyResult::compaction,
+                 &etcdserverpb::KV::Stub::Compact);
+  }
   bool local = node_->is_leader();
   // Relayed as a whole call from a follower: the leader reclaims the space
   // of a physical compaction before it answers.
-  grpc::Status st = WriteReplicated(
-      ctx, *req, resp,
-      [&](internal::Request* r) { *r->mutable_compaction() = *req; },
-      &ApplyResult::compaction, &etcdserverpb::KV::Stub::Compact);
-  if (!st.ok() || !req->physical() || !local) return st;
+  grpc::Status st =
+      WriteReplicated(ctx, *req, resp, wrap, &ApplyResult::compaction,
+                      &etcdserverpb::KV::Stub::Compact);
+  if (!st.ok() || !local) return st;
   // Reclaim the space before answering, as etcd's physical flag asks (a
   // forwarded call was answered by the leader after doing so).
   absl::MutexLock lock(compaction_mu_);

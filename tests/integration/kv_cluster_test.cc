@@ -361,12 +361,12 @@ void StartWithLeader(LocalCluster& cluster, uint64_t* leader, int* index) {
   ASSERT_GE(*index, 0);
 }
 
-// A write a follower forwards to a leader that stops (SIGSTOP) before
-// appending it: the follower named the leader's term, so once it applies the
-// next leader's first entry it knows the write can never apply, and answers
-// "etcdserver: leader changed" (not "request timed out" at the deadline).
-// When the old leader resumes, it may still take the write in its old term;
-// it never commits.
+// A write (here a put and a compaction) a follower forwards to a leader
+// that stops (SIGSTOP) before appending it: the follower named the leader's
+// term, so once it applies the next leader's first entry it knows the write can
+// never apply, and answers "etcdserver: leader changed" (not "request timed
+// out" at the deadline). When the old leader resumes, it may still take the
+// write in its old term; it never commits.
 TEST(KvClusterTest,
      LeaderPaused_ForwardedWriteFailsAsLeaderChangedNeverApplies) {
   LocalCluster cluster(3, "oldterm");
@@ -396,6 +396,21 @@ TEST(KvClusterTest,
   // arrives may append it and replicate it, and the next leader then
   // rightly commits it (this made the test fail twice under load).
   ASSERT_TRUE(cluster.process(old).Pause());
+  // A compaction (of everything before "warm") goes the same way, at the
+  // same time.
+  grpc::Status compact_st;
+  absl::Duration compact_took;
+  std::thread compact([&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(60));
+    etcdserverpb::CompactionRequest req;
+    req.set_revision(2);
+    etcdserverpb::CompactionResponse resp;
+    const absl::Time sent = absl::Now();
+    compact_st = kv->Compact(&ctx, req, &resp);
+    compact_took = absl::Now() - sent;
+  });
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   etcdserverpb::PutRequest put;
@@ -410,8 +425,14 @@ TEST(KvClusterTest,
       absl::FormatDuration(absl::Now() - sent).c_str(),
       st.error_message().c_str(),
       static_cast<unsigned long long>(put_resp.header().raft_term()));
+  compact.join();
+  std::printf("the compaction through the follower was answered after %s: %s\n",
+              absl::FormatDuration(compact_took).c_str(),
+              compact_st.error_message().c_str());
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(st.error_message(), "etcdserver: leader changed");
+  EXPECT_EQ(compact_st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(compact_st.error_message(), "etcdserver: leader changed");
   cluster.process(old).Signal(SIGCONT);
 
   // Every member, the resumed one included, applies a later write and
@@ -433,6 +454,11 @@ TEST(KvClusterTest,
                   .out,
               "")
         << "member " << i;
+    // Nor did the compaction happen: revision 1 is still readable.
+    CommandResult old_rev =
+        Etcdctl(cluster.member(i).endpoint(),
+                {"get", "warm", "--rev=1", "--consistency=s"});
+    EXPECT_EQ(old_rev.exit_code, 0) << "member " << i << ": " << old_rev.err;
   }
 }
 
