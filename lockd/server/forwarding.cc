@@ -342,6 +342,8 @@ class ProposeReactor final
       *ack->mutable_lease_revoke() = result.lease_revoke;
     } else if (result.compaction.has_header()) {
       *ack->mutable_compaction() = result.compaction;
+    } else if (result.alarm.has_header()) {
+      *ack->mutable_alarm() = result.alarm;
     }
     Flush();
   }

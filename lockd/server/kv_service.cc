@@ -72,6 +72,10 @@ void FromAck(const internal::ProposalAcks::Ack& ack,
              etcdserverpb::CompactionResponse* resp) {
   *resp = ack.compaction();
 }
+void FromAck(const internal::ProposalAcks::Ack& ack,
+             etcdserverpb::AlarmResponse* resp) {
+  *resp = ack.alarm();
+}
 
 // Lease commands: a follower answers them once it has applied them itself
 // (KvStateMachine::Rearm), since they need not change the revision. That
@@ -718,6 +722,14 @@ grpc::Status KvService::Alarm(grpc::ServerContextBase* ctx,
   }
   internal::Request r;
   *r.mutable_alarm() = *req;
+  // The fast path first, as for KV writes (see Write).
+  if (std::optional<grpc::Status> st = WriteFast(
+          ctx, [&r](internal::Request* out) { *out = r; }, resp,
+          &ApplyResult::alarm);
+      st.has_value()) {
+    if (st->ok()) FillHeader(resp->mutable_header());
+    return *st;
+  }
   ApplyResult result;
   grpc::Status st =
       Replicate(ctx, std::move(r), &result,

@@ -361,12 +361,12 @@ void StartWithLeader(LocalCluster& cluster, uint64_t* leader, int* index) {
   ASSERT_GE(*index, 0);
 }
 
-// A write (here a put and a compaction) a follower forwards to a leader
-// that stops (SIGSTOP) before appending it: the follower named the leader's
-// term, so once it applies the next leader's first entry it knows the write can
-// never apply, and answers "etcdserver: leader changed" (not "request timed
-// out" at the deadline). When the old leader resumes, it may still take the
-// write in its old term; it never commits.
+// A write (here a put, a compaction and an alarm change) a follower
+// forwards to a leader that stops (SIGSTOP) before appending it: the follower
+// named the leader's term, so once it applies the next leader's first entry it
+// knows the write can never apply, and answers "etcdserver: leader changed"
+// (not "request timed out" at the deadline). When the old leader resumes, it
+// may still take the write in its old term; it never commits.
 TEST(KvClusterTest,
      LeaderPaused_ForwardedWriteFailsAsLeaderChangedNeverApplies) {
   LocalCluster cluster(3, "oldterm");
@@ -411,6 +411,24 @@ TEST(KvClusterTest,
     compact_st = kv->Compact(&ctx, req, &resp);
     compact_took = absl::Now() - sent;
   });
+  // And an alarm change (disarming one nobody raised).
+  grpc::Status alarm_st;
+  absl::Duration alarm_took;
+  std::thread alarm([&] {
+    auto maintenance = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(
+        cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(60));
+    etcdserverpb::AlarmRequest req;
+    req.set_action(etcdserverpb::AlarmRequest::DEACTIVATE);
+    req.set_memberid(leader);
+    req.set_alarm(etcdserverpb::NOSPACE);
+    etcdserverpb::AlarmResponse resp;
+    const absl::Time sent = absl::Now();
+    alarm_st = maintenance->Alarm(&ctx, req, &resp);
+    alarm_took = absl::Now() - sent;
+  });
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   etcdserverpb::PutRequest put;
@@ -426,6 +444,14 @@ TEST(KvClusterTest,
       st.error_message().c_str(),
       static_cast<unsigned long long>(put_resp.header().raft_term()));
   compact.join();
+  alarm.join();
+  std::printf(
+      "the alarm change through the follower was answered after %s: "
+      "%s\n",
+      absl::FormatDuration(alarm_took).c_str(),
+      alarm_st.error_message().c_str());
+  EXPECT_EQ(alarm_st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(alarm_st.error_message(), "etcdserver: leader changed");
   std::printf("the compaction through the follower was answered after %s: %s\n",
               absl::FormatDuration(compact_took).c_str(),
               compact_st.error_message().c_str());
