@@ -442,6 +442,12 @@ void RaftNode::FailPending(const absl::Status& status) {
 }
 
 bool RaftNode::HandleReady(Ready rd) {
+  // The term first: whoever sees the new leader (leader(), WaitForLeader)
+  // then sees its term too, and names it in a proposal.
+  if (!rd.hard_state.IsEmpty()) {
+    term_ = rd.hard_state.term;
+    commit_ = rd.hard_state.commit;
+  }
   if (rd.soft_state.has_value()) {
     uint64_t old = leader_.exchange(rd.soft_state->lead);
     if (old != rd.soft_state->lead) {
@@ -456,10 +462,6 @@ bool RaftNode::HandleReady(Ready rd) {
       }
       leader_for_waiters_ = rd.soft_state->lead;
     }
-  }
-  if (!rd.hard_state.IsEmpty()) {
-    term_ = rd.hard_state.term;
-    commit_ = rd.hard_state.commit;
   }
   std::vector<Message> early, late;
   for (Message& m : rd.messages) {
