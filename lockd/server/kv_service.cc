@@ -5,6 +5,7 @@
 #include <chrono>
 #include <optional>
 #include <random>
+#include <thread>
 #include <type_traits>
 
 #include "absl/strings/match.h"
@@ -12,12 +13,16 @@
 #include "absl/time/clock.h"
 #include "kv/mvcc/errors.h"
 #include "kv/mvcc/validate.h"
+#include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 
 namespace lockd {
 namespace {
 
 constexpr char kForwardedKey[] = "lockd-forwarded";
+// See RelayWhileLeading.
+constexpr absl::Duration kRelayProbeWait = absl::Seconds(1);
+constexpr absl::Duration kRelayProbeEvery = absl::Seconds(1);
 // The longest a write or linearizable read waits inside the server.
 constexpr absl::Duration kRequestTimeout = absl::Seconds(7);
 
@@ -327,6 +332,72 @@ grpc::Status KvService::Replicate(grpc::ServerContextBase* ctx,
       result, forward);
 }
 
+grpc::Status KvService::RelayWhileLeading(
+    const Forward& forward, const std::shared_ptr<grpc::Channel>& channel,
+    grpc::ClientContext* fwd, uint64_t leader, bool* leader_lost) {
+  // A leader that stopped answering (paused, cut off) would hold the call
+  // until its deadline. Once this member follows another leader, or none,
+  // the old one is asked for its member list: no answer within
+  // kRelayProbeWait, and the call is given up. One that answers goes on
+  // (it may be handing over, e.g. to remove itself, and then forwards the
+  // call to its successor), and is asked again every kRelayProbeEvery.
+  // Relayed calls are rare (membership changes, physical compactions,
+  // writes refused before they were appended), so a watcher thread each is
+  // cheap.
+  struct Watch {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    bool lost ABSL_GUARDED_BY(mu) = false;
+  };
+  Watch w;
+  std::thread watcher([this, &w, fwd, leader, &channel] {
+    absl::MutexLock lock(&w.mu);
+    bool told_alive = false;
+    while (!w.done) {
+      absl::Duration next = absl::Milliseconds(50);
+      if (node_->leader() != leader) {
+        w.mu.Unlock();
+        grpc::ClientContext probe;
+        probe.set_deadline(absl::ToChronoTime(absl::Now() + kRelayProbeWait));
+        etcdserverpb::MemberListRequest req;
+        etcdserverpb::MemberListResponse resp;
+        const bool alive = etcdserverpb::Cluster::NewStub(channel)
+                               ->MemberList(&probe, req, &resp)
+                               .ok();
+        w.mu.Lock();
+        if (w.done) break;
+        if (!alive || !told_alive) {
+          Logf(LogLevel::kInfo, "kv",
+               "member %x stopped leading while a call relayed to it was "
+               "open; %s",
+               leader,
+               alive ? "it still answers: waiting for its answer"
+                     : "it does not answer: the call is given up, the client "
+                       "is told 'leader changed'");
+        }
+        told_alive = alive;
+        if (!alive) {
+          w.lost = true;
+          fwd->TryCancel();
+          return;
+        }
+        next = kRelayProbeEvery;
+      }
+      w.mu.AwaitWithTimeout(absl::Condition(&w.done), next);
+    }
+  });
+  grpc::Status st = forward(channel, fwd);
+  bool lost;
+  {
+    absl::MutexLock lock(&w.mu);
+    w.done = true;
+    lost = w.lost;
+  }
+  watcher.join();
+  *leader_lost = lost && !st.ok();
+  return st;
+}
+
 grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
                                       const Proposer& propose,
                                       ApplyResult* result,
@@ -350,7 +421,16 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
     grpc::ClientContext fwd;
     fwd.set_deadline(absl::ToChronoTime(deadline));
     fwd.AddMetadata(kForwardedKey, "1");
-    grpc::Status st = forward(channel, &fwd);
+    bool leader_lost = false;
+    grpc::Status st =
+        RelayWhileLeading(forward, channel, &fwd, leader, &leader_lost);
+    if (leader_lost) {
+      // The leader may have appended the write before it stopped
+      // answering, and its successor may still commit it: trying again
+      // could apply it twice. The client decides, as after a timeout.
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "etcdserver: leader changed");
+    }
     if (st.ok()) {
       // The leader answers once it has applied the write; a read barrier
       // (the leader's commit index, applied here) makes this member hold it

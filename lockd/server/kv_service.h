@@ -126,6 +126,12 @@ class KvService final : public KvServiceBase {
   std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
 
  private:
+  // Runs `forward` against the leader `leader`, given up (`*leader_lost`)
+  // once this member no longer follows it.
+  grpc::Status RelayWhileLeading(const Forward& forward,
+                                 const std::shared_ptr<grpc::Channel>& channel,
+                                 grpc::ClientContext* fwd, uint64_t leader,
+                                 bool* leader_lost);
   // Over the space quota: raises the NOSPACE alarm (once) and says so.
   bool OverQuota(grpc::ServerContextBase* ctx, size_t request_bytes);
   // True when a write of `request_bytes` fits under the quota by the cached

@@ -9,8 +9,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -366,7 +368,9 @@ void StartWithLeader(LocalCluster& cluster, uint64_t* leader, int* index) {
 // named the leader's term, so once it applies the next leader's first entry it
 // knows the write can never apply, and answers "etcdserver: leader changed"
 // (not "request timed out" at the deadline). When the old leader resumes, it
-// may still take the write in its old term; it never commits.
+// may still take the write in its old term; it never commits. Calls relayed
+// to the leader whole (a physical compaction, a membership change) are given
+// up with the same answer once the follower stops following that leader.
 TEST(KvClusterTest,
      LeaderPaused_ForwardedWriteFailsAsLeaderChangedNeverApplies) {
   LocalCluster cluster(3, "oldterm");
@@ -396,39 +400,62 @@ TEST(KvClusterTest,
   // arrives may append it and replicate it, and the next leader then
   // rightly commits it (this made the test fail twice under load).
   ASSERT_TRUE(cluster.process(old).Pause());
-  // A compaction (of everything before "warm") goes the same way, at the
-  // same time.
-  grpc::Status compact_st;
-  absl::Duration compact_took;
-  std::thread compact([&] {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::seconds(60));
-    etcdserverpb::CompactionRequest req;
-    req.set_revision(2);
-    etcdserverpb::CompactionResponse resp;
-    const absl::Time sent = absl::Now();
-    compact_st = kv->Compact(&ctx, req, &resp);
-    compact_took = absl::Now() - sent;
-  });
-  // And an alarm change (disarming one nobody raised).
-  grpc::Status alarm_st;
-  absl::Duration alarm_took;
-  std::thread alarm([&] {
-    auto maintenance = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(
-        cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::seconds(60));
-    etcdserverpb::AlarmRequest req;
-    req.set_action(etcdserverpb::AlarmRequest::DEACTIVATE);
-    req.set_memberid(leader);
-    req.set_alarm(etcdserverpb::NOSPACE);
-    etcdserverpb::AlarmResponse resp;
-    const absl::Time sent = absl::Now();
-    alarm_st = maintenance->Alarm(&ctx, req, &resp);
-    alarm_took = absl::Now() - sent;
-  });
+  // Other writes go the same way, at the same time. Each runs on its own
+  // thread; `call` makes the call with the context it is given.
+  struct Side {
+    std::string what;
+    std::function<grpc::Status(grpc::ClientContext*)> call;
+    grpc::Status st;
+    absl::Duration took;
+  };
+  auto maintenance = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(
+      cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
+  auto members = etcdserverpb::Cluster::NewStub(grpc::CreateChannel(
+      cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
+  std::vector<Side> sides;
+  // A compaction of everything before "warm", on the fast path...
+  sides.push_back({"compaction", [&](grpc::ClientContext* ctx) {
+                     etcdserverpb::CompactionRequest req;
+                     req.set_revision(2);
+                     etcdserverpb::CompactionResponse resp;
+                     return kv->Compact(ctx, req, &resp);
+                   }});
+  // ...and a physical one, relayed to the leader as a whole call.
+  sides.push_back({"physical compaction", [&](grpc::ClientContext* ctx) {
+                     etcdserverpb::CompactionRequest req;
+                     req.set_revision(2);
+                     req.set_physical(true);
+                     etcdserverpb::CompactionResponse resp;
+                     return kv->Compact(ctx, req, &resp);
+                   }});
+  // An alarm change (disarming one nobody raised).
+  sides.push_back({"alarm change", [&](grpc::ClientContext* ctx) {
+                     etcdserverpb::AlarmRequest req;
+                     req.set_action(etcdserverpb::AlarmRequest::DEACTIVATE);
+                     req.set_memberid(leader);
+                     req.set_alarm(etcdserverpb::NOSPACE);
+                     etcdserverpb::AlarmResponse resp;
+                     return maintenance->Alarm(ctx, req, &resp);
+                   }});
+  // A membership change, relayed to the leader as a whole call.
+  sides.push_back({"member add", [&](grpc::ClientContext* ctx) {
+                     etcdserverpb::MemberAddRequest req;
+                     req.add_peerurls("http://127.0.0.1:1");
+                     req.set_islearner(true);
+                     etcdserverpb::MemberAddResponse resp;
+                     return members->MemberAdd(ctx, req, &resp);
+                   }});
+  std::vector<std::thread> side_threads;
+  for (Side& side : sides) {
+    side_threads.emplace_back([&side] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(60));
+      const absl::Time sent = absl::Now();
+      side.st = side.call(&ctx);
+      side.took = absl::Now() - sent;
+    });
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   etcdserverpb::PutRequest put;
@@ -443,22 +470,17 @@ TEST(KvClusterTest,
       absl::FormatDuration(absl::Now() - sent).c_str(),
       st.error_message().c_str(),
       static_cast<unsigned long long>(put_resp.header().raft_term()));
-  compact.join();
-  alarm.join();
-  std::printf(
-      "the alarm change through the follower was answered after %s: "
-      "%s\n",
-      absl::FormatDuration(alarm_took).c_str(),
-      alarm_st.error_message().c_str());
-  EXPECT_EQ(alarm_st.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_EQ(alarm_st.error_message(), "etcdserver: leader changed");
-  std::printf("the compaction through the follower was answered after %s: %s\n",
-              absl::FormatDuration(compact_took).c_str(),
-              compact_st.error_message().c_str());
+  for (std::thread& t : side_threads) t.join();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(st.error_message(), "etcdserver: leader changed");
-  EXPECT_EQ(compact_st.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_EQ(compact_st.error_message(), "etcdserver: leader changed");
+  for (const Side& side : sides) {
+    std::printf("the %s through the follower was answered after %s: %s\n",
+                side.what.c_str(), absl::FormatDuration(side.took).c_str(),
+                side.st.error_message().c_str());
+    EXPECT_EQ(side.st.error_code(), grpc::StatusCode::UNAVAILABLE) << side.what;
+    EXPECT_EQ(side.st.error_message(), "etcdserver: leader changed")
+        << side.what;
+  }
   cluster.process(old).Signal(SIGCONT);
 
   // Every member, the resumed one included, applies a later write and
@@ -485,6 +507,13 @@ TEST(KvClusterTest,
         Etcdctl(cluster.member(i).endpoint(),
                 {"get", "warm", "--rev=1", "--consistency=s"});
     EXPECT_EQ(old_rev.exit_code, 0) << "member " << i << ": " << old_rev.err;
+    // Nor was the member added.
+    CommandResult list =
+        Etcdctl(cluster.member(i).endpoint(), {"member", "list"});
+    EXPECT_EQ(list.exit_code, 0) << list.err;
+    EXPECT_EQ(std::count(list.out.begin(), list.out.end(), '\n'), 3)
+        << "member " << i << ":\n"
+        << list.out;
   }
 }
 
