@@ -139,7 +139,11 @@ TEST(ClientTest, Create_RejectsBadOptions) {
 
 TEST(ClientTest, Put_RetriedOnlyWhenRefusedBeforeProposing) {
   ScriptedMember a;
-  auto c = Client::Create(Options({a.address()}));
+  // Five refusals in a row are retried after pauses of 50, 100, ... 800 ms,
+  // each jittered by up to +50%: up to 2.3 s, beyond the usual 2 s.
+  ClientOptions options = Options({a.address()});
+  options.call_timeout = absl::Seconds(30);
+  auto c = Client::Create(options);
   ASSERT_TRUE(c.ok());
   a.QueuePut(
       grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
