@@ -71,8 +71,9 @@ int Grant(const CommandContext& g, client::Client& c, const Args& args) {
   req.set_ttl(ttl);
   auto r = c.LeaseGrant(req);
   if (!r.ok()) {
-    return Fail(
-        absl::StrCat("failed to grant lease (", r.status().message(), ")"));
+    return Fail(ErrorWithHint(absl::Status(
+        r.status().code(),
+        absl::StrCat("failed to grant lease (", r.status().message(), ")"))));
   }
   if (g.write_out == "json") {
     std::printf(
@@ -120,7 +121,7 @@ int TimeToLive(const CommandContext& g, client::Client& c, const Args& in) {
   for (const std::string& a : in) argv.push_back(a.c_str());
   if (absl::Status s = fs.Parse(static_cast<int>(argv.size()), argv.data());
       !s.ok()) {
-    return Fail(std::string(s.message()));
+    return Fail(ErrorWithHint(s));
   }
   const Args& args = fs.args();
   if (args.size() != 1) {
@@ -132,7 +133,7 @@ int TimeToLive(const CommandContext& g, client::Client& c, const Args& in) {
   req.set_id(id);
   req.set_keys(keys);
   auto r = c.LeaseTimeToLive(req);
-  if (!r.ok()) return Fail(std::string(r.status().message()));
+  if (!r.ok()) return Fail(ErrorWithHint(r.status()));
   if (g.write_out == "json") {
     std::string key_list = "null";
     if (r->keys_size() > 0) {
@@ -181,7 +182,7 @@ int TimeToLive(const CommandContext& g, client::Client& c, const Args& in) {
 int List(const CommandContext& g, client::Client& c, const Args& args) {
   if (!args.empty()) return Fail("lease list takes no arguments");
   auto r = c.LeaseLeases();
-  if (!r.ok()) return Fail(std::string(r.status().message()));
+  if (!r.ok()) return Fail(ErrorWithHint(r.status()));
   if (g.write_out == "json") {
     std::vector<std::string> leases;
     for (const auto& l : r->leases()) {
@@ -215,7 +216,7 @@ int KeepAlive(const CommandContext& g, client::Client& c, const Args& in) {
   for (const std::string& a : in) argv.push_back(a.c_str());
   if (absl::Status s = fs.Parse(static_cast<int>(argv.size()), argv.data());
       !s.ok()) {
-    return Fail(std::string(s.message()));
+    return Fail(ErrorWithHint(s));
   }
   const Args& args = fs.args();
   if (args.size() != 1) {
@@ -245,7 +246,7 @@ int KeepAlive(const CommandContext& g, client::Client& c, const Args& in) {
     std::printf("lease %s expired or revoked.\n", Hex(id).c_str());
     return 0;
   }
-  return Fail(std::string(s.message()));
+  return Fail(ErrorWithHint(s));
 }
 
 }  // namespace
@@ -253,7 +254,7 @@ int KeepAlive(const CommandContext& g, client::Client& c, const Args& in) {
 int RunLeaseCommand(const std::string& command, const CommandContext& g,
                     const std::vector<std::string>& in) {
   auto c = Connect(g);
-  if (!c.ok()) return Fail(std::string(c.status().message()));
+  if (!c.ok()) return Fail(ErrorWithHint(c.status()));
   if (command == "grant") return Grant(g, **c, in);
   if (command == "revoke") return Revoke(g, **c, in);
   if (command == "timetolive") return TimeToLive(g, **c, in);

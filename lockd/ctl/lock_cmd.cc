@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "lockd/client/client.h"
 #include "lockd/ctl/command.h"
+#include "lockd/ctl/output.h"
 #include "v3electionpb/v3election.grpc.pb.h"
 #include "v3lockpb/v3lock.grpc.pb.h"
 
@@ -171,7 +172,7 @@ int Lock(const CommandContext& g, Interrupts* interrupts, client::Client* c,
          const Parsed& p) {
   if (p.args.empty()) return Fail("lock takes a lock name argument");
   auto session = Session::Start(c, p.ttl_s);
-  if (!session.ok()) return Fail(std::string(session.status().message()));
+  if (!session.ok()) return Fail(ErrorWithHint(session.status()));
   v3lockpb::LockRequest req;
   req.set_name(p.args[0]);
   req.set_lease((*session)->id());
@@ -267,7 +268,7 @@ int Elect(const CommandContext& g, Interrupts* interrupts, client::Client* c,
     return st.ok() ? 0 : Fail(st.error_message());
   }
   auto session = Session::Start(c, p.ttl_s);
-  if (!session.ok()) return Fail(std::string(session.status().message()));
+  if (!session.ok()) return Fail(ErrorWithHint(session.status()));
   v3electionpb::CampaignRequest req;
   req.set_name(name);
   req.set_lease((*session)->id());
@@ -306,7 +307,7 @@ int RunLockCommand(const std::string& command, const CommandContext& g,
   o.dial_timeout = g.dial_timeout;
   o.call_timeout = g.command_timeout;
   auto c = client::Client::Create(o);
-  if (!c.ok()) return Fail(std::string(c.status().message()));
+  if (!c.ok()) return Fail(ErrorWithHint(c.status()));
   if (command == "lock") return Lock(g, &interrupts, c->get(), p);
   return Elect(g, &interrupts, c->get(), p);
 }

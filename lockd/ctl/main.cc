@@ -40,20 +40,7 @@ struct Globals {
 
 // etcd's errors already say what went wrong; add what to do for the common
 // ones a new user meets.
-int FailStatus(const absl::Status& s) {
-  std::string hint;
-  if (absl::IsUnavailable(s)) {
-    hint =
-        "\n(is the cluster up and reachable? check --endpoints, then "
-        "'lockctl endpoint health')";
-  } else if (absl::IsDeadlineExceeded(s)) {
-    hint =
-        "\n(the cluster did not answer in time; a larger "
-        "--command-timeout may help, or 'lockctl endpoint status' shows "
-        "whether it has a leader)";
-  }
-  return Fail(absl::StrCat(s.message(), hint));
-}
+int FailStatus(const absl::Status& s) { return Fail(ErrorWithHint(s)); }
 
 absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Globals& g) {
   client::ClientOptions o;

@@ -6,6 +6,8 @@
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 
@@ -180,6 +182,30 @@ std::string ToJson(const google::protobuf::Message& m) {
   std::string out;
   AppendMessage(m, &out);
   return out;
+}
+
+std::string ErrorWithHint(const absl::Status& s) {
+  std::string hint;
+  const absl::string_view m = s.message();
+  if (m == "etcdserver: leader changed" ||
+      m == "etcdserver: request timed out" ||
+      absl::StartsWith(m, "etcdserver: request timed out,")) {
+    // The cluster answered, but a write may or may not have taken effect
+    // (one that timed out, or a membership change a follower relayed).
+    hint =
+        "\n(a change may or may not have taken effect: check it (e.g. "
+        "'lockctl get', 'lockctl member list'), then run the command again)";
+  } else if (absl::IsUnavailable(s)) {
+    hint =
+        "\n(is the cluster up and reachable? check --endpoints, then "
+        "'lockctl endpoint health')";
+  } else if (absl::IsDeadlineExceeded(s)) {
+    hint =
+        "\n(the cluster did not answer in time; a larger "
+        "--command-timeout may help, or 'lockctl endpoint status' shows "
+        "whether it has a leader)";
+  }
+  return absl::StrCat(m, hint);
 }
 
 }  // namespace lockd::ctl

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
 
@@ -22,6 +23,10 @@ std::string HumanBytes(int64_t bytes);
 std::string ToJson(const google::protobuf::Message& m);
 // `s` as a JSON string literal, quoted and escaped.
 std::string JsonString(absl::string_view s);
+
+// What lockctl prints for a failed call: etcd's error (which says what went
+// wrong) and, for the common ones, a line saying what to do next.
+std::string ErrorWithHint(const absl::Status& s);
 
 }  // namespace lockd::ctl
 

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "etcdserverpb/rpc.pb.h"
 
 namespace lockd::ctl {
@@ -43,6 +45,34 @@ TEST(ToJsonTest, EnumsAsNumbersAndStringsEscaped) {
   alarm->set_memberid(7);
   alarm->set_alarm(etcdserverpb::NOSPACE);
   EXPECT_EQ(ToJson(a), "{\"alarms\":[{\"memberID\":7,\"alarm\":1}]}");
+}
+
+TEST(ErrorWithHintTest, SaysWhatToDoNext) {
+  // Nothing reached the cluster.
+  EXPECT_EQ(ErrorWithHint(absl::UnavailableError(
+                "cannot connect to 127.0.0.1:2379: check that the member is "
+                "running and the endpoint is right")),
+            "cannot connect to 127.0.0.1:2379: check that the member is "
+            "running and the endpoint is right\n(is the cluster up and "
+            "reachable? check --endpoints, then 'lockctl endpoint health')");
+  // The cluster answered; the change may have happened.
+  for (const char* m :
+       {"etcdserver: leader changed", "etcdserver: request timed out",
+        "etcdserver: request timed out, possibly due to previous leader "
+        "failure"}) {
+    const std::string out = ErrorWithHint(absl::UnavailableError(m));
+    EXPECT_EQ(out.substr(0, out.find('\n')), m);
+    EXPECT_NE(out.find("may or may not have taken effect"), std::string::npos)
+        << out;
+    EXPECT_EQ(out.find("is the cluster up"), std::string::npos) << out;
+  }
+  EXPECT_NE(ErrorWithHint(absl::DeadlineExceededError("Deadline Exceeded"))
+                .find("--command-timeout"),
+            std::string::npos);
+  // etcd's own wording is enough.
+  EXPECT_EQ(ErrorWithHint(
+                absl::InvalidArgumentError("etcdserver: key is not provided")),
+            "etcdserver: key is not provided");
 }
 
 }  // namespace

@@ -58,7 +58,7 @@ int WatchCommand(const std::string& endpoints_flag,
   for (const std::string& a : in) argv.push_back(a.c_str());
   if (absl::Status s = fs.Parse(static_cast<int>(argv.size()), argv.data());
       !s.ok()) {
-    return Fail(std::string(s.message()));
+    return Fail(ErrorWithHint(s));
   }
   const std::vector<std::string> args = fs.args();
   if (args.empty() || args.size() > 2) {
@@ -74,7 +74,7 @@ int WatchCommand(const std::string& endpoints_flag,
       absl::StrSplit(endpoints_flag, ',', absl::SkipEmpty());
   for (const std::string& raw : raw_endpoints) {
     absl::StatusOr<std::string> e = client::NormalizeEndpoint(raw);
-    if (!e.ok()) return Fail(std::string(e.status().message()));
+    if (!e.ok()) return Fail(ErrorWithHint(e.status()));
     endpoints.push_back(*e);
   }
   if (endpoints.empty()) return Fail("no endpoints given");
