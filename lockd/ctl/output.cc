@@ -187,9 +187,10 @@ std::string ToJson(const google::protobuf::Message& m) {
 std::string ErrorWithHint(const absl::Status& s) {
   std::string hint;
   const absl::string_view m = s.message();
-  if (m == "etcdserver: leader changed" ||
-      m == "etcdserver: request timed out" ||
-      absl::StartsWith(m, "etcdserver: request timed out,")) {
+  // Contained, not equal: a command may wrap etcd's error in its own words
+  // ("failed to grant lease (...)", as etcdctl does).
+  if (absl::StrContains(m, "etcdserver: leader changed") ||
+      absl::StrContains(m, "etcdserver: request timed out")) {
     // The cluster answered, but a write may or may not have taken effect
     // (one that timed out, or a membership change a follower relayed).
     hint =

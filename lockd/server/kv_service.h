@@ -127,7 +127,7 @@ class KvService final : public KvServiceBase {
 
  private:
   // Runs `forward` against the leader `leader`, given up (`*leader_lost`)
-  // once this member no longer follows it.
+  // once this member no longer follows it and it stops answering.
   grpc::Status RelayWhileLeading(const Forward& forward,
                                  const std::shared_ptr<grpc::Channel>& channel,
                                  grpc::ClientContext* fwd, uint64_t leader,
