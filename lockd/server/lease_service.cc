@@ -355,7 +355,21 @@ class KeepAliveStream final
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      // The client closed its side or went away: as etcd, the stream ends.
+      {
+        absl::MutexLock lock(&mu_);
+        if (upstream_ != nullptr && !end_status_.has_value()) {
+          // Relaying: the client closed its side. The leader answers what
+          // it was sent, then ends its side, and this stream ends with it:
+          // every request read is answered, as etcd does before it ends a
+          // half-closed stream. (No write to the leader is in flight: the
+          // next request is read only after the last one went up.)
+          client_done_ = true;
+          upstream_->StartWritesDone();
+          return;
+        }
+      }
+      // The client closed its side or went away: as etcd, the stream ends
+      // (every request read was answered: the next is read only after).
       End(grpc::Status::OK);
       return;
     }
@@ -410,8 +424,14 @@ class KeepAliveStream final
         down->Write(response);
         return;
       }
-      // The leader ended its side first (it lost leadership, or died):
-      // send the client to whoever leads now.
+      // Once the client closed its side, the leader ending its side after
+      // the last answer ends the stream. Otherwise the leader ended it first
+      // (it lost leadership, or died): send the client to whoever leads
+      // now.
+      if (down->ClientDone()) {
+        down->End(grpc::Status::OK);
+        return;
+      }
       down->End(NotLeader(down->service_->node_->leader()));
     }
     void OnDone(const grpc::Status&) override { down->UpstreamDone(); }
@@ -552,6 +572,11 @@ class KeepAliveStream final
     StartWrite(&response_);
   }
 
+  bool ClientDone() {
+    absl::MutexLock lock(&mu_);
+    return client_done_;
+  }
+
   void UpstreamDone() {
     {
       absl::MutexLock lock(&mu_);
@@ -597,6 +622,9 @@ class KeepAliveStream final
   std::unique_ptr<Upstream> upstream_;
   bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
   bool upstream_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Relaying: the client closed its side, and so did this stream's call to
+  // the leader.
+  bool client_done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
