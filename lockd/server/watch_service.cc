@@ -375,6 +375,9 @@ class WatchReactor final
       case kv::WatchOutput::Kind::kCompacted:
         r.set_canceled(true);
         r.set_compact_revision(o.compact_revision);
+        // etcd's header carries no revision here (its compacted-watch
+        // response has none to give).
+        r.mutable_header()->set_revision(0);
         break;
       default:
         break;
