@@ -10,8 +10,9 @@ packages=(
   # Libraries (headers + pkg-config files)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libabsl-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
-  # Test drivers and the comparison baseline: Debian's etcd 3.4
-  etcd-client etcd-server
+  # Test drivers and the comparison baseline: Debian's etcd 3.4, and
+  # Patroni, whose etcd v3 client drives the JSON gateway
+  etcd-client etcd-server patroni
   # Tools the tests use
   curl iproute2 procps psmisc
   # The comparison with etcd (bench/compare): its tables and charts

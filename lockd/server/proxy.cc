@@ -61,7 +61,7 @@ class RetiredProxy::Relay final : public grpc::ServerGenericBidiReactor {
       StartRead(&in_);
       return;
     }
-    proxy->NoteClient(ctx->peer());
+    proxy->NoteClient(proxy->peer_of_(ctx->peer()));
     Target* target = proxy->Pick();
     if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
       upstream_ctx_.set_deadline(ctx->deadline());
@@ -222,9 +222,10 @@ class RetiredProxy::Relay final : public grpc::ServerGenericBidiReactor {
   bool upstream_reads_over_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-RetiredProxy::RetiredProxy(const ServerConfig* config,
-                           std::vector<std::string> targets)
-    : config_(config) {
+RetiredProxy::RetiredProxy(
+    const ServerConfig* config, std::vector<std::string> targets,
+    std::function<std::string(const std::string&)> peer_of)
+    : config_(config), peer_of_(std::move(peer_of)) {
   for (std::string& address : targets) {
     auto t = std::make_unique<Target>();
     t->address = std::move(address);

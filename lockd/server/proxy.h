@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -41,7 +42,10 @@ namespace lockd {
 class RetiredProxy final : public grpc::CallbackGenericService {
  public:
   // `targets`: "host:port" client endpoints of the current members.
-  RetiredProxy(const ServerConfig* config, std::vector<std::string> targets);
+  // `peer_of` turns a call's peer into the client's address (see
+  // ClientListener::PeerOf).
+  RetiredProxy(const ServerConfig* config, std::vector<std::string> targets,
+               std::function<std::string(const std::string&)> peer_of);
   ~RetiredProxy() override;
 
   grpc::ServerGenericBidiReactor* CreateReactor(
@@ -67,6 +71,7 @@ class RetiredProxy final : public grpc::CallbackGenericService {
   void NoteClient(const std::string& peer);
 
   const ServerConfig* config_;
+  std::function<std::string(const std::string&)> peer_of_;
   std::vector<std::unique_ptr<Target>> targets_;
   std::atomic<size_t> next_{0};
   std::atomic<bool> closed_{false};

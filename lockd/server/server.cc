@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_posix.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -23,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
+#include "lockd/version.h"
 
 namespace lockd {
 namespace {
@@ -472,17 +474,15 @@ void Server::Retire() {
        "this member (%x) has been removed from the cluster; %s",
        config_.member_id, plan);
   if (grace > absl::ZeroDuration() && !targets.empty()) {
-    proxy_ = std::make_unique<RetiredProxy>(&config_, targets);
+    proxy_ = std::make_unique<RetiredProxy>(
+        &config_, targets, [this](const std::string& peer) {
+          return client_listener_->PeerOf(peer);
+        });
     // The proxy takes over the client ports; calls and streams this member
     // was serving itself end (clients retry, through the proxy).
     auto build = [&]() {
       grpc::ServerBuilder b;
       ConfigureBuilder(b, config_);
-      for (size_t i = 0; i < config_.listen_client.size(); ++i) {
-        b.AddListeningPort(
-            absl::StrCat(config_.listen_client[i].host, ":", client_ports_[i]),
-            grpc::InsecureServerCredentials());
-      }
       b.RegisterCallbackGenericService(proxy_.get());
       return b.BuildAndStart();
     };
@@ -492,31 +492,33 @@ void Server::Retire() {
         grpc::StatusCode::UNAVAILABLE,
         "etcdserver: this member was removed from the cluster; watch again "
         "(calls to this endpoint are relayed to the current members)"));
-    // The proxy listens beside the old listener (gRPC sets SO_REUSEPORT)
-    // before the old one closes, so no call finds the port closed; calls in
-    // flight on the old listener (writes it forwarded to the leader) get
-    // time to finish.
+    // The client port's new connections go to the proxy before the old
+    // server stops, so no call finds the port closed; calls in flight on the
+    // old server (writes it forwarded to the leader) get time to finish.
     std::unique_ptr<grpc::Server> proxy_server = build();
+    if (proxy_server != nullptr) {
+      proxy_server->GetHealthCheckService()->SetServingStatus(false);
+    }
     std::unique_ptr<grpc::Server> old;
     {
       absl::MutexLock lock(&client_server_mu_);
       old = std::move(client_server_);
+      client_server_ = std::move(proxy_server);
     }
     if (old != nullptr) {
       old->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::seconds(10));
       old->Wait();
     }
-    if (proxy_server == nullptr) proxy_server = build();
-    if (proxy_server == nullptr) {
+    bool proxying = false;
+    {
+      absl::MutexLock lock(&client_server_mu_);
+      proxying = client_server_ != nullptr;
+    }
+    if (!proxying) {
       Logf(LogLevel::kError, "server",
-           "cannot listen on the client ports for the proxy; exiting");
+           "cannot start the proxy on the client ports; exiting");
     } else {
-      proxy_server->GetHealthCheckService()->SetServingStatus(false);
-      {
-        absl::MutexLock lock(&client_server_mu_);
-        client_server_ = std::move(proxy_server);
-      }
       absl::MutexLock lock(&stop_mu_);
       stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), grace);
       if (stopping_) return;
@@ -638,6 +640,25 @@ void Server::CompactorLoop() {
   }
 }
 
+bool Server::HandOffGrpc(int fd) {
+  absl::MutexLock lock(&client_server_mu_);
+  if (client_server_ == nullptr) return false;
+  grpc::AddInsecureChannelFromFd(client_server_.get(), fd);
+  return true;
+}
+
+std::shared_ptr<grpc::Channel> Server::GatewayChannel() {
+  absl::MutexLock lock(&client_server_mu_);
+  if (client_server_ == nullptr) return nullptr;
+  if (inproc_server_ != client_server_.get()) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    inproc_channel_ = client_server_->InProcessChannel(args);
+    inproc_server_ = client_server_.get();
+  }
+  return inproc_channel_;
+}
+
 absl::Status Server::Start() {
   if (absl::Status s = PrepareDataDir(config_.data_dir); !s.ok()) return s;
   std::string lock_path = config_.data_dir + "/LOCK";
@@ -663,14 +684,10 @@ absl::Status Server::Start() {
 
   grpc::EnableDefaultHealthCheckService(true);
 
+  // The client port is this member's own listener (it tells gRPC from
+  // HTTP/1.x); the gRPC server has no port of its own.
   grpc::ServerBuilder client_builder;
   ConfigureBuilder(client_builder, config_);
-  client_ports_.assign(config_.listen_client.size(), 0);
-  for (size_t i = 0; i < config_.listen_client.size(); ++i) {
-    client_builder.AddListeningPort(config_.listen_client[i].HostPort(),
-                                    grpc::InsecureServerCredentials(),
-                                    &client_ports_[i]);
-  }
   client_builder.RegisterService(&maintenance_);
   client_builder.RegisterService(&cluster_);
   client_builder.RegisterService(kv_.get());
@@ -679,11 +696,38 @@ absl::Status Server::Start() {
   client_builder.RegisterService(lock_.get());
   client_builder.RegisterService(election_.get());
   client_builder.RegisterService(lockd_locks_.get());
-  client_server_ = client_builder.BuildAndStart();
-  if (client_server_ == nullptr) {
-    return absl::UnavailableError(
-        "cannot listen on --listen-client-urls: check that the addresses "
-        "exist on this host and the ports are free");
+  {
+    std::unique_ptr<grpc::Server> built = client_builder.BuildAndStart();
+    if (built == nullptr) {
+      return absl::UnavailableError(
+          "cannot start the client gRPC server: see the log above");
+    }
+    absl::MutexLock lock(&client_server_mu_);
+    client_server_ = std::move(built);
+  }
+  http_gateway_ = std::make_unique<HttpGateway>(
+      [this] { return GatewayChannel(); }, config_.max_request_bytes,
+      kEtcdApiVersion, absl::StrCat(kEtcdApiMajorMinor, ".0"));
+  client_listener_ = std::make_unique<ClientListener>(
+      [this](int fd) { return HandOffGrpc(fd); },
+      [this](int fd, const std::string& peer) {
+        http_gateway_->Serve(fd, peer);
+      });
+  if (absl::Status s =
+          client_listener_->Start(config_.listen_client, &client_ports_);
+      !s.ok()) {
+    std::unique_ptr<grpc::Server> built;
+    {
+      absl::MutexLock lock(&client_server_mu_);
+      built = std::move(client_server_);
+      inproc_channel_.reset();
+      inproc_server_ = nullptr;
+    }
+    built->Shutdown();
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on --listen-client-urls: ", s.message(),
+        " (check that the addresses exist on this host and the ports are "
+        "free)"));
   }
 
   grpc::ServerBuilder peer_builder;
@@ -703,8 +747,15 @@ absl::Status Server::Start() {
   peer_builder.RegisterService(peer_lease_.get());
   peer_server_ = peer_builder.BuildAndStart();
   if (peer_server_ == nullptr) {
-    client_server_->Shutdown();
-    client_server_.reset();
+    client_listener_->Stop();
+    std::unique_ptr<grpc::Server> built;
+    {
+      absl::MutexLock lock(&client_server_mu_);
+      built = std::move(client_server_);
+      inproc_channel_.reset();
+      inproc_server_ = nullptr;
+    }
+    built->Shutdown();
     return absl::UnavailableError(
         "cannot listen on --listen-peer-urls: check that the addresses exist "
         "on this host and the ports are free");
@@ -749,10 +800,15 @@ void Server::Shutdown(absl::Duration grace) {
   if (lease_driver_ != nullptr) lease_driver_->Stop();
   auto deadline =
       std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace);
+  // No new client connection, and every HTTP one ends (its calls are
+  // cancelled); then the gRPC server stops.
+  if (client_listener_ != nullptr) client_listener_->Stop();
   std::unique_ptr<grpc::Server> client_server;
   {
     absl::MutexLock lock(&client_server_mu_);
     client_server = std::move(client_server_);
+    inproc_channel_.reset();
+    inproc_server_ = nullptr;
   }
   if (client_server != nullptr) {
     client_server->Shutdown(deadline);

@@ -25,9 +25,11 @@
 #include "kv/mvcc/store.h"
 #include "kv/watch/hub.h"
 #include "lockd/lock/lock_manager.h"
+#include "lockd/server/client_listener.h"
 #include "lockd/server/cluster_service.h"
 #include "lockd/server/config.h"
 #include "lockd/server/election_service.h"
+#include "lockd/server/http_gateway.h"
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/lease_service.h"
@@ -44,6 +46,7 @@
 #include "raft/transport/transport.h"
 
 namespace grpc {
+class Channel;
 class Server;
 }  // namespace grpc
 
@@ -114,6 +117,9 @@ class Server {
   void StartRetire();
   void Retire();
   void CompactorLoop();
+  // The client port's two ways in.
+  bool HandOffGrpc(int fd);
+  std::shared_ptr<grpc::Channel> GatewayChannel();
 
   ServerConfig config_;
   int lock_fd_ = -1;
@@ -157,8 +163,16 @@ class Server {
   std::thread publisher_;
   std::thread retirer_;
   std::unique_ptr<RetiredProxy> proxy_;
-  // Guards client_server_ against the retirer swapping it.
+  // The client port: connections go to client_server_ (gRPC) or to
+  // http_gateway_ (HTTP/1.x).
+  std::unique_ptr<HttpGateway> http_gateway_;
+  std::unique_ptr<ClientListener> client_listener_;
+  // Guards client_server_ against the retirer swapping it, and the gateway's
+  // in-process channel to it.
   absl::Mutex client_server_mu_;
+  std::shared_ptr<grpc::Channel> inproc_channel_
+      ABSL_GUARDED_BY(client_server_mu_);
+  grpc::Server* inproc_server_ ABSL_GUARDED_BY(client_server_mu_) = nullptr;
   absl::Mutex peers_mu_;
   // The transport's peers: id -> "host:port".
   std::map<uint64_t, std::string> peers_ ABSL_GUARDED_BY(peers_mu_);
