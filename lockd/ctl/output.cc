@@ -56,36 +56,6 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-void AppendJsonString(absl::string_view s, std::string* out) {
-  out->push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        *out += "\\\"";
-        break;
-      case '\\':
-        *out += "\\\\";
-        break;
-      case '\n':
-        *out += "\\n";
-        break;
-      case '\r':
-        *out += "\\r";
-        break;
-      case '\t':
-        *out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          *out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out->push_back('"');
-}
-
 void AppendMessage(const Message& m, std::string* out);
 
 void AppendValue(const Message& m, const Reflection* r,
@@ -169,12 +139,6 @@ void AppendMessage(const Message& m, std::string* out) {
 }
 
 }  // namespace
-
-std::string JsonString(absl::string_view s) {
-  std::string out;
-  AppendJsonString(s, &out);
-  return out;
-}
 
 std::string ToJson(const google::protobuf::Message& m) {
   // As etcdctl prints responses: proto field names, 64-bit integers and

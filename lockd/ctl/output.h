@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
+#include "lockd/util/json.h"
 
 namespace lockd::ctl {
 
@@ -22,7 +23,7 @@ std::string HumanBytes(int64_t bytes);
 // in base64, unset (zero) fields left out.
 std::string ToJson(const google::protobuf::Message& m);
 // `s` as a JSON string literal, quoted and escaped.
-std::string JsonString(absl::string_view s);
+using ::lockd::JsonString;
 
 // What lockctl prints for a failed call: etcd's error (which says what went
 // wrong) and, for the common ones, a line saying what to do next.

@@ -25,6 +25,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "lockd/util/json.h"
 #include "lockd/util/log.h"
 
 namespace lockd {
@@ -173,41 +174,10 @@ int HttpStatusFromCode(grpc::StatusCode code) {
   }
 }
 
-std::string JsonQuote(absl::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppend(&out, "\\u00", absl::Hex(c, absl::kZeroPad2));
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += "\"";
-  return out;
-}
-
 // The unary error body: {"error":..., "message":..., "code":...}.
 std::string ErrorBody(const grpc::Status& s) {
-  return absl::StrCat("{\"error\":", JsonQuote(s.error_message()),
-                      ",\"message\":", JsonQuote(s.error_message()),
+  return absl::StrCat("{\"error\":", JsonString(s.error_message()),
+                      ",\"message\":", JsonString(s.error_message()),
                       ",\"code\":", static_cast<int>(s.error_code()), "}");
 }
 
@@ -216,8 +186,8 @@ std::string StreamErrorBody(const grpc::Status& s) {
   const int http = HttpStatusFromCode(s.error_code());
   return absl::StrCat(
       "{\"error\":{\"grpc_code\":", static_cast<int>(s.error_code()),
-      ",\"http_code\":", http, ",\"message\":", JsonQuote(s.error_message()),
-      ",\"http_status\":", JsonQuote(StatusText(http)), "}}");
+      ",\"http_code\":", http, ",\"message\":", JsonString(s.error_message()),
+      ",\"http_status\":", JsonString(StatusText(http)), "}}");
 }
 
 // Splits a body holding JSON objects one after another (whitespace between)
@@ -630,8 +600,8 @@ class HttpGateway::Connection {
       }
       return Respond(
           200, "application/json",
-          absl::StrCat("{\"etcdserver\":", JsonQuote(gw_->server_version_),
-                       ",\"etcdcluster\":", JsonQuote(gw_->cluster_version_),
+          absl::StrCat("{\"etcdserver\":", JsonString(gw_->server_version_),
+                       ",\"etcdcluster\":", JsonString(gw_->cluster_version_),
                        "}"),
           false);
     }

@@ -647,6 +647,13 @@ bool Server::HandOffGrpc(int fd) {
   return true;
 }
 
+std::unique_ptr<grpc::Server> Server::TakeClientServer() {
+  absl::MutexLock lock(&client_server_mu_);
+  inproc_channel_.reset();
+  inproc_server_ = nullptr;
+  return std::move(client_server_);
+}
+
 std::shared_ptr<grpc::Channel> Server::GatewayChannel() {
   absl::MutexLock lock(&client_server_mu_);
   if (client_server_ == nullptr) return nullptr;
@@ -716,14 +723,7 @@ absl::Status Server::Start() {
   if (absl::Status s =
           client_listener_->Start(config_.listen_client, &client_ports_);
       !s.ok()) {
-    std::unique_ptr<grpc::Server> built;
-    {
-      absl::MutexLock lock(&client_server_mu_);
-      built = std::move(client_server_);
-      inproc_channel_.reset();
-      inproc_server_ = nullptr;
-    }
-    built->Shutdown();
+    TakeClientServer()->Shutdown();
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on --listen-client-urls: ", s.message(),
         " (check that the addresses exist on this host and the ports are "
@@ -748,14 +748,7 @@ absl::Status Server::Start() {
   peer_server_ = peer_builder.BuildAndStart();
   if (peer_server_ == nullptr) {
     client_listener_->Stop();
-    std::unique_ptr<grpc::Server> built;
-    {
-      absl::MutexLock lock(&client_server_mu_);
-      built = std::move(client_server_);
-      inproc_channel_.reset();
-      inproc_server_ = nullptr;
-    }
-    built->Shutdown();
+    TakeClientServer()->Shutdown();
     return absl::UnavailableError(
         "cannot listen on --listen-peer-urls: check that the addresses exist "
         "on this host and the ports are free");
@@ -803,13 +796,7 @@ void Server::Shutdown(absl::Duration grace) {
   // No new client connection, and every HTTP one ends (its calls are
   // cancelled); then the gRPC server stops.
   if (client_listener_ != nullptr) client_listener_->Stop();
-  std::unique_ptr<grpc::Server> client_server;
-  {
-    absl::MutexLock lock(&client_server_mu_);
-    client_server = std::move(client_server_);
-    inproc_channel_.reset();
-    inproc_server_ = nullptr;
-  }
+  std::unique_ptr<grpc::Server> client_server = TakeClientServer();
   if (client_server != nullptr) {
     client_server->Shutdown(deadline);
     client_server->Wait();

@@ -120,6 +120,9 @@ class Server {
   // The client port's two ways in.
   bool HandOffGrpc(int fd);
   std::shared_ptr<grpc::Channel> GatewayChannel();
+  // Moves the client gRPC server out (for shutting it down): nothing is
+  // handed to it any more.
+  std::unique_ptr<grpc::Server> TakeClientServer();
 
   ServerConfig config_;
   int lock_fd_ = -1;
