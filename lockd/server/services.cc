@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kv/snapshot/archive.h"
@@ -27,6 +29,11 @@ grpc::Status MaintenanceService::Status(grpc::ServerContext*,
     resp->set_raftterm(node_->term());
     resp->set_raftindex(node_->commit_index());
     resp->set_raftappliedindex(node_->applied_index());
+  }
+  if (membership_ != nullptr) {
+    std::optional<etcdserverpb::Member> self =
+        membership_->Find(config_->member_id);
+    resp->set_islearner(self.has_value() && self->islearner());
   }
   if (store_ != nullptr) {
     resp->mutable_header()->set_revision(store_->revision());
