@@ -5,6 +5,11 @@
 //                    aside), the member knows no leader, or a linearizable
 //                    read does not complete within 1 s.
 //   GET  /version    {"etcdserver":"3.5.0","etcdcluster":"3.5.0"}
+//   GET  /metrics    Prometheus' text format: etcd's metrics lockd has the
+//                    figures for (etcd_server_has_leader, is_leader,
+//                    proposals committed/applied, health checks, db size,
+//                    current revision, versions, member ID), under etcd's
+//                    names and types, and the process_* ones.
 //   POST /v3/...     the JSON gateway (grpc-gateway's mapping, as etcd's):
 //                    /v3/kv/range, /v3/kv/put, /v3/watch, /v3/lease/grant,
 //                    /v3/cluster/member/list, ... (the table is in the .cc).
@@ -34,7 +39,9 @@
 #ifndef LOCKD_SERVER_HTTP_GATEWAY_H_
 #define LOCKD_SERVER_HTTP_GATEWAY_H_
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -82,6 +89,9 @@ class HttpGateway {
   const size_t max_body_bytes_;
   const std::string server_version_;
   const std::string cluster_version_;
+  // /health's outcomes, for /metrics.
+  std::atomic<uint64_t> health_success_{0};
+  std::atomic<uint64_t> health_failures_{0};
   // URL path -> the method it calls.
   std::map<std::string, const google::protobuf::MethodDescriptor*> routes_;
 };

@@ -10,8 +10,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "tests/harness/cluster.h"
 #include "tests/harness/process.h"
 
@@ -256,6 +258,21 @@ TEST(DifferentialTest, SameGatewaySession_SameAnswers) {
     if (want.first == 200) ++ok;
   }
   EXPECT_GE(ok, 20);  // not vacuous
+
+  // Every metric lockd exports is one etcd exports, of the same type.
+  std::pair<int, std::string> etcd_metrics = RunHttp(etcd_ep, {"/metrics", ""});
+  std::pair<int, std::string> lockd_metrics =
+      RunHttp(lockd_ep, {"/metrics", ""});
+  EXPECT_EQ(lockd_metrics.first, 200);
+  int families = 0;
+  for (absl::string_view line : absl::StrSplit(lockd_metrics.second, '\n')) {
+    if (!absl::StartsWith(line, "# TYPE ")) continue;
+    ++families;
+    EXPECT_TRUE(
+        absl::StrContains(etcd_metrics.second, absl::StrCat(line, "\n")))
+        << line;
+  }
+  EXPECT_GE(families, 15);
   etcd.Stop();
 }
 

@@ -112,6 +112,24 @@ TEST_F(HttpGatewayTest, HealthVersionAndKvThroughAnyMember) {
     EXPECT_EQ(h.code, 200) << "member " << i;
     EXPECT_EQ(h.body, R"({"health":"true"})") << "member " << i;
   }
+  // Prometheus metrics under etcd's names: every member has a leader, one
+  // is it, and each counted the health check above.
+  int leaders = 0;
+  for (int i = 0; i < 3; ++i) {
+    Http m = Curl(cluster_->member(i).endpoint(), "/metrics");
+    EXPECT_EQ(m.code, 200) << "member " << i;
+    EXPECT_TRUE(absl::StrContains(m.body, "\netcd_server_has_leader 1\n"))
+        << m.body;
+    EXPECT_TRUE(absl::StrContains(m.body, "\netcd_server_health_success 1\n"))
+        << m.body;
+    EXPECT_TRUE(absl::StrContains(m.body, "\netcd_server_is_learner 0\n"))
+        << m.body;
+    EXPECT_TRUE(absl::StrContains(m.body, "\nprocess_resident_memory_bytes "))
+        << m.body;
+    if (absl::StrContains(m.body, "\netcd_server_is_leader 1\n")) ++leaders;
+  }
+  EXPECT_EQ(leaders, 1);
+
   Http v = Curl(cluster_->member(0).endpoint(), "/version");
   EXPECT_EQ(v.code, 200);
   EXPECT_EQ(v.body, R"({"etcdserver":"3.5.0","etcdcluster":"3.5.0"})");
