@@ -49,26 +49,34 @@ std::string Normalize(std::string s) {
   return s;
 }
 
+// Starts one etcd 3.4 member (Debian's) on free ports; `endpoint` gets its
+// "127.0.0.1:port". Its log goes to the test's outputs as `tag`.log.
+void StartEtcd(Subprocess* etcd, const std::string& tag,
+               std::string* endpoint) {
+  const int client = PickFreePort(), peer = PickFreePort();
+  const std::string curl = absl::StrCat("http://127.0.0.1:", client);
+  const std::string purl = absl::StrCat("http://127.0.0.1:", peer);
+  const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  ASSERT_TRUE(
+      etcd->Start(
+              {"/usr/bin/etcd", "--name=e1", "--data-dir=" + TempDir(tag),
+               "--listen-client-urls=" + curl,
+               "--advertise-client-urls=" + curl, "--listen-peer-urls=" + purl,
+               "--initial-advertise-peer-urls=" + purl,
+               "--initial-cluster=e1=" + purl},
+              {}, outputs ? absl::StrCat(outputs, "/", tag, ".log") : "")
+          .ok());
+  ASSERT_TRUE(
+      etcd->WaitForOutput("ready to serve client requests", absl::Seconds(30)))
+      << etcd->output();
+  *endpoint = absl::StrCat("127.0.0.1:", client);
+}
+
 TEST(DifferentialTest, SameEtcdctlSession_SameAnswers) {
   // etcd 3.4 from Debian, on ports of our choosing.
-  int etcd_client = PickFreePort(), etcd_peer = PickFreePort();
-  std::string etcd_curl = absl::StrCat("http://127.0.0.1:", etcd_client);
-  std::string etcd_purl = absl::StrCat("http://127.0.0.1:", etcd_peer);
   Subprocess etcd;
-  const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
-  ASSERT_TRUE(etcd.Start({"/usr/bin/etcd", "--name=e1",
-                          "--data-dir=" + TempDir("etcd-e1"),
-                          "--listen-client-urls=" + etcd_curl,
-                          "--advertise-client-urls=" + etcd_curl,
-                          "--listen-peer-urls=" + etcd_purl,
-                          "--initial-advertise-peer-urls=" + etcd_purl,
-                          "--initial-cluster=e1=" + etcd_purl},
-                         {}, outputs ? absl::StrCat(outputs, "/etcd.log") : "")
-                  .ok());
-  ASSERT_TRUE(
-      etcd.WaitForOutput("ready to serve client requests", absl::Seconds(30)))
-      << etcd.output();
-
+  std::string etcd_ep;
+  ASSERT_NO_FATAL_FAILURE(StartEtcd(&etcd, "etcd", &etcd_ep));
   LocalCluster lockd(1, "diff");
   ASSERT_TRUE(lockd.StartAll().ok());
   ASSERT_NE(lockd.WaitForLeader(absl::Seconds(30)), 0u);
@@ -114,7 +122,6 @@ TEST(DifferentialTest, SameEtcdctlSession_SameAnswers) {
   };
 
   int answered = 0;  // steps where lockd printed something on stdout
-  const std::string etcd_ep = absl::StrCat("127.0.0.1:", etcd_client);
   const std::string lockd_ep = lockd.member(0).endpoint();
   for (size_t i = 0; i < session.size(); ++i) {
     const Step& step = session[i];
@@ -164,21 +171,9 @@ std::string NormalizeJson(std::string s) {
 }
 
 TEST(DifferentialTest, SameGatewaySession_SameAnswers) {
-  int etcd_client = PickFreePort(), etcd_peer = PickFreePort();
-  std::string etcd_curl = absl::StrCat("http://127.0.0.1:", etcd_client);
-  std::string etcd_purl = absl::StrCat("http://127.0.0.1:", etcd_peer);
   Subprocess etcd;
-  ASSERT_TRUE(etcd.Start({"/usr/bin/etcd", "--name=e1",
-                          "--data-dir=" + TempDir("etcd-gw"),
-                          "--listen-client-urls=" + etcd_curl,
-                          "--advertise-client-urls=" + etcd_curl,
-                          "--listen-peer-urls=" + etcd_purl,
-                          "--initial-advertise-peer-urls=" + etcd_purl,
-                          "--initial-cluster=e1=" + etcd_purl})
-                  .ok());
-  ASSERT_TRUE(
-      etcd.WaitForOutput("ready to serve client requests", absl::Seconds(30)))
-      << etcd.output();
+  std::string etcd_ep;
+  ASSERT_NO_FATAL_FAILURE(StartEtcd(&etcd, "etcd-gw", &etcd_ep));
   LocalCluster lockd(1, "diff-gw");
   ASSERT_TRUE(lockd.StartAll().ok());
   ASSERT_NE(lockd.WaitForLeader(absl::Seconds(30)), 0u);
@@ -225,7 +220,6 @@ TEST(DifferentialTest, SameGatewaySession_SameAnswers) {
       {"/v3/kv/range", "{not json"},
       {"/v3/kv/range", ""},
   };
-  const std::string etcd_ep = absl::StrCat("127.0.0.1:", etcd_client);
   const std::string lockd_ep = lockd.member(0).endpoint();
   int ok = 0;
   for (size_t i = 0; i < session.size(); ++i) {
