@@ -304,8 +304,6 @@ struct Request {
   std::string method;
   std::string path;
   std::string query;
-  bool http11 = true;
-  bool keep_alive = true;
   std::map<std::string, std::string> headers;  // names lower-case
   std::string body;
 };
@@ -320,7 +318,7 @@ class HttpGateway::Connection {
     while (true) {
       Request req;
       if (!ReadRequest(&req)) return;
-      if (!Handle(req) || !req.keep_alive) return;
+      if (!Handle(req) || !keep_alive_) return;
     }
   }
 
@@ -449,15 +447,14 @@ class HttpGateway::Connection {
     }
     req->method = std::string(first[0]);
     if (first[2] == "HTTP/1.1") {
-      req->http11 = true;
+      http11_ = true;
     } else if (first[2] == "HTTP/1.0") {
-      req->http11 = false;
+      http11_ = false;
     } else if (absl::StartsWith(first[2], "HTTP/")) {
       return RespondText(505, "505 HTTP Version Not Supported", true);
     } else {
       return RespondText(400, "400 Bad Request: malformed request line", true);
     }
-    http11_ = req->http11;
     absl::string_view target = first[1];
     if (size_t q = target.find('?'); q != absl::string_view::npos) {
       req->query = std::string(target.substr(q + 1));
@@ -478,9 +475,8 @@ class HttpGateway::Connection {
     }
     const std::string connection =
         absl::AsciiStrToLower(Header(*req, "connection"));
-    req->keep_alive = req->http11 ? !absl::StrContains(connection, "close")
-                                  : absl::StrContains(connection, "keep-alive");
-    keep_alive_ = req->keep_alive;
+    keep_alive_ = http11_ ? !absl::StrContains(connection, "close")
+                          : absl::StrContains(connection, "keep-alive");
     in_.erase(0, body_start);
     return ReadBody(req);
   }
@@ -511,7 +507,7 @@ class HttpGateway::Connection {
     }
     const size_t limit = gw_->max_body_bytes_;
     if (length > limit) return TooLarge();
-    if ((chunked || length > 0) && req->http11 &&
+    if ((chunked || length > 0) && http11_ &&
         absl::EqualsIgnoreCase(Header(*req, "expect"), "100-continue")) {
       if (!WriteAll("HTTP/1.1 100 Continue\r\n\r\n")) return false;
     }
@@ -562,7 +558,7 @@ class HttpGateway::Connection {
         in_.erase(0, pos);
         return true;
       }
-      if (req->body.size() + chunk > limit) return TooLarge();
+      if (chunk > limit - req->body.size()) return TooLarge();
       while (in_.size() < pos + chunk + 1) {
         if (More(kStallTimeout) != Fill::kOk) {
           return RespondText(400, "400 Bad Request: bad chunked body", true);
@@ -629,9 +625,9 @@ class HttpGateway::Connection {
     }
     const pb::MethodDescriptor* m = it->second;
     if (m->client_streaming() || m->server_streaming()) {
-      return Stream(req, *channel, m);
+      return Stream(req, channel, m);
     }
-    return Unary(req, *channel, m);
+    return Unary(req, channel, m);
   }
 
   // Parses the body's JSON objects into requests of `m`'s type.
@@ -686,7 +682,7 @@ class HttpGateway::Connection {
     return json;
   }
 
-  bool Unary(const Request& req, grpc::Channel& channel,
+  bool Unary(const Request& req, const std::shared_ptr<grpc::Channel>& channel,
              const pb::MethodDescriptor* m) {
     std::vector<std::unique_ptr<pb::Message>> requests;
     if (grpc::Status st = ParseRequests(req, m, &requests); !st.ok()) {
@@ -698,7 +694,7 @@ class HttpGateway::Connection {
                        "the request body holds more than one JSON object"),
           false);
     }
-    grpc::GenericStub stub(channel.shared_from_this());
+    grpc::GenericStub stub(channel);
     grpc::ClientContext ctx;
     grpc::ByteBuffer request = ToBuffer(*requests[0]);
     grpc::ByteBuffer response;
@@ -739,7 +735,7 @@ class HttpGateway::Connection {
     return WriteAll("0\r\n\r\n") && keep_alive_;
   }
 
-  bool Stream(const Request& req, grpc::Channel& channel,
+  bool Stream(const Request& req, const std::shared_ptr<grpc::Channel>& channel,
               const pb::MethodDescriptor* m) {
     std::vector<std::unique_ptr<pb::Message>> requests;
     if (grpc::Status st = ParseRequests(req, m, &requests); !st.ok()) {
@@ -748,7 +744,7 @@ class HttpGateway::Connection {
     // A watch stays open after its requests, as etcd's server keeps it open
     // when the gateway half-closes; the other streams end once answered.
     const bool keep_open = m->full_name() == "etcdserverpb.Watch.Watch";
-    grpc::GenericStub stub(channel.shared_from_this());
+    grpc::GenericStub stub(channel);
     grpc::ClientContext ctx;
     grpc::CompletionQueue cq;
     std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
@@ -1023,7 +1019,7 @@ class HttpGateway::Connection {
   HttpGateway* gw_;
   const int fd_;
   std::string in_;
-  // Of the request being answered.
+  // Of the request being answered (set by ReadRequest).
   bool http11_ = true;
   bool keep_alive_ = true;
 };

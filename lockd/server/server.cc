@@ -496,7 +496,8 @@ void Server::Retire() {
     // server stops, so no call finds the port closed; calls in flight on the
     // old server (writes it forwarded to the leader) get time to finish.
     std::unique_ptr<grpc::Server> proxy_server = build();
-    if (proxy_server != nullptr) {
+    const bool proxying = proxy_server != nullptr;
+    if (proxying) {
       proxy_server->GetHealthCheckService()->SetServingStatus(false);
     }
     std::unique_ptr<grpc::Server> old;
@@ -509,11 +510,6 @@ void Server::Retire() {
       old->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::seconds(10));
       old->Wait();
-    }
-    bool proxying = false;
-    {
-      absl::MutexLock lock(&client_server_mu_);
-      proxying = client_server_ != nullptr;
     }
     if (!proxying) {
       Logf(LogLevel::kError, "server",

@@ -28,6 +28,8 @@ def check(cond, what):
 
 
 def wait_for(pred, timeout):
+    """Polls `pred` until it holds or `timeout` s pass: Patroni's watch-fed
+    cache signals only leader changes, so other changes are looked for."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
