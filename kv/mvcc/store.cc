@@ -824,6 +824,26 @@ absl::StatusOr<uint64_t> MvccStore::CheckpointAppliedIndex(
   return meta.applied;
 }
 
+absl::Status MvccStore::RebaseOnNewLog(
+    const std::vector<std::string>& drop_records) {
+  if (batch_open_) {
+    return absl::FailedPreconditionError(
+        "RebaseOnNewLog: an apply batch is open");
+  }
+  std::shared_ptr<Db> d = db();
+  rocksdb::WriteBatch batch;
+  batch.Put(d->meta, kMetaAppliedIndex, U64(0));
+  for (const std::string& name : drop_records) {
+    batch.Delete(d->meta, kMetaRecordPrefix + name);
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s = d->db->Write(wo, &batch);
+  if (!s.ok()) return FromRocks(s, "rebase");
+  applied_index_ = 0;
+  return absl::OkStatus();
+}
+
 absl::Status MvccStore::Sync() {
   std::shared_ptr<Db> d = db();
   rocksdb::Status s = d->db->SyncWAL();

@@ -139,6 +139,14 @@ class MvccStore {
   static absl::StatusOr<uint64_t> CheckpointAppliedIndex(
       const std::string& checkpoint_dir);
 
+  // Prepares a store copied from another cluster (a restored snapshot) to be
+  // applied from a new raft log that starts at index 1: sets the applied
+  // index to 0 and deletes the named records (see GetRecord), in one synced
+  // write. Keys, revisions, leases and alarms stay. Must be called before
+  // any ApplyBatch. Errors: kFailedPrecondition (a batch is open),
+  // kInternal.
+  absl::Status RebaseOnNewLog(const std::vector<std::string>& drop_records);
+
   // Makes every committed batch durable (syncs RocksDB's write-ahead log);
   // needed before the raft log may forget the entries behind them.
   absl::Status Sync();

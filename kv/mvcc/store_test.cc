@@ -362,6 +362,45 @@ TEST_F(StoreTest, PutRecord_CommittedWithTheBatchAndSurvivesReopen) {
   EXPECT_EQ(Range("\0", "\xff").kvs_size(), 0);
 }
 
+TEST_F(StoreTest, RebaseOnNewLog_KeepsDataDropsRecordsAndAppliedIndex) {
+  leases_.ids.insert(7);
+  ASSERT_TRUE(Put("a", "1").ok());
+  ASSERT_TRUE(Put("b", "2", 7).ok());
+  {
+    auto b = store_->BeginApply(&leases_);
+    b->PutRecord("members", "old cluster");
+    b->PutRecord("other", "kept");
+    ASSERT_TRUE(b->Commit(++index_).ok());
+  }
+  const int64_t revision = store_->revision();
+  absl::StatusOr<MvccStore::HashResult> before = store_->HashKV(0);
+  ASSERT_TRUE(before.ok());
+  {
+    // Not while a batch is open.
+    auto b = store_->BeginApply(&leases_);
+    EXPECT_TRUE(
+        absl::IsFailedPrecondition(store_->RebaseOnNewLog({"members"})));
+  }
+  ASSERT_TRUE(store_->RebaseOnNewLog({"members"}).ok());
+  EXPECT_EQ(store_->applied_index(), 0u);
+  Reopen();
+  EXPECT_EQ(store_->applied_index(), 0u);
+  EXPECT_EQ(store_->revision(), revision);
+  EXPECT_TRUE(absl::IsNotFound(store_->GetRecord("members").status()));
+  EXPECT_EQ(*store_->GetRecord("other"), "kept");
+  absl::StatusOr<MvccStore::HashResult> after = store_->HashKV(0);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->hash, before->hash);
+  std::vector<std::string> keys;
+  ASSERT_TRUE(store_->LeaseKeys(7, &keys).ok());
+  EXPECT_EQ(keys, std::vector<std::string>{"b"});
+  // The new log's first entry applies at index 1, on the same revisions.
+  index_ = 0;
+  ASSERT_TRUE(Put("c", "3").ok());
+  EXPECT_EQ(store_->applied_index(), 1u);
+  EXPECT_EQ(store_->revision(), revision + 1);
+}
+
 TEST_F(StoreTest, HashKV_SameHistorySameHashWhateverPhysicalCompaction) {
   std::string other_dir = dir_ + "-twin";
   auto twin_or = MvccStore::Open(other_dir);
