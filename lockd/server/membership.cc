@@ -55,6 +55,20 @@ std::string EncodeMemberTable(const MemberList& table) {
   return t.SerializeAsString();
 }
 
+std::map<uint64_t, std::string> BootstrapContexts(const ServerConfig& config) {
+  std::map<uint64_t, std::string> contexts;
+  for (const MemberConfig& m : config.members) {
+    internal::MemberChange context;
+    context.set_version(1);
+    etcdserverpb::Member* member = context.mutable_member();
+    member->set_id(m.id);
+    member->set_name(m.name);
+    for (const Url& u : m.peer_urls) member->add_peerurls(u.ToString());
+    contexts[m.id] = context.SerializeAsString();
+  }
+  return contexts;
+}
+
 absl::StatusOr<MemberList> DecodeMemberTable(const std::string& bytes) {
   internal::MemberTable t;
   if (!t.ParseFromString(bytes) || t.version() != 1) {

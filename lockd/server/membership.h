@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/mvcc/store.h"
+#include "lockd/server/config.h"
 #include "lockdpb/internal.pb.h"
 #include "raft/node/node.h"
 
@@ -42,6 +44,11 @@ inline constexpr char kMembersRecord[] = "members";
 void ApplyConfChangeToTable(const raft::ConfChange& cc,
                             const internal::MemberChange& context,
                             MemberList* table);
+
+// The context of each bootstrap voter's conf change entry (see
+// NodeOptions::bootstrap_contexts): the member's ID, name and peer URLs
+// from `config.members`.
+std::map<uint64_t, std::string> BootstrapContexts(const ServerConfig& config);
 
 // Serialized table for the store, and back. Errors: kInternal (corrupt).
 std::string EncodeMemberTable(const MemberList& table);

@@ -218,14 +218,8 @@ absl::Status Server::OpenStorage() {
   if (config_.initial_cluster_state == "new") {
     for (const MemberConfig& m : config_.members) {
       nopts.bootstrap_voters.push_back(m.id);
-      internal::MemberChange context;
-      context.set_version(1);
-      etcdserverpb::Member* member = context.mutable_member();
-      member->set_id(m.id);
-      member->set_name(m.name);
-      for (const Url& u : m.peer_urls) member->add_peerurls(u.ToString());
-      nopts.bootstrap_contexts[m.id] = context.SerializeAsString();
     }
+    nopts.bootstrap_contexts = BootstrapContexts(config_);
   } else {
     nopts.join_existing = true;
   }

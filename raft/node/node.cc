@@ -9,12 +9,10 @@
 #include "lockd/util/thread_name.h"
 
 namespace lockd::raft {
-namespace {
 
-// Writes a brand-new member's log: the same image BootstrapStorage gives
-// MemoryStorage.
-absl::Status Bootstrap(DiskStorage* storage, std::vector<uint64_t> voters,
-                       const std::map<uint64_t, std::string>& contexts) {
+// The same image BootstrapStorage gives MemoryStorage.
+absl::Status BootstrapLog(DiskStorage* storage, std::vector<uint64_t> voters,
+                          const std::map<uint64_t, std::string>& contexts) {
   absl::StatusOr<BootstrapImage> image =
       MakeBootstrapImage(std::move(voters), contexts);
   if (!image.ok()) return image.status();
@@ -25,8 +23,6 @@ absl::Status Bootstrap(DiskStorage* storage, std::vector<uint64_t> voters,
   return storage->Save(image->hard_state, image->entries, Snapshot(),
                        /*sync=*/true);
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<RaftNode>> RaftNode::Create(
     const NodeOptions& options, DiskStorage* storage, Transport* transport,
@@ -41,8 +37,8 @@ absl::StatusOr<std::unique_ptr<RaftNode>> RaftNode::Create(
           "bootstrap: start a new cluster with --initial-cluster-state=new, "
           "or add this member to an existing cluster first");
     }
-    if (absl::Status s = Bootstrap(storage, options.bootstrap_voters,
-                                   options.bootstrap_contexts);
+    if (absl::Status s = BootstrapLog(storage, options.bootstrap_voters,
+                                      options.bootstrap_contexts);
         !s.ok()) {
       return s;
     }

@@ -124,6 +124,13 @@ struct NodeOptions {
   uint64_t snapshot_catchup_entries = 5000;
 };
 
+// Writes a brand-new member's log: one committed AddNode conf change entry
+// per voter at term 1 (see MakeBootstrapImage), synced. RaftNode::Create
+// does this itself for an empty log with bootstrap_voters; a restore that
+// prepares a data directory offline calls it directly.
+absl::Status BootstrapLog(DiskStorage* storage, std::vector<uint64_t> voters,
+                          const std::map<uint64_t, std::string>& contexts);
+
 class RaftNode final : public MessageHandler {
  public:
   // `storage`, `transport` and `state_machine` must outlive the node.
