@@ -3,10 +3,12 @@
 #ifndef LOCKD_CTL_COMMAND_H_
 #define LOCKD_CTL_COMMAND_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "lockd/util/flags.h"
 #include "lockd/util/keys.h"
 
 namespace lockd::ctl {
@@ -22,6 +24,27 @@ struct CommandContext {
 // Prints "Error: <message>" (etcdctl's form) to stderr; returns exit status 1.
 int Fail(const std::string& message);
 
+// Parses a command's flags from `in`; the positional arguments go to
+// `*args`. On a bad flag, prints the error and returns false.
+bool ParseCommandFlags(FlagSet& fs, const std::vector<std::string>& in,
+                       std::vector<std::string>* args);
+
+// Progress of a long transfer on stderr, "<what>: 1.2 MB / 3.4 MB (35%)":
+// redrawn in place on a terminal, a line per tenth otherwise.
+class ProgressLine {
+ public:
+  explicit ProgressLine(std::string what);
+  void Update(uint64_t done, uint64_t total);
+  // Ends a line redrawn in place.
+  void Finish();
+
+ private:
+  std::string what_;
+  bool tty_;
+  int last_tenth_ = -1;
+  bool drawn_ = false;
+};
+
 // The key just past every key with this prefix (etcd's GetPrefixRangeEnd).
 using ::lockd::PrefixEnd;
 
@@ -32,6 +55,9 @@ int RunLeaseCommand(const std::string& command, const CommandContext& g,
 // lock_cmd.cc: "lock" or "elect".
 int RunLockCommand(const std::string& command, const CommandContext& g,
                    const std::vector<std::string>& in);
+// snapshot_cmd.cc: "restore" or "status" (offline: no endpoints).
+int RunSnapshotCommand(const std::string& command, const CommandContext& g,
+                       const std::vector<std::string>& in);
 // cluster_cmd.cc: "cluster resize".
 int RunClusterResize(const CommandContext& g,
                      const std::vector<std::string>& in);

@@ -55,18 +55,6 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Globals& g) {
 using Args = std::vector<std::string>;
 
 // Parses a command's own flags; `args` gets the positional arguments.
-bool ParseCommandFlags(FlagSet& fs, const Args& in, Args* args) {
-  std::vector<const char*> argv = {"lockctl"};
-  for (const std::string& a : in) argv.push_back(a.c_str());
-  absl::Status s = fs.Parse(static_cast<int>(argv.size()), argv.data());
-  if (!s.ok()) {
-    Fail(std::string(s.message()));
-    return false;
-  }
-  *args = fs.args();
-  return true;
-}
-
 void PrintKvs(const etcdserverpb::RangeResponse& r, bool keys_only,
               bool value_only) {
   for (const auto& kv : r.kvs()) {
@@ -765,9 +753,8 @@ int SnapshotSave(const Globals& g, const Args& in) {
     return Fail(absl::StrCat("cannot create ", part, ": ", std::strerror(errno),
                              " (check the directory exists and is writable)"));
   }
-  const bool tty = isatty(STDERR_FILENO);
+  ProgressLine progress("Downloading snapshot");
   uint64_t received = 0;
-  int last_decile = -1;
   bool write_failed = false;
   absl::Status s =
       (*c)->Snapshot(0, [&](const std::string& chunk, uint64_t remaining) {
@@ -776,21 +763,10 @@ int SnapshotSave(const Globals& g, const Args& in) {
           return false;
         }
         received += chunk.size();
-        uint64_t total = received + remaining;
-        int pct = total == 0 ? 100 : static_cast<int>(received * 100 / total);
-        if (tty) {
-          std::fprintf(stderr, "\rDownloading snapshot: %s / %s (%d%%)   ",
-                       HumanBytes(received).c_str(), HumanBytes(total).c_str(),
-                       pct);
-        } else if (pct / 10 != last_decile) {
-          last_decile = pct / 10;
-          std::fprintf(stderr, "Downloading snapshot: %s / %s (%d%%)\n",
-                       HumanBytes(received).c_str(), HumanBytes(total).c_str(),
-                       pct);
-        }
+        progress.Update(received, received + remaining);
         return true;
       });
-  if (tty) std::fprintf(stderr, "\n");
+  progress.Finish();
   bool flushed = std::fflush(out) == 0 && fsync(fileno(out)) == 0;
   std::fclose(out);
   if (write_failed || !flushed) {
@@ -839,6 +815,13 @@ std::function<int(const Globals&, const Args&)> Lease(const char* command) {
   };
 }
 
+// "snapshot restore" and "snapshot status" as commands of the table below.
+std::function<int(const Globals&, const Args&)> Snapshot(const char* command) {
+  return [command](const Globals& g, const Args& in) {
+    return RunSnapshotCommand(command, Context(g), in);
+  };
+}
+
 // "lock" and "elect" as commands of the table below.
 std::function<int(const Globals&, const Args&)> LockCmd(const char* command) {
   return [command](const Globals& g, const Args& in) {
@@ -879,6 +862,12 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"txn", {"Txn processes all the requests in one transaction", Txn}},
       {"snapshot save",
        {"Stores a snapshot of one member to a file", SnapshotSave}},
+      {"snapshot restore",
+       {"Restores a snapshot file into a new member's data directory",
+        Snapshot("restore")}},
+      {"snapshot status",
+       {"Gets the revision, key count and hash of a snapshot file",
+        Snapshot("status")}},
       {"version", {"Prints the version of lockctl", Version}},
       {"lease grant", {"Creates leases", Lease("grant")}},
       {"lease revoke", {"Revokes leases", Lease("revoke")}},

@@ -57,6 +57,18 @@ CommandResult Etcdctl(const std::string& endpoints,
   return r.ok() ? *r : CommandResult{};
 }
 
+CommandResult Lockctl(const std::string& endpoints,
+                      const std::vector<std::string>& args,
+                      const std::string& stdin_text) {
+  std::vector<std::string> argv = {Runfile("lockd/lockctl"),
+                                   "--endpoints=" + endpoints};
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<CommandResult> r =
+      RunCommand(argv, absl::Seconds(30), {}, stdin_text);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : CommandResult{};
+}
+
 std::string LocalCluster::initial_cluster() const {
   return absl::StrJoin(specs_, ",", [](std::string* out, const MemberSpec& s) {
     absl::StrAppend(out, s.name, "=", s.peer_url());

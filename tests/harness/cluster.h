@@ -83,6 +83,13 @@ CommandResult Etcdctl(const std::string& endpoints,
                       const std::vector<std::string>& args,
                       const std::string& stdin_text = "");
 
+// lockd's lockctl (from the test's runfiles: list //lockd:lockctl in its
+// data) against `endpoints`, as Etcdctl above: a lockctl that cannot be run
+// fails the test.
+CommandResult Lockctl(const std::string& endpoints,
+                      const std::vector<std::string>& args,
+                      const std::string& stdin_text = "");
+
 }  // namespace lockd::testing
 
 #endif  // LOCKD_TESTS_HARNESS_CLUSTER_H_

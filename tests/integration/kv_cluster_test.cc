@@ -105,18 +105,6 @@ TEST(KvClusterTest, Etcdctl_EveryOperationThroughEveryMember) {
   EXPECT_EQ(Etcdctl(all, {"get", "a"}).out, "");
 }
 
-CommandResult Lockctl(const std::string& endpoints,
-                      const std::vector<std::string>& args,
-                      const std::string& stdin_text = "") {
-  std::vector<std::string> argv = {Runfile("lockd/lockctl"),
-                                   "--endpoints=" + endpoints};
-  argv.insert(argv.end(), args.begin(), args.end());
-  absl::StatusOr<CommandResult> r =
-      RunCommand(argv, absl::Seconds(30), {}, stdin_text);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : CommandResult{};
-}
-
 TEST(KvClusterTest, Lockctl_KvAndClusterCommands) {
   LocalCluster cluster(3, "lockctl");
   {
