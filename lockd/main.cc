@@ -78,6 +78,13 @@ int Main(int argc, char** argv) {
             &config.snapshot_catchup_entries,
             "Number of entries kept in the raft log after a snapshot, for "
             "slow followers to catch up from.");
+  fs.String("auto-compaction-mode", &config.auto_compaction_mode,
+            "How to read --auto-compaction-retention: 'periodic' (a "
+            "duration, hours if no unit is given, e.g. '5m') or 'revision' "
+            "(a number of revisions).");
+  fs.String("auto-compaction-retention", &config.auto_compaction_retention,
+            "Auto compaction retention of the key-value history (the leader "
+            "compacts it as it ages); 0 means disable auto compaction.");
   fs.Bool("strict-reconfig-check", &config.strict_reconfig_check,
           "Reject reconfiguration requests that would cause quorum loss.");
   fs.Bool("pre-vote", &config.pre_vote,

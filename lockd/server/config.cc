@@ -178,11 +178,54 @@ uint64_t ComputeClusterId(std::vector<uint64_t> member_ids) {
   return id;
 }
 
+absl::StatusOr<AutoCompaction> ParseAutoCompaction(
+    const std::string& mode, const std::string& retention) {
+  if (mode != "periodic" && mode != "revision") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown auto-compaction-mode \"", mode,
+                     "\": use --auto-compaction-mode=periodic or revision"));
+  }
+  AutoCompaction out;
+  int64_t number = 0;
+  if (absl::SimpleAtoi(retention, &number) && number >= 0) {
+    if (mode == "revision") {
+      out.revisions = number;
+    } else {
+      out.period = absl::Hours(number);
+    }
+    return out;
+  }
+  absl::Duration d;
+  if (mode == "periodic" && absl::ParseDuration(retention, &d) &&
+      d >= absl::ZeroDuration()) {
+    if (d > absl::ZeroDuration() && d < absl::Seconds(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--auto-compaction-retention=", retention,
+          " is too short: keep at least 1s of history (or 0 to turn "
+          "auto compaction off)"));
+    }
+    out.period = d;
+    return out;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "error parsing CompactionRetention: invalid --auto-compaction-retention "
+      "\"",
+      retention, "\": ",
+      mode == "revision"
+          ? "in revision mode, give a number of revisions to keep (\"1000\")"
+          : "give a duration (\"30m\", \"1h\") or a number of hours "
+            "(\"1\")"));
+}
+
 absl::Status ValidateConfig(ServerConfig& c, bool listen_client_set,
                             bool advertise_client_set) {
   if (c.name.empty()) {
     return absl::InvalidArgumentError("--name must not be empty");
   }
+  absl::StatusOr<AutoCompaction> compaction =
+      ParseAutoCompaction(c.auto_compaction_mode, c.auto_compaction_retention);
+  if (!compaction.ok()) return compaction.status();
+  c.auto_compaction = *compaction;
   if (c.data_dir.empty()) c.data_dir = c.name + ".lockd";
   if (c.initial_cluster_state != "new" &&
       c.initial_cluster_state != "existing") {

@@ -39,6 +39,23 @@ struct MemberConfig {
   uint64_t id = 0;             // derived: see ComputeMemberId
 };
 
+// Automatic compaction of the key-value history (etcd's --auto-compaction-*
+// flags): keep `period` of history (periodic mode) or `revisions`
+// revisions (revision mode). Off when both are zero.
+struct AutoCompaction {
+  absl::Duration period = absl::ZeroDuration();
+  int64_t revisions = 0;
+  bool enabled() const {
+    return period > absl::ZeroDuration() || revisions > 0;
+  }
+};
+
+// etcd's reading of the two flags: mode "periodic" takes a duration ("30m",
+// "1h30m") or a bare number of hours ("1"); mode "revision" a number of
+// revisions; "0" turns compaction off. Errors: kInvalidArgument.
+absl::StatusOr<AutoCompaction> ParseAutoCompaction(
+    const std::string& mode, const std::string& retention);
+
 struct ServerConfig {
   // Raw flag values, with etcd's defaults.
   std::string name = "default";
@@ -57,6 +74,8 @@ struct ServerConfig {
   int64_t quota_backend_bytes = 0;   // 0: the default quota
   uint64_t snapshot_count = 100000;  // 0: the default, as in etcd
   uint64_t snapshot_catchup_entries = 5000;
+  std::string auto_compaction_mode = "periodic";
+  std::string auto_compaction_retention = "0";
   bool strict_reconfig_check = true;
   bool pre_vote = true;
   // How long a removed member keeps relaying its clients' calls to the
@@ -75,6 +94,7 @@ struct ServerConfig {
   std::vector<MemberConfig> members;  // sorted by id
   uint64_t member_id = 0;
   uint64_t cluster_id = 0;
+  AutoCompaction auto_compaction;
 };
 
 // Fills the derived fields and checks the flags against each other, with

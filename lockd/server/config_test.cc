@@ -149,6 +149,38 @@ TEST(PrepareDataDirTest, PrepareDataDir_CreatesAndRejectsFiles) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(ConfigTest, ParseAutoCompaction_EtcdsReadingOfTheFlags) {
+  auto parse = [](const std::string& mode, const std::string& retention) {
+    return ParseAutoCompaction(mode, retention);
+  };
+  EXPECT_FALSE(parse("periodic", "0")->enabled());
+  EXPECT_FALSE(parse("revision", "0")->enabled());
+  EXPECT_EQ(parse("periodic", "1")->period, absl::Hours(1));  // bare: hours
+  EXPECT_EQ(parse("periodic", "30m")->period, absl::Minutes(30));
+  EXPECT_EQ(parse("periodic", "1h30m")->period, absl::Minutes(90));
+  EXPECT_EQ(parse("revision", "1000")->revisions, 1000);
+  EXPECT_EQ(parse("revision", "1000")->period, absl::ZeroDuration());
+  EXPECT_NE(parse("weekly", "1")
+                .status()
+                .message()
+                .find("unknown auto-compaction-mode \"weekly\""),
+            std::string::npos);
+  EXPECT_NE(
+      parse("revision", "5m").status().message().find("number of revisions"),
+      std::string::npos);
+  EXPECT_FALSE(parse("periodic", "-1").ok());
+  EXPECT_FALSE(parse("periodic", "soon").ok());
+  EXPECT_NE(parse("periodic", "10ms").status().message().find("too short"),
+            std::string::npos);
+  // ValidateConfig reads them.
+  ServerConfig c = ThreeMembers();
+  c.auto_compaction_retention = "2h";
+  ASSERT_TRUE(ValidateConfig(c, true, true).ok());
+  EXPECT_EQ(c.auto_compaction.period, absl::Hours(2));
+  c.auto_compaction_mode = "sometimes";
+  EXPECT_TRUE(absl::IsInvalidArgument(ValidateConfig(c, true, true)));
+}
+
 TEST(IdentityTest, LoadOrStoreIdentity_RestartIgnoresChangedFlags) {
   std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/ident";
   ASSERT_TRUE(PrepareDataDir(dir).ok());

@@ -748,6 +748,25 @@ absl::Status Server::Start() {
   node_->Start();
   lease_driver_->Start();
   compactor_ = std::thread([this] { CompactorLoop(); });
+  if (config_.auto_compaction.enabled()) {
+    AutoCompactor::Hooks hooks;
+    hooks.revision = [this] { return store_->revision(); };
+    hooks.compact = [this](int64_t revision) {
+      etcdserverpb::CompactionRequest req;
+      req.set_revision(revision);
+      etcdserverpb::CompactionResponse resp;
+      grpc::ServerContext ctx;
+      grpc::Status st = kv_->Compact(&ctx, &req, &resp);
+      return st.ok()
+                 ? absl::OkStatus()
+                 : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                                st.error_message());
+    };
+    hooks.active = [this] { return node_->is_leader(); };
+    auto_compactor_ = std::make_unique<AutoCompactor>(config_.auto_compaction,
+                                                      std::move(hooks));
+    auto_compactor_->Start();
+  }
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
     Logf(LogLevel::kInfo, "server", "listening for peers on %s (port %d)",
          config_.listen_peer[i].ToString(), peer_ports_[i]);
@@ -776,6 +795,7 @@ void Server::Shutdown(absl::Duration grace) {
     stopping_ = true;
   }
   if (compactor_.joinable()) compactor_.join();
+  if (auto_compactor_ != nullptr) auto_compactor_->Stop();
   if (publisher_.joinable()) publisher_.join();
   if (retirer_.joinable() && retirer_.get_id() != std::this_thread::get_id()) {
     retirer_.join();

@@ -25,6 +25,7 @@
 #include "kv/mvcc/store.h"
 #include "kv/watch/hub.h"
 #include "lockd/lock/lock_manager.h"
+#include "lockd/server/auto_compactor.h"
 #include "lockd/server/client_listener.h"
 #include "lockd/server/cluster_service.h"
 #include "lockd/server/config.h"
@@ -154,6 +155,8 @@ class Server {
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread compactor_;
+  // --auto-compaction-*: compacts the history as it ages, while leading.
+  std::unique_ptr<AutoCompactor> auto_compactor_;
   MaintenanceService maintenance_;
   // A second instance for the peer port, where followers forward alarms.
   MaintenanceService peer_maintenance_;
