@@ -49,6 +49,9 @@ int Main(int argc, char** argv) {
             "the cluster.");
   fs.String("listen-peer-urls", &config.listen_peer_urls,
             "List of URLs to listen on for peer traffic.");
+  fs.String("listen-metrics-urls", &config.listen_metrics_urls,
+            "List of URLs to listen on for the /metrics and /health "
+            "endpoints.");
   fs.String("initial-advertise-peer-urls", &config.initial_advertise_peer_urls,
             "List of this member's peer URLs to advertise to the rest of the "
             "cluster.");

@@ -275,6 +275,16 @@ absl::Status ValidateConfig(ServerConfig& c, bool listen_client_set,
     }
     *f.out = *std::move(urls);
   }
+  c.listen_metrics.clear();
+  if (!c.listen_metrics_urls.empty()) {
+    absl::StatusOr<std::vector<Url>> urls = ParseUrls(c.listen_metrics_urls);
+    if (!urls.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--listen-metrics-urls: ", urls.status().message()));
+    }
+    c.listen_metrics = *std::move(urls);
+    if (absl::Status s = CheckBindUrls(c.listen_metrics); !s.ok()) return s;
+  }
   if (absl::Status s = CheckBindUrls(c.listen_client); !s.ok()) return s;
   if (absl::Status s = CheckBindUrls(c.listen_peer); !s.ok()) return s;
   if (absl::Status s =

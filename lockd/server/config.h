@@ -65,6 +65,9 @@ struct ServerConfig {
   std::string listen_peer_urls = "http://localhost:2380";
   std::string initial_advertise_peer_urls = "http://localhost:2380";
   std::string initial_cluster;  // default: "<name>=<initial advertise peers>"
+  // Extra URLs serving only GET /metrics and /health over HTTP (etcd's
+  // --listen-metrics-urls, for probes and scrapers); empty: none.
+  std::string listen_metrics_urls;
   std::string initial_cluster_state = "new";
   std::string initial_cluster_token = "etcd-cluster";
   uint64_t heartbeat_interval_ms = 100;
@@ -90,6 +93,7 @@ struct ServerConfig {
   std::vector<Url> listen_client;
   std::vector<Url> advertise_client;
   std::vector<Url> listen_peer;
+  std::vector<Url> listen_metrics;
   std::vector<Url> advertise_peer;
   std::vector<MemberConfig> members;  // sorted by id
   uint64_t member_id = 0;

@@ -312,7 +312,8 @@ struct Request {
 
 class HttpGateway::Connection {
  public:
-  Connection(HttpGateway* gw, int fd) : gw_(gw), fd_(fd) {}
+  Connection(HttpGateway* gw, int fd, bool metrics_only)
+      : gw_(gw), fd_(fd), metrics_only_(metrics_only) {}
 
   void Run() {
     while (true) {
@@ -588,6 +589,9 @@ class HttpGateway::Connection {
 
   // Answers one request. Returns whether the connection may go on.
   bool Handle(const Request& req) {
+    if (metrics_only_ && req.path != "/health" && req.path != "/metrics") {
+      return RespondText(404, "404 page not found", false);
+    }
     std::string path = req.path;
     if (absl::StartsWith(path, "/v3beta/")) {
       path = absl::StrCat("/v3/", path.substr(8));
@@ -1018,6 +1022,7 @@ class HttpGateway::Connection {
 
   HttpGateway* gw_;
   const int fd_;
+  const bool metrics_only_;
   std::string in_;
   // Of the request being answered (set by ReadRequest).
   bool http11_ = true;
@@ -1049,9 +1054,9 @@ HttpGateway::HttpGateway(ChannelSource channel, size_t max_request_bytes,
 
 HttpGateway::~HttpGateway() = default;
 
-void HttpGateway::Serve(int fd, const std::string& peer) {
+void HttpGateway::Serve(int fd, const std::string& peer, bool metrics_only) {
   Logf(LogLevel::kDebug, "server", "HTTP connection from %s", peer);
-  Connection(this, fd).Run();
+  Connection(this, fd, metrics_only).Run();
 }
 
 }  // namespace lockd

@@ -79,8 +79,9 @@ class HttpGateway {
 
   // Serves HTTP/1.x requests on `fd` (a connected, non-blocking socket) until
   // the client closes it, an error, or a request that ends the connection.
-  // Does not close `fd`.
-  void Serve(int fd, const std::string& peer);
+  // Does not close `fd`. `metrics_only` (a --listen-metrics-urls listener):
+  // only GET /metrics and /health, anything else 404, as etcd's.
+  void Serve(int fd, const std::string& peer, bool metrics_only = false);
 
  private:
   class Connection;

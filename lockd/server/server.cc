@@ -672,7 +672,8 @@ absl::Status Server::Start() {
         "its own --data-dir"));
   }
 
-  for (const auto* urls : {&config_.listen_client, &config_.listen_peer}) {
+  for (const auto* urls : {&config_.listen_client, &config_.listen_peer,
+                           &config_.listen_metrics}) {
     for (const Url& url : *urls) {
       if (absl::Status s = ProbeBind(url); !s.ok()) return s;
     }
@@ -719,6 +720,24 @@ absl::Status Server::Start() {
         " (check that the addresses exist on this host and the ports are "
         "free)"));
   }
+  if (!config_.listen_metrics.empty()) {
+    // HTTP only: a gRPC connection there is closed.
+    metrics_listener_ = std::make_unique<ClientListener>(
+        [](int) { return false; },
+        [this](int fd, const std::string& peer) {
+          http_gateway_->Serve(fd, peer, /*metrics_only=*/true);
+        });
+    if (absl::Status s =
+            metrics_listener_->Start(config_.listen_metrics, &metrics_ports_);
+        !s.ok()) {
+      client_listener_->Stop();
+      TakeClientServer()->Shutdown();
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on --listen-metrics-urls: ", s.message(),
+          " (check that the addresses exist on this host and the ports are "
+          "free)"));
+    }
+  }
 
   grpc::ServerBuilder peer_builder;
   ConfigureBuilder(peer_builder, config_);
@@ -738,6 +757,7 @@ absl::Status Server::Start() {
   peer_server_ = peer_builder.BuildAndStart();
   if (peer_server_ == nullptr) {
     client_listener_->Stop();
+    if (metrics_listener_ != nullptr) metrics_listener_->Stop();
     TakeClientServer()->Shutdown();
     return absl::UnavailableError(
         "cannot listen on --listen-peer-urls: check that the addresses exist "
@@ -770,6 +790,10 @@ absl::Status Server::Start() {
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
     Logf(LogLevel::kInfo, "server", "listening for peers on %s (port %d)",
          config_.listen_peer[i].ToString(), peer_ports_[i]);
+  }
+  for (size_t i = 0; i < config_.listen_metrics.size(); ++i) {
+    Logf(LogLevel::kInfo, "server", "listening for metrics on %s (port %d)",
+         config_.listen_metrics[i].ToString(), metrics_ports_[i]);
   }
   for (size_t i = 0; i < config_.listen_client.size(); ++i) {
     Logf(LogLevel::kInfo, "server", "serving client requests on %s (port %d)",
@@ -806,6 +830,7 @@ void Server::Shutdown(absl::Duration grace) {
   // No new client connection, and every HTTP one ends (its calls are
   // cancelled); then the gRPC server stops.
   if (client_listener_ != nullptr) client_listener_->Stop();
+  if (metrics_listener_ != nullptr) metrics_listener_->Stop();
   std::unique_ptr<grpc::Server> client_server = TakeClientServer();
   if (client_server != nullptr) {
     client_server->Shutdown(deadline);

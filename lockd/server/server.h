@@ -173,6 +173,8 @@ class Server {
   // http_gateway_ (HTTP/1.x).
   std::unique_ptr<HttpGateway> http_gateway_;
   std::unique_ptr<ClientListener> client_listener_;
+  // --listen-metrics-urls: HTTP /metrics and /health only.
+  std::unique_ptr<ClientListener> metrics_listener_;
   // Guards client_server_ against the retirer swapping it, and the gateway's
   // in-process channel to it.
   absl::Mutex client_server_mu_;
@@ -189,6 +191,7 @@ class Server {
   std::unique_ptr<grpc::Server> client_server_;
   std::unique_ptr<grpc::Server> peer_server_;
   std::vector<int> client_ports_;
+  std::vector<int> metrics_ports_;
   std::vector<int> peer_ports_;
 };
 

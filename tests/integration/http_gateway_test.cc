@@ -352,5 +352,44 @@ TEST_F(HttpGatewayTest, PatroniEtcd3Client) {
       << r->out << r->err;
 }
 
+// --listen-metrics-urls: a second HTTP listener with /metrics and /health
+// only, as etcd's (probes and scrapers use it, e.g. a kubelet's liveness
+// probe); the client port keeps everything.
+TEST(HttpMetricsListenerTest, MetricsAndHealthOnlyNoGrpc) {
+  LocalCluster cluster(1, "metrics-listener");
+  const int port = PickFreePort();
+  const std::string metrics = absl::StrCat("127.0.0.1:", port);
+  ASSERT_TRUE(cluster
+                  .StartMember(0, {absl::StrCat("--listen-metrics-urls=http://",
+                                                metrics)})
+                  .ok());
+  ASSERT_NE(cluster.WaitForLeader(absl::Seconds(30)), 0u);
+  EXPECT_TRUE(cluster.process(0).WaitForOutput(
+      absl::StrCat("listening for metrics on http://", metrics),
+      absl::Seconds(10)));
+  Http m = Curl(metrics, "/metrics");
+  EXPECT_EQ(m.code, 200);
+  EXPECT_NE(m.body.find("\netcd_server_has_leader 1\n"), std::string::npos)
+      << m.body;
+  Http h = Curl(metrics, "/health");
+  EXPECT_EQ(h.code, 200);
+  EXPECT_EQ(h.body, "{\"health\":\"true\"}");
+  // Nothing else there.
+  for (const char* path : {"/version", "/v3/kv/range", "/"}) {
+    Http other =
+        Curl(metrics, path,
+             path[1] == 'v' && path[2] == '3' ? "{\"key\":\"YQ==\"}" : "");
+    EXPECT_EQ(other.code, 404) << path;
+    EXPECT_EQ(other.body, "404 page not found\n") << path;
+  }
+  CommandResult grpc_there = Etcdctl(
+      metrics, {"get", "a", "--dial-timeout=2s", "--command-timeout=3s"});
+  EXPECT_NE(grpc_there.exit_code, 0) << grpc_there.out;
+  // The client port still serves gRPC and the gateway.
+  const std::string client = cluster.member(0).endpoint();
+  EXPECT_EQ(Etcdctl(client, {"put", "a", "1"}).out, "OK\n");
+  EXPECT_EQ(Curl(client, "/version").code, 200);
+}
+
 }  // namespace
 }  // namespace lockd::testing
