@@ -450,8 +450,8 @@ TEST(KvClusterTest,
   struct Side {
     std::string what;
     std::function<grpc::Status(grpc::ClientContext*)> call;
-    grpc::Status st;
-    absl::Duration took;
+    grpc::Status st = grpc::Status::OK;
+    absl::Duration took = absl::ZeroDuration();
   };
   auto maintenance = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(
       cluster.member(f).endpoint(), grpc::InsecureChannelCredentials()));
