@@ -88,6 +88,13 @@ int Main(int argc, char** argv) {
   fs.String("auto-compaction-retention", &config.auto_compaction_retention,
             "Auto compaction retention of the key-value history (the leader "
             "compacts it as it ages); 0 means disable auto compaction.");
+  fs.Bool("experimental-initial-corrupt-check", &config.initial_corrupt_check,
+          "Before serving, compare this member's data (HashKV) with its "
+          "peers' and refuse to start if it differs.");
+  fs.Duration("experimental-corrupt-check-time", &config.corrupt_check_time,
+              "How often the leader compares its data with the followers' "
+              "(a mismatch raises the CORRUPT alarm, which stops writes); 0 "
+              "turns it off.");
   fs.Bool("strict-reconfig-check", &config.strict_reconfig_check,
           "Reject reconfiguration requests that would cause quorum loss.");
   fs.Bool("pre-vote", &config.pre_vote,

@@ -39,6 +39,10 @@ inline absl::Status ErrFutureRev() {
 inline absl::Status ErrLeaseNotFound() {
   return absl::NotFoundError("etcdserver: requested lease not found");
 }
+// While the CORRUPT alarm is raised (members' data differ): no writes.
+inline absl::Status ErrCorrupt() {
+  return absl::DataLossError("etcdserver: corrupt cluster");
+}
 inline absl::Status ErrNoSpace() {
   return absl::ResourceExhaustedError(
       "etcdserver: mvcc: database space exceeded");

@@ -1213,11 +1213,16 @@ absl::Status ApplyBatch::RangeLocked(const etcdserverpb::RangeRequest& req,
 
 namespace {
 
-bool NoSpace(const std::vector<etcdserverpb::AlarmMember>& alarms) {
+bool Has(const std::vector<etcdserverpb::AlarmMember>& alarms,
+         etcdserverpb::AlarmType type) {
   for (const auto& a : alarms) {
-    if (a.alarm() == etcdserverpb::NOSPACE) return true;
+    if (a.alarm() == type) return true;
   }
   return false;
+}
+
+bool NoSpace(const std::vector<etcdserverpb::AlarmMember>& alarms) {
+  return Has(alarms, etcdserverpb::NOSPACE);
 }
 
 // True when no branch of the txn (nested ones included) writes.
@@ -1350,19 +1355,26 @@ absl::Status ApplyBatch::TxnLocked(const etcdserverpb::TxnRequest& req,
   return absl::OkStatus();
 }
 
+bool ApplyBatch::HasAlarm(etcdserverpb::AlarmType type) const {
+  return Has(alarms_, type);
+}
+
 absl::Status ApplyBatch::Put(const etcdserverpb::PutRequest& req,
                              etcdserverpb::PutResponse* resp) {
+  if (HasAlarm(etcdserverpb::CORRUPT)) return ErrCorrupt();
   return ApplyOne([&] { return PutLocked(req, resp); });
 }
 
 absl::Status ApplyBatch::DeleteRange(
     const etcdserverpb::DeleteRangeRequest& req,
     etcdserverpb::DeleteRangeResponse* resp) {
+  if (HasAlarm(etcdserverpb::CORRUPT)) return ErrCorrupt();
   return ApplyOne([&] { return DeleteRangeLocked(req, resp); });
 }
 
 absl::Status ApplyBatch::Txn(const etcdserverpb::TxnRequest& req,
                              etcdserverpb::TxnResponse* resp) {
+  if (HasAlarm(etcdserverpb::CORRUPT)) return ErrCorrupt();
   if (NoSpace(alarms_) && !TxnReadOnly(req)) return ErrNoSpace();
   return ApplyOne([&] { return TxnLocked(req, resp); });
 }
@@ -1420,6 +1432,7 @@ absl::Status ApplyBatch::Range(const etcdserverpb::RangeRequest& req,
 
 absl::Status ApplyBatch::Compact(const etcdserverpb::CompactionRequest& req,
                                  etcdserverpb::CompactionResponse* resp) {
+  if (HasAlarm(etcdserverpb::CORRUPT)) return ErrCorrupt();
   return ApplyOne([&]() -> absl::Status {
     if (req.revision() <= compact_revision_) return ErrCompacted();
     if (req.revision() > revision_) return ErrFutureRev();

@@ -259,9 +259,12 @@ class ApplyBatch {
   // etcd's Alarm: ACTIVATE adds (member, alarm), DEACTIVATE removes it,
   // GET lists. While NOSPACE is active, Put and any Txn that writes fail
   // with ErrNoSpace; reads, deletes and compaction still work, so operators
-  // can free space.
+  // can free space. While CORRUPT is active, Put, DeleteRange, Txn and
+  // Compact fail with ErrCorrupt (Range still works), as etcd's.
   absl::Status Alarm(const etcdserverpb::AlarmRequest& req,
                      etcdserverpb::AlarmResponse* resp);
+  // Whether an alarm of this type is active, as of this batch.
+  bool HasAlarm(etcdserverpb::AlarmType type) const;
 
   // Writes a record (see MvccStore::GetRecord) in this batch's atomic write.
   void PutRecord(const std::string& name, const std::string& value);

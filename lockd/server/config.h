@@ -79,6 +79,10 @@ struct ServerConfig {
   uint64_t snapshot_catchup_entries = 5000;
   std::string auto_compaction_mode = "periodic";
   std::string auto_compaction_retention = "0";
+  // etcd's --experimental-initial-corrupt-check and
+  // --experimental-corrupt-check-time (0: off); see corrupt_check.h.
+  bool initial_corrupt_check = false;
+  absl::Duration corrupt_check_time = absl::ZeroDuration();
   bool strict_reconfig_check = true;
   bool pre_vote = true;
   // How long a removed member keeps relaying its clients' calls to the

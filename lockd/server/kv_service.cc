@@ -122,7 +122,7 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
                (uint64_t{std::random_device{}()} << 32)),
       forwarder_(std::make_unique<ProposalForwarder>(
           config->member_id,
-          [this](uint64_t leader) { return LeaderChannel(leader); })) {
+          [this](uint64_t leader) { return PeerChannel(leader); })) {
   sweeper_ = std::thread([this] {
     SetThreadName("kv-sweeper");
     absl::MutexLock lock(&sweeper_mu_);
@@ -159,9 +159,9 @@ void KvService::FillHeader(etcdserverpb::ResponseHeader* h) const {
   if (h->revision() == 0) h->set_revision(store_->revision());
 }
 
-std::shared_ptr<grpc::Channel> KvService::LeaderChannel(uint64_t leader) {
+std::shared_ptr<grpc::Channel> KvService::PeerChannel(uint64_t member) {
   std::string address;
-  if (std::optional<etcdserverpb::Member> m = membership_->Find(leader);
+  if (std::optional<etcdserverpb::Member> m = membership_->Find(member);
       m.has_value() && m->peerurls_size() > 0) {
     absl::StatusOr<Url> url = ParseUrl(m->peerurls(0));
     if (url.ok()) address = url->HostPort();
@@ -171,7 +171,7 @@ std::shared_ptr<grpc::Channel> KvService::LeaderChannel(uint64_t leader) {
     // member replays the log), the static configuration knows the bootstrap
     // members.
     for (const MemberConfig& m : config_->members) {
-      if (m.id == leader && !m.peer_urls.empty()) {
+      if (m.id == member && !m.peer_urls.empty()) {
         address = m.peer_urls[0].HostPort();
       }
     }
@@ -416,7 +416,7 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
   for (int attempt = 1; !node_->is_leader(); ++attempt) {
     uint64_t leader = node_->leader();
     if (leader == 0 || Forwarded(ctx)) return NotLeader(leader);
-    std::shared_ptr<grpc::Channel> channel = LeaderChannel(leader);
+    std::shared_ptr<grpc::Channel> channel = PeerChannel(leader);
     if (channel == nullptr) return NotLeader(0);
     grpc::ClientContext fwd;
     fwd.set_deadline(absl::ToChronoTime(deadline));

@@ -122,8 +122,8 @@ class KvService final : public KvServiceBase {
       grpc::ServerContextBase* ctx,
       const std::function<void(internal::Request*)>& wrap, Resp* resp,
       Resp ApplyResult::*result_field);
-  // A channel to the leader's peer port (cached), or null if unknown.
-  std::shared_ptr<grpc::Channel> LeaderChannel(uint64_t leader);
+  // A channel to a member's peer port (cached), or null if unknown.
+  std::shared_ptr<grpc::Channel> PeerChannel(uint64_t member);
 
  private:
   // Runs `forward` against the leader `leader`, given up (`*leader_lost`)

@@ -128,13 +128,18 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
         break;
       }
       case internal::Request::kLeaseGrant:
-        r.status = lessor_ == nullptr
+        // As etcd's appliers: no grant while the data is corrupt or the
+        // space quota is exceeded.
+        r.status = batch->HasAlarm(etcdserverpb::CORRUPT)   ? kv::ErrCorrupt()
+                   : batch->HasAlarm(etcdserverpb::NOSPACE) ? kv::ErrNoSpace()
+                   : lessor_ == nullptr
                        ? kv::ErrLeaseNotFound()
                        : lessor_->ApplyGrant(batch.get(), req.lease_grant(),
                                              &r.lease_grant);
         break;
       case internal::Request::kLeaseRevoke:
-        r.status = lessor_ == nullptr
+        r.status = batch->HasAlarm(etcdserverpb::CORRUPT) ? kv::ErrCorrupt()
+                   : lessor_ == nullptr
                        ? kv::ErrLeaseNotFound()
                        : lessor_->ApplyRevoke(batch.get(), req.lease_revoke(),
                                               &r.lease_revoke);

@@ -167,5 +167,63 @@ TEST(KvStateMachineTest, Rearm_OwnApplyAnswersElseTheGivenResult) {
   EXPECT_FALSE(sm.Rearm(2, absl::InfiniteFuture(), from_leader));
 }
 
+// etcd's alarm appliers: NOSPACE refuses lease grants (as it refuses
+// puts); CORRUPT refuses every write, lease grants and revokes included,
+// while the store still answers reads.
+TEST(KvStateMachineTest, Apply_AlarmsRefuseWritesAsEtcdsAppliers) {
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/sm-alarms";
+  auto store = kv::MvccStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  KvStateMachine sm(/*member_id=*/7, store->get());
+  uint64_t index = 0;
+  auto apply = [&](const std::function<void(internal::Request*)>& fill) {
+    internal::Request req;
+    req.set_version(1);
+    req.set_origin_member(7);
+    req.set_id(++index);
+    fill(&req);
+    raft::Entry e;
+    e.index = index;
+    e.term = 1;
+    e.data = req.SerializeAsString();
+    absl::Status got;
+    sm.Register(index, [&got](ApplyResult r) { got = r.status; });
+    EXPECT_TRUE(sm.Apply({e}).ok());
+    return got;
+  };
+  auto alarm = [](etcdserverpb::AlarmType type) {
+    return [type](internal::Request* r) {
+      r->mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
+      r->mutable_alarm()->set_memberid(3);
+      r->mutable_alarm()->set_alarm(type);
+    };
+  };
+  auto put = [](internal::Request* r) { r->mutable_put()->set_key("k"); };
+  auto grant = [](internal::Request* r) {
+    r->mutable_lease_grant()->set_id(5);
+    r->mutable_lease_grant()->set_ttl(60);
+  };
+  auto revoke = [](internal::Request* r) {
+    r->mutable_lease_revoke()->set_id(5);
+  };
+  ASSERT_TRUE(apply(put).ok());
+  ASSERT_TRUE(apply(alarm(etcdserverpb::NOSPACE)).ok());
+  EXPECT_EQ(apply(grant).message(),
+            "etcdserver: mvcc: database space exceeded");
+  ASSERT_TRUE(apply(alarm(etcdserverpb::CORRUPT)).ok());
+  for (const auto& write : {std::function<void(internal::Request*)>(put),
+                            std::function<void(internal::Request*)>(grant),
+                            std::function<void(internal::Request*)>(revoke)}) {
+    absl::Status s = apply(write);
+    EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+    EXPECT_EQ(s.message(), "etcdserver: corrupt cluster");
+  }
+  etcdserverpb::RangeRequest range;
+  range.set_key("k");
+  etcdserverpb::RangeResponse resp;
+  ASSERT_TRUE((*store)->Range(range, &resp).ok());
+  EXPECT_EQ(resp.kvs_size(), 1);
+}
+
 }  // namespace
 }  // namespace lockd

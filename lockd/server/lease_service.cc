@@ -453,7 +453,7 @@ class KeepAliveStream final
       return;
     }
     std::shared_ptr<grpc::Channel> channel =
-        service_->kv_->LeaderChannel(node->leader());
+        service_->kv_->PeerChannel(node->leader());
     if (channel == nullptr) {
       End(NotLeader(0));
       return;
@@ -674,8 +674,7 @@ grpc::Status LeaseService::LeaseTimeToLive(
   if (!node_->is_leader()) {
     // Only the leader knows how long a lease has left.
     if (Forwarded(ctx)) return NotLeader(node_->leader());
-    std::shared_ptr<grpc::Channel> channel =
-        kv_->LeaderChannel(node_->leader());
+    std::shared_ptr<grpc::Channel> channel = kv_->PeerChannel(node_->leader());
     if (channel == nullptr) return NotLeader(0);
     grpc::ClientContext c;
     c.set_deadline(absl::ToChronoTime(deadline));

@@ -656,6 +656,71 @@ std::shared_ptr<grpc::Channel> Server::GatewayChannel() {
   return inproc_channel_;
 }
 
+CorruptionChecker::Hooks Server::CorruptionCheckHooks() {
+  CorruptionChecker::Hooks h;
+  h.local_hash = [this] { return store_->HashKV(0); };
+  h.peers = [this] {
+    std::vector<uint64_t> ids;
+    for (const etcdserverpb::Member& m : membership_.Members()) {
+      if (m.id() != config_.member_id) ids.push_back(m.id());
+    }
+    if (ids.empty()) {
+      for (const MemberConfig& m : config_.members) {
+        if (m.id != config_.member_id) ids.push_back(m.id);
+      }
+    }
+    return ids;
+  };
+  h.peer_hash =
+      [this](uint64_t member,
+             int64_t revision) -> absl::StatusOr<etcdserverpb::HashKVResponse> {
+    std::shared_ptr<grpc::Channel> channel = kv_->PeerChannel(member);
+    if (channel == nullptr) {
+      return absl::UnavailableError("no peer URL known for this member");
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
+    etcdserverpb::HashKVRequest req;
+    req.set_revision(revision);
+    etcdserverpb::HashKVResponse resp;
+    grpc::Status st =
+        etcdserverpb::Maintenance::NewStub(channel)->HashKV(&ctx, req, &resp);
+    if (!st.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                          st.error_message());
+    }
+    return resp;
+  };
+  h.read_barrier = [this] {
+    etcdserverpb::RangeRequest req;
+    req.set_key(std::string(1, '\0'));
+    req.set_count_only(true);
+    etcdserverpb::RangeResponse resp;
+    grpc::ServerContext ctx;
+    grpc::Status st = kv_->RangeBlocking(&ctx, &req, &resp);
+    return st.ok()
+               ? absl::OkStatus()
+               : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                              st.error_message());
+  };
+  h.raise_alarm = [this](uint64_t member) {
+    etcdserverpb::AlarmRequest req;
+    req.set_action(etcdserverpb::AlarmRequest::ACTIVATE);
+    req.set_memberid(member);
+    req.set_alarm(etcdserverpb::CORRUPT);
+    etcdserverpb::AlarmResponse resp;
+    grpc::ServerContext ctx;
+    grpc::Status st = kv_->Alarm(&ctx, &req, &resp);
+    return st.ok()
+               ? absl::OkStatus()
+               : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                              st.error_message());
+  };
+  h.is_leader = [this] { return node_->is_leader(); };
+  return h;
+}
+
 absl::Status Server::Start() {
   if (absl::Status s = PrepareDataDir(config_.data_dir); !s.ok()) return s;
   std::string lock_path = config_.data_dir + "/LOCK";
@@ -679,6 +744,14 @@ absl::Status Server::Start() {
     }
   }
   if (absl::Status s = OpenStorage(); !s.ok()) return s;
+  corruption_checker_ = std::make_unique<CorruptionChecker>(
+      config_.member_id, CorruptionCheckHooks());
+  if (config_.initial_corrupt_check) {
+    // Before any listener: a member whose data differs serves nobody.
+    if (absl::Status s = corruption_checker_->InitialCheck(); !s.ok()) {
+      return s;
+    }
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
 
@@ -768,6 +841,9 @@ absl::Status Server::Start() {
   node_->Start();
   lease_driver_->Start();
   compactor_ = std::thread([this] { CompactorLoop(); });
+  if (config_.corrupt_check_time > absl::ZeroDuration()) {
+    corruption_checker_->Start(config_.corrupt_check_time);
+  }
   if (config_.auto_compaction.enabled()) {
     AutoCompactor::Hooks hooks;
     hooks.revision = [this] { return store_->revision(); };
@@ -820,6 +896,7 @@ void Server::Shutdown(absl::Duration grace) {
   }
   if (compactor_.joinable()) compactor_.join();
   if (auto_compactor_ != nullptr) auto_compactor_->Stop();
+  if (corruption_checker_ != nullptr) corruption_checker_->Stop();
   if (publisher_.joinable()) publisher_.join();
   if (retirer_.joinable() && retirer_.get_id() != std::this_thread::get_id()) {
     retirer_.join();

@@ -29,6 +29,7 @@
 #include "lockd/server/client_listener.h"
 #include "lockd/server/cluster_service.h"
 #include "lockd/server/config.h"
+#include "lockd/server/corrupt_check.h"
 #include "lockd/server/election_service.h"
 #include "lockd/server/http_gateway.h"
 #include "lockd/server/kv_service.h"
@@ -97,6 +98,7 @@ class Server {
 
  private:
   absl::Status OpenStorage();
+  CorruptionChecker::Hooks CorruptionCheckHooks();
   // A member joining a running cluster learns its own ID and the cluster's
   // from the members in --initial-cluster.
   absl::Status JoinFromPeers();
@@ -157,6 +159,8 @@ class Server {
   std::thread compactor_;
   // --auto-compaction-*: compacts the history as it ages, while leading.
   std::unique_ptr<AutoCompactor> auto_compactor_;
+  // --experimental-*corrupt-check*: compares members' HashKV.
+  std::unique_ptr<CorruptionChecker> corruption_checker_;
   MaintenanceService maintenance_;
   // A second instance for the peer port, where followers forward alarms.
   MaintenanceService peer_maintenance_;
