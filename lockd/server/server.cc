@@ -69,6 +69,13 @@ absl::Status ProbeBind(const Url& url) {
 
 constexpr int kIdleServerThreadsMax = 512;
 
+// A call made in-process (to this member's own services) as absl's status.
+absl::Status FromGrpc(const grpc::Status& st) {
+  if (st.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                      st.error_message());
+}
+
 // How long a removed member still gets raft traffic (see UpdatePeers).
 constexpr absl::Duration kRemovedPeerGrace = absl::Seconds(30);
 
@@ -686,10 +693,7 @@ CorruptionChecker::Hooks Server::CorruptionCheckHooks() {
     etcdserverpb::HashKVResponse resp;
     grpc::Status st =
         etcdserverpb::Maintenance::NewStub(channel)->HashKV(&ctx, req, &resp);
-    if (!st.ok()) {
-      return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                          st.error_message());
-    }
+    if (!st.ok()) return FromGrpc(st);
     return resp;
   };
   h.read_barrier = [this] {
@@ -699,10 +703,7 @@ CorruptionChecker::Hooks Server::CorruptionCheckHooks() {
     etcdserverpb::RangeResponse resp;
     grpc::ServerContext ctx;
     grpc::Status st = kv_->RangeBlocking(&ctx, &req, &resp);
-    return st.ok()
-               ? absl::OkStatus()
-               : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                              st.error_message());
+    return FromGrpc(st);
   };
   h.raise_alarm = [this](uint64_t member) {
     etcdserverpb::AlarmRequest req;
@@ -712,10 +713,7 @@ CorruptionChecker::Hooks Server::CorruptionCheckHooks() {
     etcdserverpb::AlarmResponse resp;
     grpc::ServerContext ctx;
     grpc::Status st = kv_->Alarm(&ctx, &req, &resp);
-    return st.ok()
-               ? absl::OkStatus()
-               : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                              st.error_message());
+    return FromGrpc(st);
   };
   h.is_leader = [this] { return node_->is_leader(); };
   return h;
@@ -853,10 +851,7 @@ absl::Status Server::Start() {
       etcdserverpb::CompactionResponse resp;
       grpc::ServerContext ctx;
       grpc::Status st = kv_->Compact(&ctx, &req, &resp);
-      return st.ok()
-                 ? absl::OkStatus()
-                 : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                                st.error_message());
+      return FromGrpc(st);
     };
     hooks.active = [this] { return node_->is_leader(); };
     auto_compactor_ = std::make_unique<AutoCompactor>(config_.auto_compaction,
