@@ -1384,27 +1384,41 @@ absl::Status ApplyBatch::Alarm(const etcdserverpb::AlarmRequest& req,
   auto match = [&](const etcdserverpb::AlarmMember& a) {
     return a.memberid() == req.memberid() && a.alarm() == req.alarm();
   };
+  // As etcd's: GET answers the alarms of the type asked (NONE: all),
+  // ACTIVATE the alarm raised, DEACTIVATE the ones cleared.
   switch (req.action()) {
     case etcdserverpb::AlarmRequest::GET:
+      for (const auto& a : alarms_) {
+        if (req.alarm() == etcdserverpb::NONE || a.alarm() == req.alarm()) {
+          *resp->add_alarms() = a;
+        }
+      }
       break;
-    case etcdserverpb::AlarmRequest::ACTIVATE:
+    case etcdserverpb::AlarmRequest::ACTIVATE: {
       if (req.alarm() == etcdserverpb::NONE) {
         return absl::InvalidArgumentError("etcdserver: no alarm given");
       }
+      etcdserverpb::AlarmMember a;
+      a.set_memberid(req.memberid());
+      a.set_alarm(req.alarm());
       if (std::none_of(alarms_.begin(), alarms_.end(), match)) {
-        etcdserverpb::AlarmMember a;
-        a.set_memberid(req.memberid());
-        a.set_alarm(req.alarm());
         alarms_.push_back(a);
         alarms_changed_ = true;
       }
+      *resp->add_alarms() = a;
       break;
+    }
     case etcdserverpb::AlarmRequest::DEACTIVATE: {
-      auto it = std::remove_if(alarms_.begin(), alarms_.end(), [&](auto& a) {
-        // Disarming with NONE clears the member's alarms of every kind.
-        return a.memberid() == req.memberid() &&
-               (req.alarm() == etcdserverpb::NONE || a.alarm() == req.alarm());
-      });
+      auto it = std::stable_partition(
+          alarms_.begin(), alarms_.end(), [&](const auto& a) {
+            // Disarming with NONE clears the member's alarms of every kind.
+            return !(a.memberid() == req.memberid() &&
+                     (req.alarm() == etcdserverpb::NONE ||
+                      a.alarm() == req.alarm()));
+          });
+      for (auto cleared = it; cleared != alarms_.end(); ++cleared) {
+        *resp->add_alarms() = *cleared;
+      }
       if (it != alarms_.end()) {
         alarms_.erase(it, alarms_.end());
         alarms_changed_ = true;
@@ -1413,13 +1427,6 @@ absl::Status ApplyBatch::Alarm(const etcdserverpb::AlarmRequest& req,
     }
     default:
       return absl::InvalidArgumentError("etcdserver: unknown alarm action");
-  }
-  for (const auto& a : alarms_) {
-    if (req.action() == etcdserverpb::AlarmRequest::GET &&
-        (req.memberid() != 0 && a.memberid() != req.memberid())) {
-      continue;
-    }
-    *resp->add_alarms() = a;
   }
   resp->mutable_header()->set_revision(revision_);
   return absl::OkStatus();

@@ -486,7 +486,24 @@ TEST_F(StoreTest, Alarm_NoSpaceBlocksWritesNotReadsOrDeletes) {
   etcdserverpb::AlarmRequest off = on;
   off.set_action(etcdserverpb::AlarmRequest::DEACTIVATE);
   b = store_->BeginApply(&leases_);
+  // GET answers the alarms of the type asked, as etcd's.
+  etcdserverpb::AlarmRequest get;
+  get.set_action(etcdserverpb::AlarmRequest::GET);
+  get.set_alarm(etcdserverpb::CORRUPT);
+  ar.Clear();
+  ASSERT_TRUE(b->Alarm(get, &ar).ok());
+  EXPECT_EQ(ar.alarms_size(), 0);
+  get.set_alarm(etcdserverpb::NONE);
+  ASSERT_TRUE(b->Alarm(get, &ar).ok());
+  EXPECT_EQ(ar.alarms_size(), 1);
+  // DEACTIVATE answers what it cleared.
+  ar.Clear();
   ASSERT_TRUE(b->Alarm(off, &ar).ok());
+  ASSERT_EQ(ar.alarms_size(), 1);
+  EXPECT_EQ(ar.alarms(0).alarm(), etcdserverpb::NOSPACE);
+  ar.Clear();
+  ASSERT_TRUE(b->Alarm(off, &ar).ok());
+  EXPECT_EQ(ar.alarms_size(), 0);
   EXPECT_TRUE(b->Put(put, &pr).ok());
   ASSERT_TRUE(b->Commit(++index_).ok());
   EXPECT_TRUE(store_->Alarms().empty());

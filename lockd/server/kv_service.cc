@@ -792,8 +792,9 @@ grpc::Status KvService::Alarm(grpc::ServerContextBase* ctx,
                               const etcdserverpb::AlarmRequest* req,
                               etcdserverpb::AlarmResponse* resp) {
   if (req->action() == etcdserverpb::AlarmRequest::GET) {
+    // As etcd's: the alarms of the type asked (NONE: all of them).
     for (const auto& a : store_->Alarms()) {
-      if (req->memberid() == 0 || a.memberid() == req->memberid()) {
+      if (req->alarm() == etcdserverpb::NONE || a.alarm() == req->alarm()) {
         *resp->add_alarms() = a;
       }
     }
