@@ -626,6 +626,45 @@ absl::StatusOr<etcdserverpb::MoveLeaderResponse> Client::MoveLeader(
   return resp;
 }
 
+absl::StatusOr<etcdserverpb::AlarmResponse> Client::Alarm(
+    const etcdserverpb::AlarmRequest& req) {
+  etcdserverpb::AlarmResponse resp;
+  absl::Status s = WithRetry(req.action() == etcdserverpb::AlarmRequest::GET,
+                             [&](Endpoint& ep, grpc::ClientContext* c) {
+                               resp.Clear();
+                               return ep.maintenance->Alarm(c, req, &resp);
+                             });
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::StatusOr<etcdserverpb::HashKVResponse> Client::HashKV(size_t endpoint,
+                                                            int64_t revision) {
+  Endpoint& ep = *conns_.at(endpoint);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.call_timeout));
+  etcdserverpb::HashKVRequest req;
+  req.set_revision(revision);
+  etcdserverpb::HashKVResponse resp;
+  absl::Status s = FromGrpc(ep.maintenance->HashKV(&ctx, req, &resp));
+  if (!s.ok()) return s;
+  return resp;
+}
+
+absl::Status Client::Defragment(size_t endpoint) {
+  Endpoint& ep = *conns_.at(endpoint);
+  if (!ep.channel->WaitForConnected(
+          absl::ToChronoTime(absl::Now() + options_.dial_timeout))) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot connect to ", endpoints_.at(endpoint),
+        ": check that the member is running and the endpoint is right"));
+  }
+  grpc::ClientContext ctx;
+  etcdserverpb::DefragmentResponse resp;
+  return FromGrpc(ep.maintenance->Defragment(
+      &ctx, etcdserverpb::DefragmentRequest(), &resp));
+}
+
 absl::StatusOr<etcdserverpb::StatusResponse> Client::Status(size_t endpoint) {
   Endpoint& ep = *conns_.at(endpoint);
   grpc::ClientContext ctx;

@@ -129,8 +129,18 @@ class Client {
       const std::function<bool(const etcdserverpb::LeaseKeepAliveResponse&)>&
           on_response);
 
+  // etcd's Alarm (GET, ACTIVATE or DEACTIVATE), on any member.
+  absl::StatusOr<etcdserverpb::AlarmResponse> Alarm(
+      const etcdserverpb::AlarmRequest& req);
+
   // Per endpoint (index into endpoints()), no retry elsewhere.
   absl::StatusOr<etcdserverpb::StatusResponse> Status(size_t endpoint);
+  // HashKV at `revision` (0: the member's current one).
+  absl::StatusOr<etcdserverpb::HashKVResponse> HashKV(size_t endpoint,
+                                                      int64_t revision);
+  // Defragment, with no deadline beyond the dial timeout (it may take a
+  // while on a large store).
+  absl::Status Defragment(size_t endpoint);
   // A linearizable read of key "health", as etcdctl checks health: OK when
   // the member can reach a quorum.
   absl::Status Health(size_t endpoint);

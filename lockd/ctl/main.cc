@@ -54,7 +54,6 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Globals& g) {
 
 using Args = std::vector<std::string>;
 
-// Parses a command's own flags; `args` gets the positional arguments.
 void PrintKvs(const etcdserverpb::RangeResponse& r, bool keys_only,
               bool value_only) {
   for (const auto& kv : r.kvs()) {
@@ -439,12 +438,16 @@ int Compaction(const Globals& g, const Args& in) {
 
 // For `endpoint status/health`: the given endpoints, or with --cluster every
 // member's client URLs as the member list names them.
+// The endpoints of --endpoints, or with --cluster every member's client
+// URLs. `more_flags` registers the command's other flags.
 absl::StatusOr<std::unique_ptr<client::Client>> ConnectEndpoints(
-    const Globals& g, const Args& in, const char* command) {
+    const Globals& g, const Args& in, const char* command,
+    const std::function<void(FlagSet&)>& more_flags = {}) {
   FlagSet fs(command, "");
   bool cluster = false;
   fs.Bool("cluster", &cluster,
           "Use all endpoints from the cluster member list.");
+  if (more_flags) more_flags(fs);
   Args args;
   if (!ParseCommandFlags(fs, in, &args)) {
     return absl::InvalidArgumentError("bad flags");
@@ -539,6 +542,101 @@ int EndpointHealth(const Globals& g, const Args& in) {
   }
   if (!all_healthy) return Fail("unhealthy cluster");
   return 0;
+}
+
+int EndpointHashKV(const Globals& g, const Args& in) {
+  int64_t revision = 0;
+  auto c = ConnectEndpoints(g, in, "lockctl endpoint hashkv", [&](FlagSet& fs) {
+    fs.Int64("rev", &revision,
+             "The revision to hash up to (default: each member's current).");
+  });
+  if (!c.ok()) return FailStatus(c.status());
+  std::vector<std::vector<std::string>> rows;
+  std::string json = "[";
+  int failures = 0;
+  for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
+    const std::string& ep = (*c)->endpoints()[i];
+    auto h = (*c)->HashKV(i, revision);
+    if (!h.ok()) {
+      std::fprintf(stderr, "Failed to get the hash of endpoint %s (%s)\n",
+                   ep.c_str(), std::string(h.status().message()).c_str());
+      ++failures;
+      continue;
+    }
+    rows.push_back({ep, absl::StrCat(h->hash())});
+    if (json.size() > 1) json += ",";
+    json +=
+        absl::StrCat("{\"Endpoint\":\"", ep, "\",\"HashKV\":", ToJson(*h), "}");
+  }
+  if (g.write_out == "json") {
+    std::printf("%s]\n", json.c_str());
+  } else if (g.write_out == "table") {
+    std::printf("%s", RenderTable({"ENDPOINT", "HASH"}, rows).c_str());
+  } else {
+    for (const auto& row : rows) {
+      std::printf("%s, %s\n", row[0].c_str(), row[1].c_str());
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+int Defrag(const Globals& g, const Args& in) {
+  auto c = ConnectEndpoints(g, in, "lockctl defrag");
+  if (!c.ok()) return FailStatus(c.status());
+  int failures = 0;
+  for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
+    const std::string& ep = (*c)->endpoints()[i];
+    std::fprintf(stderr, "Defragmenting %s ...\n", ep.c_str());
+    absl::Status s = (*c)->Defragment(i);
+    if (s.ok()) {
+      std::printf("Finished defragmenting etcd member[%s]\n", ep.c_str());
+    } else {
+      std::fprintf(stderr, "Failed to defragment etcd member[%s] (%s)\n",
+                   ep.c_str(), std::string(s.message()).c_str());
+      ++failures;
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+// "alarm list" and "alarm disarm" (every alarm), printed as etcdctl does.
+std::function<int(const Globals&, const Args&)> AlarmCmd(bool disarm) {
+  return [disarm](const Globals& g, const Args& in) {
+    if (!in.empty()) {
+      return Fail(absl::StrCat("alarm ", disarm ? "disarm" : "list",
+                               " takes no arguments"));
+    }
+    auto c = Connect(g);
+    if (!c.ok()) return FailStatus(c.status());
+    etcdserverpb::AlarmRequest get;
+    get.set_action(etcdserverpb::AlarmRequest::GET);
+    auto listed = (*c)->Alarm(get);
+    if (!listed.ok()) return FailStatus(listed.status());
+    etcdserverpb::AlarmResponse out = *listed;
+    if (disarm) {
+      out.clear_alarms();
+      for (const etcdserverpb::AlarmMember& a : listed->alarms()) {
+        etcdserverpb::AlarmRequest off;
+        off.set_action(etcdserverpb::AlarmRequest::DEACTIVATE);
+        off.set_memberid(a.memberid());
+        off.set_alarm(a.alarm());
+        auto r = (*c)->Alarm(off);
+        if (!r.ok()) return FailStatus(r.status());
+        for (const auto& cleared : r->alarms()) *out.add_alarms() = cleared;
+        *out.mutable_header() = r->header();
+      }
+    }
+    if (g.write_out == "json") {
+      std::printf("%s\n", ToJson(out).c_str());
+      return 0;
+    }
+    for (const etcdserverpb::AlarmMember& a : out.alarms()) {
+      std::printf("memberID:%llu alarm:%s\n",
+                  static_cast<unsigned long long>(a.memberid()),
+                  etcdserverpb::AlarmType_Name(a.alarm()).c_str());
+    }
+    return 0;
+  };
 }
 
 int MemberList(const Globals& g, const Args& in) {
@@ -849,6 +947,13 @@ const std::map<std::string, CommandInfo>& Commands() {
        {"Prints the status of the endpoints", EndpointStatus}},
       {"endpoint health",
        {"Checks the health of the endpoints", EndpointHealth}},
+      {"endpoint hashkv",
+       {"Prints the KV history hash of each endpoint (--rev, --cluster)",
+        EndpointHashKV}},
+      {"defrag",
+       {"Defragments the storage of the endpoints (--cluster)", Defrag}},
+      {"alarm list", {"Lists all alarms", AlarmCmd(false)}},
+      {"alarm disarm", {"Disarms all alarms", AlarmCmd(true)}},
       {"member list", {"Lists all members in the cluster", MemberList}},
       {"member add", {"Adds a member into the cluster", MemberAdd}},
       {"member remove", {"Removes a member from the cluster", MemberRemove}},

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "tests/harness/cluster.h"
 #include "tests/harness/process.h"
@@ -150,6 +151,33 @@ TEST(KvClusterTest, Lockctl_KvAndClusterCommands) {
   EXPECT_NE(bad.err.find("malformed comparison"), std::string::npos);
   EXPECT_EQ(Lockctl(all, {"del", "app/t"}).out, "1\n");
 
+  // Maintenance: every member has the same history hash (as etcdctl sees
+  // it), defrag reports each member, no alarm is raised.
+  CommandResult hashes = Lockctl(all, {"endpoint", "hashkv"});
+  ASSERT_EQ(hashes.exit_code, 0) << hashes.err;
+  std::vector<std::string> lines =
+      absl::StrSplit(absl::StripSuffix(hashes.out, "\n"), '\n');
+  ASSERT_EQ(lines.size(), 3u) << hashes.out;
+  for (const std::string& line : lines) {
+    const std::string hash = line.substr(line.find(", "));
+    EXPECT_EQ(hash, lines[0].substr(lines[0].find(", "))) << hashes.out;
+    EXPECT_NE(Etcdctl(all, {"endpoint", "hashkv"}).out.find(hash),
+              std::string::npos);
+  }
+  CommandResult defrag =
+      Lockctl(cluster.member(0).endpoint(), {"defrag", "--cluster"});
+  ASSERT_EQ(defrag.exit_code, 0) << defrag.err;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NE(defrag.out.find("Finished defragmenting etcd member[" +
+                              cluster.member(i).endpoint() + "]"),
+              std::string::npos)
+        << defrag.out;
+  }
+  EXPECT_NE(defrag.err.find("Defragmenting "), std::string::npos);
+  CommandResult no_alarms = Lockctl(all, {"alarm", "list"});
+  EXPECT_EQ(no_alarms.exit_code, 0) << no_alarms.err;
+  EXPECT_EQ(no_alarms.out, "");
+
   // A snapshot of one member, with progress on stderr; etcdctl takes lockd
   // snapshots too.
   std::string snap = TempDir("snaps") + "/lockctl.snap";
@@ -278,6 +306,9 @@ TEST(KvClusterTest, Quota_NoSpaceAlarmRaisedAndCleared) {
       << put.err;
   CommandResult alarms = Etcdctl(ep, {"alarm", "list"});
   EXPECT_NE(alarms.out.find("alarm:NOSPACE"), std::string::npos) << alarms.out;
+  // lockctl lists it as etcdctl does (without the trailing space).
+  EXPECT_EQ(Lockctl(ep, {"alarm", "list"}).out,
+            std::string(absl::StripSuffix(alarms.out, " \n")) + "\n");
   // Reads and deletes still work, so the operator can free space.
   EXPECT_EQ(Etcdctl(ep, {"get", "k0", "--keys-only"}).out, "k0\n\n");
   ASSERT_EQ(Etcdctl(ep, {"del", "k", "--prefix"}).exit_code, 0);
