@@ -651,7 +651,7 @@ absl::StatusOr<etcdserverpb::HashKVResponse> Client::HashKV(size_t endpoint,
   return resp;
 }
 
-absl::Status Client::Defragment(size_t endpoint) {
+absl::Status Client::WaitConnected(size_t endpoint) {
   Endpoint& ep = *conns_.at(endpoint);
   if (!ep.channel->WaitForConnected(
           absl::ToChronoTime(absl::Now() + options_.dial_timeout))) {
@@ -659,6 +659,12 @@ absl::Status Client::Defragment(size_t endpoint) {
         "cannot connect to ", endpoints_.at(endpoint),
         ": check that the member is running and the endpoint is right"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Client::Defragment(size_t endpoint) {
+  if (absl::Status s = WaitConnected(endpoint); !s.ok()) return s;
+  Endpoint& ep = *conns_.at(endpoint);
   grpc::ClientContext ctx;
   etcdserverpb::DefragmentResponse resp;
   return FromGrpc(ep.maintenance->Defragment(
@@ -679,13 +685,8 @@ absl::StatusOr<etcdserverpb::StatusResponse> Client::Status(size_t endpoint) {
 absl::Status Client::Snapshot(
     size_t endpoint,
     const std::function<bool(const std::string&, uint64_t)>& on_chunk) {
+  if (absl::Status s = WaitConnected(endpoint); !s.ok()) return s;
   Endpoint& ep = *conns_.at(endpoint);
-  if (!ep.channel->WaitForConnected(
-          absl::ToChronoTime(absl::Now() + options_.dial_timeout))) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot connect to ", endpoints_.at(endpoint),
-        ": check that the member is running and the endpoint is right"));
-  }
   grpc::ClientContext ctx;
   auto reader = ep.maintenance->Snapshot(&ctx, etcdserverpb::SnapshotRequest());
   etcdserverpb::SnapshotResponse resp;

@@ -283,6 +283,9 @@ class Client {
   absl::Status WithRetryUntil(absl::Time deadline, bool idempotent,
                               Call&& call);
   absl::Duration Jittered(absl::Duration d);
+  // Waits up to the dial timeout for `endpoint`'s channel (for calls with no
+  // deadline of their own). Errors: kUnavailable saying what to check.
+  absl::Status WaitConnected(size_t endpoint);
 
   ClientOptions options_;
   std::vector<std::string> endpoints_;
