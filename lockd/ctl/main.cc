@@ -475,11 +475,27 @@ absl::StatusOr<std::unique_ptr<client::Client>> ConnectEndpoints(
   return Connect(all);
 }
 
+// One row (and one JSON object, `json_items` joined) per endpoint, in the
+// format asked: etcdctl's JSON list, a table, or the cells comma-separated.
+void PrintEndpointRows(const Globals& g, const std::vector<std::string>& header,
+                       const std::vector<std::vector<std::string>>& rows,
+                       const std::vector<std::string>& json_items) {
+  if (g.write_out == "json") {
+    std::printf("[%s]\n", absl::StrJoin(json_items, ",").c_str());
+  } else if (g.write_out == "table") {
+    std::printf("%s", RenderTable(header, rows).c_str());
+  } else {
+    for (const auto& row : rows) {
+      std::printf("%s\n", absl::StrJoin(row, ", ").c_str());
+    }
+  }
+}
+
 int EndpointStatus(const Globals& g, const Args& in) {
   auto c = ConnectEndpoints(g, in, "lockctl endpoint status");
   if (!c.ok()) return FailStatus(c.status());
   std::vector<std::vector<std::string>> rows;
-  std::string json = "[";
+  std::vector<std::string> json;
   int failures = 0;
   for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
     const std::string& ep = (*c)->endpoints()[i];
@@ -499,26 +515,14 @@ int EndpointStatus(const Globals& g, const Args& in) {
                     s->islearner() ? "true" : "false",
                     absl::StrCat(s->raftterm()), absl::StrCat(s->raftindex()),
                     absl::StrCat(s->raftappliedindex()), errors});
-    if (json.size() > 1) json += ",";
-    json +=
-        absl::StrCat("{\"Endpoint\":\"", ep, "\",\"Status\":", ToJson(*s), "}");
+    json.push_back(absl::StrCat("{\"Endpoint\":\"", ep,
+                                "\",\"Status\":", ToJson(*s), "}"));
   }
-  if (g.write_out == "json") {
-    std::printf("%s]\n", json.c_str());
-  } else if (g.write_out == "table") {
-    std::printf(
-        "%s", RenderTable({"ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER",
-                           "IS LEARNER", "RAFT TERM", "RAFT INDEX",
-                           "RAFT APPLIED INDEX", "ERRORS"},
-                          rows)
-                  .c_str());
-  } else {
-    for (const auto& row : rows) {
-      std::string line;
-      for (const auto& cell : row) line += cell + ", ";
-      std::printf("%s\n", line.substr(0, line.size() - 1).c_str());
-    }
-  }
+  PrintEndpointRows(
+      g,
+      {"ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER",
+       "RAFT TERM", "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS"},
+      rows, json);
   return failures == 0 ? 0 : 1;
 }
 
@@ -552,7 +556,7 @@ int EndpointHashKV(const Globals& g, const Args& in) {
   });
   if (!c.ok()) return FailStatus(c.status());
   std::vector<std::vector<std::string>> rows;
-  std::string json = "[";
+  std::vector<std::string> json;
   int failures = 0;
   for (size_t i = 0; i < (*c)->endpoints().size(); ++i) {
     const std::string& ep = (*c)->endpoints()[i];
@@ -564,19 +568,10 @@ int EndpointHashKV(const Globals& g, const Args& in) {
       continue;
     }
     rows.push_back({ep, absl::StrCat(h->hash())});
-    if (json.size() > 1) json += ",";
-    json +=
-        absl::StrCat("{\"Endpoint\":\"", ep, "\",\"HashKV\":", ToJson(*h), "}");
+    json.push_back(absl::StrCat("{\"Endpoint\":\"", ep,
+                                "\",\"HashKV\":", ToJson(*h), "}"));
   }
-  if (g.write_out == "json") {
-    std::printf("%s]\n", json.c_str());
-  } else if (g.write_out == "table") {
-    std::printf("%s", RenderTable({"ENDPOINT", "HASH"}, rows).c_str());
-  } else {
-    for (const auto& row : rows) {
-      std::printf("%s, %s\n", row[0].c_str(), row[1].c_str());
-    }
-  }
+  PrintEndpointRows(g, {"ENDPOINT", "HASH"}, rows, json);
   return failures == 0 ? 0 : 1;
 }
 

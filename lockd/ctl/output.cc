@@ -4,6 +4,7 @@
 #include <google/protobuf/message.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -47,7 +48,9 @@ std::string HumanBytes(int64_t bytes) {
     ++u;
   }
   if (u == 0) return absl::StrFormat("%d B", bytes);
-  return absl::StrFormat("%.1f %s", v, kUnits[u]);
+  // As etcdctl (go-humanize): one decimal below 10, none from 10 up.
+  v = std::floor(v * 10 + 0.5) / 10;
+  return absl::StrFormat(v < 10 ? "%.1f %s" : "%.0f %s", v, kUnits[u]);
 }
 
 namespace {

@@ -16,7 +16,8 @@ namespace lockd::ctl {
 // An ASCII table with a header row, as etcdctl -w table draws it.
 std::string RenderTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows);
-// "2.0 kB", "1.5 MB": decimal units, as etcdctl shows database sizes.
+// "2.0 kB", "1.5 MB", "34 MB": decimal units, one decimal below 10, as
+// etcdctl shows database sizes.
 std::string HumanBytes(int64_t bytes);
 // The message as one line of JSON as etcdctl -w json prints it: field
 // names as in the .proto files, 64-bit integers and enums as numbers, bytes

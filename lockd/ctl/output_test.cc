@@ -47,6 +47,14 @@ TEST(ToJsonTest, EnumsAsNumbersAndStringsEscaped) {
   EXPECT_EQ(ToJson(a), "{\"alarms\":[{\"memberID\":7,\"alarm\":1}]}");
 }
 
+TEST(HumanBytesTest, AsEtcdctlPrintsSizes) {
+  EXPECT_EQ(HumanBytes(999), "999 B");
+  EXPECT_EQ(HumanBytes(1536), "1.5 kB");
+  EXPECT_EQ(HumanBytes(12288), "12 kB");  // etcdctl: "12 kB", not 12.3
+  EXPECT_EQ(HumanBytes(9960), "10 kB");   // rounded before choosing
+  EXPECT_EQ(HumanBytes(33913376), "34 MB");
+}
+
 TEST(ErrorWithHintTest, SaysWhatToDoNext) {
   // Nothing reached the cluster.
   EXPECT_EQ(ErrorWithHint(absl::UnavailableError(
