@@ -22,7 +22,7 @@ int Restore(const std::vector<std::string>& in) {
   ServerConfig config;
   fs.String("data-dir", &config.data_dir,
             "Path to the new data directory (default: <name>.lockd); it must "
-            "not exist.");
+            "not exist, or be empty.");
   fs.String("name", &config.name, "Human-readable name for this member.");
   fs.String("initial-cluster", &config.initial_cluster,
             "The new cluster's members, name=peer-url,... (default: "
@@ -62,11 +62,13 @@ int Restore(const std::vector<std::string>& in) {
     absl::PrintF(
         "Restore the same file for every other member of --initial-cluster "
         "(each with its own --name, --initial-advertise-peer-urls and "
-        "--data-dir), then start each member with its --name and "
-        "--data-dir.\n");
+        "--data-dir), then start each member with its --name, --data-dir "
+        "and --listen-* URLs.\n");
   } else {
-    absl::PrintF("Start it with: lockd --name=%s --data-dir=%s\n",
-                 config.name.c_str(), config.data_dir.c_str());
+    absl::PrintF(
+        "Start it with: lockd --name=%s --data-dir=%s (and the --listen-* "
+        "URLs it is to serve on)\n",
+        config.name.c_str(), config.data_dir.c_str());
   }
   return 0;
 }
