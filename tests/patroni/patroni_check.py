@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from patroni.dcs.etcd3 import Etcd3
+from patroni.dcs.etcd3 import Etcd3, KVCache
 
 failures = []
 
@@ -27,14 +27,42 @@ def check(cond, what):
         failures.append(what)
 
 
+# Patroni's watch-fed cache signals only leader changes. To wait for other
+# changes without polling, count every update of any node's cache (each
+# watch message, and each rebuild after a reconnect) and wake the waiters.
+_updates = threading.Condition()
+_update_count = [0]
+
+
+def _counting(method):
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with _updates:
+                _update_count[0] += 1
+                _updates.notify_all()
+    return wrapper
+
+
+KVCache._process_message = _counting(KVCache._process_message)
+KVCache._build_cache = _counting(KVCache._build_cache)
+
+
 def wait_for(pred, timeout):
-    """Polls `pred` until it holds or `timeout` s pass: Patroni's watch-fed
-    cache signals only leader changes, so other changes are looked for."""
+    """Waits until `pred` holds, re-checking it after each cache update, or
+    until `timeout` s pass."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
+        with _updates:
+            seen = _update_count[0]
         if pred():
             return True
-        time.sleep(0.2)
+        with _updates:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                break
+            _updates.wait_for(lambda: _update_count[0] != seen, remaining)
     return pred()
 
 
