@@ -14,14 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/loadgen/loadgen.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "lockd/util/json.h"
 
 namespace lockd_bench {
 namespace {
@@ -152,30 +155,11 @@ class EtcdSmokeTest : public ::testing::Test {
     return json;
   }
 
-  // One JSON object on one line: balanced braces outside strings.
+  // One JSON object on one line.
   static bool WellFormedObject(const std::string& s) {
-    if (s.size() < 3 || s.front() != '{' || s.substr(s.size() - 2) != "}\n") {
-      return false;
-    }
-    int depth = 0;
-    bool in_string = false;
-    for (size_t i = 0; i + 1 < s.size(); ++i) {
-      const char c = s[i];
-      if (in_string) {
-        if (c == '\\') {
-          ++i;
-        } else if (c == '"') {
-          in_string = false;
-        }
-        continue;
-      }
-      if (c == '"') in_string = true;
-      if (c == '{') ++depth;
-      if (c == '}' && --depth < 0) return false;
-      if (c == '\n') return false;
-      if (depth == 0 && i + 2 < s.size()) return false;  // one object only
-    }
-    return depth == 0 && !in_string;
+    std::vector<absl::string_view> objects;
+    return absl::EndsWith(s, "}\n") && s.find('\n') == s.size() - 1 &&
+           lockd::SplitJsonObjects(s, &objects) && objects.size() == 1;
   }
 
   // Value of a numeric field "name":<number> in the report.

@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "lockd/util/log.h"
-#include "lockd/util/thread_name.h"
 
 namespace lockd {
 namespace {
@@ -92,29 +91,10 @@ absl::Time AutoCompactor::Step(absl::Time now) {
 }
 
 void AutoCompactor::Start() {
-  thread_ = std::thread([this] {
-    SetThreadName("auto-compact");
-    absl::Time next = Step(absl::Now());
-    while (true) {
-      {
-        absl::MutexLock lock(&mu_);
-        auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_;
-        };
-        mu_.AwaitWithDeadline(absl::Condition(&stopping), next);
-        if (stop_) return;
-      }
-      next = Step(absl::Now());
-    }
-  });
+  loop_.Start("auto-compact", absl::Now(),
+              [this] { return Step(absl::Now()); });
 }
 
-void AutoCompactor::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void AutoCompactor::Stop() { loop_.Stop(); }
 
 }  // namespace lockd

@@ -20,13 +20,11 @@
 #include <deque>
 #include <functional>
 #include <string>
-#include <thread>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lockd/server/config.h"
+#include "lockd/util/timed_loop.h"
 
 namespace lockd {
 
@@ -80,9 +78,7 @@ class AutoCompactor {
   int64_t last_revision_ = 0;
   std::atomic<int64_t> compactions_{0};
 
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  TimedLoop loop_;
 };
 
 }  // namespace lockd

@@ -6,7 +6,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lockd/util/log.h"
-#include "lockd/util/thread_name.h"
 
 namespace lockd {
 
@@ -125,32 +124,16 @@ absl::StatusOr<uint64_t> CorruptionChecker::CheckOnce() {
 void CorruptionChecker::Start(absl::Duration interval) {
   Logf(LogLevel::kInfo, "corrupt", "corruption checking every %s",
        absl::FormatDuration(interval));
-  thread_ = std::thread([this, interval] {
-    SetThreadName("corrupt-check");
-    while (true) {
-      {
-        absl::MutexLock lock(&mu_);
-        auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_;
-        };
-        mu_.AwaitWithTimeout(absl::Condition(&stopping), interval);
-        if (stop_) return;
-      }
-      absl::StatusOr<uint64_t> r = CheckOnce();
-      if (!r.ok()) {
-        Logf(LogLevel::kDebug, "corrupt", "corruption check failed: %s",
-             std::string(r.status().message()));
-      }
+  loop_.Start("corrupt-check", absl::Now() + interval, [this, interval] {
+    absl::StatusOr<uint64_t> r = CheckOnce();
+    if (!r.ok()) {
+      Logf(LogLevel::kDebug, "corrupt", "corruption check failed: %s",
+           std::string(r.status().message()));
     }
+    return absl::Now() + interval;
   });
 }
 
-void CorruptionChecker::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void CorruptionChecker::Stop() { loop_.Stop(); }
 
 }  // namespace lockd

@@ -23,16 +23,14 @@
 
 #include <cstdint>
 #include <functional>
-#include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/mvcc/store.h"
+#include "lockd/util/timed_loop.h"
 
 namespace lockd {
 
@@ -76,9 +74,7 @@ class CorruptionChecker {
  private:
   const uint64_t self_;
   const Hooks hooks_;
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  TimedLoop loop_;
 };
 
 }  // namespace lockd

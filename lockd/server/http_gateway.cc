@@ -196,41 +196,6 @@ std::string StreamErrorBody(const grpc::Status& s) {
       ",\"http_status\":", JsonString(StatusText(http)), "}}");
 }
 
-// Splits a body holding JSON objects one after another (whitespace between)
-// into the objects' texts. Returns false when something else is there.
-bool SplitObjects(absl::string_view body, std::vector<absl::string_view>* out) {
-  size_t i = 0;
-  while (true) {
-    while (i < body.size() && absl::ascii_isspace(body[i])) ++i;
-    if (i == body.size()) return true;
-    if (body[i] != '{') return false;
-    const size_t start = i;
-    int depth = 0;
-    bool in_string = false;
-    for (; i < body.size(); ++i) {
-      const char c = body[i];
-      if (in_string) {
-        if (c == '\\') {
-          ++i;
-        } else if (c == '"') {
-          in_string = false;
-        }
-        continue;
-      }
-      if (c == '"') {
-        in_string = true;
-      } else if (c == '{' || c == '[') {
-        ++depth;
-      } else if (c == '}' || c == ']') {
-        if (--depth == 0) break;
-      }
-    }
-    if (i >= body.size()) return false;
-    out->push_back(body.substr(start, i + 1 - start));
-    ++i;
-  }
-}
-
 grpc::ByteBuffer ToBuffer(const pb::Message& m) {
   std::string bytes = m.SerializeAsString();
   grpc::Slice slice(bytes);
@@ -638,7 +603,7 @@ class HttpGateway::Connection {
   grpc::Status ParseRequests(const Request& req, const pb::MethodDescriptor* m,
                              std::vector<std::unique_ptr<pb::Message>>* out) {
     std::vector<absl::string_view> objects;
-    if (!SplitObjects(req.body, &objects)) {
+    if (!SplitJsonObjects(req.body, &objects)) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "the request body is not a JSON object");
     }

@@ -33,9 +33,9 @@ absl::Status Damaged(const std::string& path, const absl::Status& s) {
 }
 
 // Unpacks the snapshot file into `dir` (which must exist and be empty),
-// checking its SHA-256 trailer.
-absl::Status Unpack(const std::string& path, const std::string& dir,
-                    const RestoreProgress& progress) {
+// checking its SHA-256 trailer. Returns the file's size.
+absl::StatusOr<uint64_t> Unpack(const std::string& path, const std::string& dir,
+                                const RestoreProgress& progress) {
   FILE* in = std::fopen(path.c_str(), "rb");
   if (in == nullptr) {
     const int err = errno;
@@ -67,7 +67,8 @@ absl::Status Unpack(const std::string& path, const std::string& dir,
   std::fclose(in);
   if (status.ok()) status = writer.Finish();
   if (absl::IsDataLoss(status)) return Damaged(path, status);
-  return status;
+  if (!status.ok()) return status;
+  return done;
 }
 
 absl::StatusOr<SnapshotSummary> Summarize(const kv::MvccStore& store) {
@@ -138,9 +139,8 @@ absl::StatusOr<SnapshotSummary> RestoreSnapshot(
   auto build = [&]() -> absl::Status {
     if (absl::Status s = MakeDirs(work + "/kv"); !s.ok()) return s;
     if (absl::Status s = MakeDirs(work + "/raft"); !s.ok()) return s;
-    if (absl::Status s = Unpack(path, work + "/kv", progress); !s.ok()) {
-      return s;
-    }
+    absl::StatusOr<uint64_t> bytes = Unpack(path, work + "/kv", progress);
+    if (!bytes.ok()) return bytes.status();
     {
       absl::StatusOr<std::unique_ptr<kv::MvccStore>> store =
           kv::MvccStore::Open(work + "/kv");
@@ -153,6 +153,7 @@ absl::StatusOr<SnapshotSummary> RestoreSnapshot(
       }
       summary = Summarize(**store);
       if (!summary.ok()) return summary.status();
+      summary->total_bytes = *bytes;
     }
     {
       absl::StatusOr<std::unique_ptr<raft::DiskStorage>> log =
@@ -184,9 +185,6 @@ absl::StatusOr<SnapshotSummary> RestoreSnapshot(
     if (!existed) RemoveAll(data_dir);
     return s;
   }
-  struct stat st;
-  summary->total_bytes =
-      stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   return summary;
 }
 
@@ -199,19 +197,18 @@ absl::StatusOr<SnapshotSummary> SummarizeSnapshot(
   absl::StatusOr<SnapshotSummary> summary;
   auto read = [&]() -> absl::Status {
     if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
-    if (absl::Status s = Unpack(path, dir, progress); !s.ok()) return s;
+    absl::StatusOr<uint64_t> bytes = Unpack(path, dir, progress);
+    if (!bytes.ok()) return bytes.status();
     absl::StatusOr<std::unique_ptr<kv::MvccStore>> store =
         kv::MvccStore::Open(dir);
     if (!store.ok()) return Damaged(path, store.status());
     summary = Summarize(**store);
+    if (summary.ok()) summary->total_bytes = *bytes;
     return summary.status();
   };
   absl::Status s = read();
   RemoveAll(dir);
   if (!s.ok()) return s;
-  struct stat st;
-  summary->total_bytes =
-      stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   return summary;
 }
 
