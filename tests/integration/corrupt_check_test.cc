@@ -27,6 +27,18 @@ std::string MemberIdOf(const std::string& endpoint) {
   return r.out.substr(from, r.out.find_first_not_of("0123456789", from) - from);
 }
 
+// A setup write, tried again until `timeout`: right after a member restarts
+// or stops, a slow machine (ASan) may need an election or a reconnect first.
+// Each try waits for etcdctl's own command timeout.
+bool PutEventually(const std::string& endpoints, const std::string& key,
+                   absl::Duration timeout = absl::Seconds(60)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  do {
+    if (Etcdctl(endpoints, {"put", key, "v"}).exit_code == 0) return true;
+  } while (absl::Now() < deadline);
+  return false;
+}
+
 TEST(CorruptCheckTest, DivergedFollowerRefusedAtStartAndAlarmedByTheLeader) {
   LocalCluster cluster(3, "corrupt");
   const std::vector<std::string> periodic = {
@@ -42,7 +54,7 @@ TEST(CorruptCheckTest, DivergedFollowerRefusedAtStartAndAlarmedByTheLeader) {
   const int f = (l + 1) % 3, g = (l + 2) % 3;
   const std::string all = cluster.endpoints();
   for (int i = 0; i < 5; ++i) {
-    ASSERT_EQ(Etcdctl(all, {"put", absl::StrCat("k", i), "v"}).exit_code, 0);
+    ASSERT_TRUE(PutEventually(all, absl::StrCat("k", i)));
   }
 
   // A healthy member passes the initial check.
@@ -65,7 +77,7 @@ TEST(CorruptCheckTest, DivergedFollowerRefusedAtStartAndAlarmedByTheLeader) {
   const std::string rest = absl::StrCat(cluster.member(l).endpoint(), ",",
                                         cluster.member(g).endpoint());
   for (int i = 5; i < 10; ++i) {
-    ASSERT_EQ(Etcdctl(rest, {"put", absl::StrCat("k", i), "v"}).exit_code, 0);
+    ASSERT_TRUE(PutEventually(rest, absl::StrCat("k", i)));
   }
 
   // With the initial check, f refuses to start, saying why.
