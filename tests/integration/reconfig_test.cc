@@ -305,9 +305,15 @@ class System {
 // Workload (a): the lock. The holder takes kLockKey on its lease and keeps
 // the lease alive; a contender, on its own lease, tries to take it (etcd's
 // create-if-absent txn) and must always fail; both check who holds it.
+// Both leases are kept alive until the lock has changed hands at the end
+// (`stop_keepalives`), not only until the workloads stop (`stop`): the
+// final checks use them, and a lease whose keep-alive had already ended
+// would expire (5 s) while the other workloads wind down, however healthy
+// the cluster.
 
 struct LockState {
   std::atomic<bool> stop{false};
+  std::atomic<bool> stop_keepalives{false};
   std::atomic<int64_t> holder_lease{0};
   std::atomic<int64_t> contender_lease{0};
   std::atomic<int64_t> acquired_revision{0};
@@ -315,10 +321,12 @@ struct LockState {
   absl::Mutex mu;
   absl::Duration longest_renewal_gap ABSL_GUARDED_BY(mu);
   absl::Status keepalive_end ABSL_GUARDED_BY(mu);
-  // The contender's keep-alive: how it ended and its last renewal (for the
-  // message should the contender's lease be gone at the end).
+  // The contender's keep-alive: how it ended, its last renewal (for the
+  // message should the contender's lease be gone at the end) and its
+  // longest gap between renewals.
   absl::Status contender_keepalive_end ABSL_GUARDED_BY(mu);
   absl::Time contender_renewed ABSL_GUARDED_BY(mu);
+  absl::Duration contender_longest_gap ABSL_GUARDED_BY(mu);
   std::vector<std::string> violations ABSL_GUARDED_BY(mu);
 
   void Violation(const std::string& v) {
@@ -369,7 +377,7 @@ bool AcquireLock(client::Client* c, LockState* l, Tally* t) {
   return true;
 }
 
-// The holder's keep-alive, until l->stop.
+// The holder's keep-alive, until l->stop_keepalives.
 void HoldLock(client::Client* c, LockState* l) {
   absl::Time last = absl::Now();
   absl::Status s = c->LeaseKeepAlive(
@@ -379,33 +387,47 @@ void HoldLock(client::Client* c, LockState* l) {
         absl::MutexLock lock(&l->mu);
         l->longest_renewal_gap = std::max(l->longest_renewal_gap, now - last);
         last = now;
-        return !l->stop.load();
+        return !l->stop_keepalives.load();
       });
   absl::MutexLock lock(&l->mu);
   l->keepalive_end = s;
+}
+
+// The contender's lease (granted before the workloads start).
+bool GrantContender(client::Client* c, LockState* l, Tally* t) {
+  absl::StatusOr<int64_t> lease = Grant(c, t);
+  if (!lease.ok()) return false;
+  l->contender_lease = *lease;
+  absl::MutexLock lock(&l->mu);
+  l->contender_renewed = absl::Now();
+  return true;
+}
+
+// The contender's keep-alive, until l->stop_keepalives.
+void KeepContenderAlive(client::Client* c, LockState* l) {
+  absl::Status end = c->LeaseKeepAlive(
+      l->contender_lease.load(),
+      [&](const etcdserverpb::LeaseKeepAliveResponse&) {
+        absl::MutexLock lock(&l->mu);
+        const absl::Time now = absl::Now();
+        l->contender_longest_gap =
+            std::max(l->contender_longest_gap, now - l->contender_renewed);
+        l->contender_renewed = now;
+        return !l->stop_keepalives.load();
+      });
+  absl::MutexLock lock(&l->mu);
+  l->contender_keepalive_end = end;
 }
 
 // The contender, until l->stop: tries to take the lock and reads who holds
 // it, a few times a second.
 void ContendForLock(client::Client* c, LockState* l, Tally* t,
                     absl::Notification* stopped) {
-  absl::StatusOr<int64_t> lease = Grant(c, t);
-  if (!lease.ok()) return;
-  l->contender_lease = *lease;
-  std::thread keepalive([&] {
-    absl::Status end = c->LeaseKeepAlive(
-        *lease, [&](const etcdserverpb::LeaseKeepAliveResponse&) {
-          absl::MutexLock lock(&l->mu);
-          l->contender_renewed = absl::Now();
-          return !l->stop.load();
-        });
-    absl::MutexLock lock(&l->mu);
-    l->contender_keepalive_end = end;
-  });
+  const int64_t lease = l->contender_lease.load();
   while (!l->stop.load()) {
     absl::Time start = absl::Now();
     absl::StatusOr<etcdserverpb::TxnResponse> r =
-        c->Txn(TakeLock(*lease, "contender"));
+        c->Txn(TakeLock(lease, "contender"));
     t->Call("lock contend", absl::Now() - start, r.status());
     if (r.ok() && r->succeeded()) {
       l->Violation(absl::StrCat("the contender took the lock at revision ",
@@ -429,7 +451,6 @@ void ContendForLock(client::Client* c, LockState* l, Tally* t,
     // Pacing, not correctness: a few attempts a second are plenty.
     stopped->WaitForNotificationWithTimeout(absl::Milliseconds(200));
   }
-  keepalive.join();
 }
 
 // ---------------------------------------------------------------------------
@@ -583,6 +604,7 @@ struct RunResult {
   bool node_done = false;
   absl::Status keepalive_end;
   absl::Duration longest_renewal_gap;
+  absl::Duration contender_longest_gap;
   std::string log;
   bool completed = false;  // the scenario ran to the end
 };
@@ -659,6 +681,8 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   LockState lock_state;
   ASSERT_TRUE(AcquireLock(c->get(), &lock_state, &lock_tally))
       << lock_tally.FirstFailures();
+  ASSERT_TRUE(GrantContender(c->get(), &lock_state, &lock_tally))
+      << lock_tally.FirstFailures();
 
   // (c) the Node etcd3 client.
   const std::string stop_file = TempDir("node-stop") + "/stop";
@@ -687,8 +711,22 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   std::thread puts(LockdPutGetLoop, c->get(), absl::StrCat(kPrefix, "lockd/"),
                    &stop, &lockd_tally, &most_endpoints);
   std::thread holder(HoldLock, c->get(), &lock_state);
+  std::thread contender_keepalive(KeepContenderAlive, c->get(), &lock_state);
   std::thread contender(ContendForLock, c->get(), &lock_state, &lock_tally,
                         &lock_stopped);
+  // Ends both keep-alives once the lock has changed hands below, or when an
+  // assertion returns early (a joinable thread must not be destroyed).
+  struct KeepAlivesEnd {
+    LockState* l;
+    std::thread* threads[2];
+    void operator()() {
+      l->stop_keepalives = true;
+      for (std::thread* t : threads) {
+        if (t->joinable()) t->join();
+      }
+    }
+    ~KeepAlivesEnd() { (*this)(); }
+  } end_keepalives{&lock_state, {&holder, &contender_keepalive}};
   std::thread etcdctl(EtcdctlPutGetLoop, first_three,
                       absl::StrCat(kPrefix, "etcdctl/"), &stop, &etcdctl_tally);
   LetRun(&lockd_tally, 20);
@@ -782,12 +820,6 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   puts.join();
   contender.join();
   etcdctl.join();
-  holder.join();
-  {
-    absl::MutexLock lock(&lock_state.mu);
-    res->keepalive_end = lock_state.keepalive_end;
-    res->longest_renewal_gap = lock_state.longest_renewal_gap;
-  }
 
   client::ClientOptions ro;
   for (int i : sys->members()) ro.endpoints.push_back(sys->Endpoint(i));
@@ -812,6 +844,14 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
   ASSERT_TRUE((*reader)->DeleteRange(release).ok());
   absl::StatusOr<etcdserverpb::TxnResponse> taken =
       (*reader)->Txn(TakeLock(lock_state.contender_lease.load(), "contender"));
+  // The lock has changed hands: the keep-alives may end now.
+  end_keepalives();
+  {
+    absl::MutexLock lock(&lock_state.mu);
+    res->keepalive_end = lock_state.keepalive_end;
+    res->longest_renewal_gap = lock_state.longest_renewal_gap;
+    res->contender_longest_gap = lock_state.contender_longest_gap;
+  }
   if (!taken.ok()) {
     absl::MutexLock lock(&lock_state.mu);
     lock_state.violations.push_back(absl::StrCat(
@@ -906,9 +946,10 @@ void RunScenario(System* sys, const Scenario& sc, RunResult* res) {
 
   res->rows.push_back(Row("lockd client: put/get", &lockd_tally));
   res->rows.push_back(Row("lockd client: lock+lease", &lock_tally));
-  res->rows.back().longest_what +=
-      absl::StrCat("; longest keep-alive gap ",
-                   absl::FormatDuration(res->longest_renewal_gap));
+  res->rows.back().longest_what += absl::StrCat(
+      "; longest keep-alive gap ",
+      absl::FormatDuration(res->longest_renewal_gap), ", the contender's ",
+      absl::FormatDuration(res->contender_longest_gap));
   ClientRow watch_row;
   watch_row.client = "lockd client: watch";
   watch_row.watch = absl::StrCat(WatchSummary(res->lockd_watch), " (",
