@@ -472,16 +472,21 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
     state_machine_->Cancel(id);
     // The node's own refusals name no etcd error; a proposer's checks do.
     const bool from_node = !absl::StartsWith(s.message(), "etcdserver: ");
-    if (absl::IsUnavailable(s) && from_node) return NotLeader(node_->leader());
-    if (absl::IsFailedPrecondition(s) && from_node) {
-      // Leadership is being handed over: the proposal was refused before
-      // it was appended, so trying again under the new leader cannot apply
-      // it twice. Wait for the handover (an election timeout at most).
-      const uint64_t was = node_->leader();
-      (void)node_->WaitForLeaderChange(std::min(
-          deadline,
-          absl::Now() + 2 * absl::Milliseconds(config_->election_timeout_ms)));
-      if (node_->leader() != was && absl::Now() < deadline) {
+    if ((absl::IsUnavailable(s) || absl::IsFailedPrecondition(s)) &&
+        from_node) {
+      // The node refused the proposal before appending it: leadership is
+      // being handed over (or this member was removed), or the term it was
+      // meant for has just ended. Trying again under the next leader cannot
+      // apply it twice, so the client does not hear of the hand-over. A
+      // leader still in its term waits for the hand-over (an election
+      // timeout at most).
+      if (node_->is_leader() && node_->term() == term) {
+        (void)node_->WaitForLeaderChange(std::min(
+            deadline, absl::Now() + 2 * absl::Milliseconds(
+                                            config_->election_timeout_ms)));
+      }
+      if ((!node_->is_leader() || node_->term() != term) &&
+          absl::Now() < deadline) {
         return ReplicateWith(ctx, propose, result, forward);
       }
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -759,11 +764,7 @@ grpc::Status KvService::TxnBlocking(grpc::ServerContextBase* ctx,
 }
 
 bool KvService::RoomInQuota(size_t request_bytes) {
-  // etcd's default quota: 2 GiB.
-  const uint64_t quota =
-      config_->quota_backend_bytes > 0
-          ? static_cast<uint64_t>(config_->quota_backend_bytes)
-          : uint64_t{2} << 30;
+  const uint64_t quota = config_->QuotaBytes();
   // Reading RocksDB's size properties costs a dozen lookups; on the write
   // path a figure at most 100 ms old is plenty.
   const int64_t now_ns = absl::GetCurrentTimeNanos();
