@@ -42,6 +42,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "kv/mvcc/errors.h"
 #include "kv/snapshot/archive.h"
 #include "rocksdb/cache.h"
@@ -55,6 +56,19 @@
 
 namespace lockd::kv {
 namespace {
+
+void Count(metrics::Counter* counter) {
+  if (counter != nullptr) counter->Inc();
+}
+
+// The operations a transaction ran, its nested transactions' included.
+int TxnOps(const etcdserverpb::TxnResponse& resp) {
+  int n = 0;
+  for (const etcdserverpb::ResponseOp& op : resp.responses()) {
+    n += op.has_response_txn() ? TxnOps(op.response_txn()) : 1;
+  }
+  return n;
+}
 
 constexpr char kFormatVersion[] = "1";
 constexpr char kMetaFormat[] = "format";
@@ -853,6 +867,7 @@ absl::Status MvccStore::Sync() {
 
 absl::Status MvccStore::Range(const etcdserverpb::RangeRequest& req,
                               etcdserverpb::RangeResponse* resp) const {
+  Count(options_.ranges);
   const std::shared_ptr<Db> d = db();
   SnapshotReader reader(d->db);
   // The revision and the data come from the same snapshot.
@@ -955,9 +970,17 @@ absl::Status MvccStore::Defragment() {
   rocksdb::CompactRangeOptions options;
   options.bottommost_level_compaction =
       rocksdb::BottommostLevelCompaction::kForce;
+  if (options_.defrag_inflight != nullptr) options_.defrag_inflight->Add(1);
+  const absl::Time start = absl::Now();
+  rocksdb::Status s;
   for (rocksdb::ColumnFamilyHandle* h : d->handles) {
-    rocksdb::Status s = d->db->CompactRange(options, h, nullptr, nullptr);
-    if (!s.ok()) return FromRocks(s, "defragment");
+    s = d->db->CompactRange(options, h, nullptr, nullptr);
+    if (!s.ok()) break;
+  }
+  if (options_.defrag_inflight != nullptr) options_.defrag_inflight->Add(-1);
+  if (!s.ok()) return FromRocks(s, "defragment");
+  if (options_.defrag_seconds != nullptr) {
+    options_.defrag_seconds->ObserveDuration(absl::Now() - start);
   }
   return absl::OkStatus();
 }
@@ -1202,6 +1225,7 @@ void ApplyBatch::WriteTombstone(const mvccpb::KeyValue& prev) {
 
 absl::Status ApplyBatch::RangeLocked(const etcdserverpb::RangeRequest& req,
                                      etcdserverpb::RangeResponse* resp) {
+  Count(store_->options_.ranges);
   // Inside a transaction that wrote, reads see its writes at its revision.
   int64_t current = impl_->wrote ? write_revision() : revision_;
   Families f{db_->history, db_->index, db_->latest, db_->lease};
@@ -1242,6 +1266,7 @@ absl::Status ApplyBatch::PutLocked(const etcdserverpb::PutRequest& req,
                                    etcdserverpb::PutResponse* resp) {
   if (req.key().empty()) return ErrEmptyKey();
   if (NoSpace(alarms_)) return ErrNoSpace();
+  Count(store_->options_.puts);
   absl::StatusOr<std::string> prev_bytes =
       impl_->reader.Get(db_->latest, req.key());
   if (!prev_bytes.ok() && !absl::IsNotFound(prev_bytes.status())) {
@@ -1278,6 +1303,7 @@ absl::Status ApplyBatch::DeleteRangeLocked(
     const etcdserverpb::DeleteRangeRequest& req,
     etcdserverpb::DeleteRangeResponse* resp) {
   if (req.key().empty()) return ErrEmptyKey();
+  Count(store_->options_.deletes);
   Families f{db_->history, db_->index, db_->latest, db_->lease};
   RangeSink sink;
   int64_t current = impl_->wrote ? write_revision() : revision_;
@@ -1376,7 +1402,9 @@ absl::Status ApplyBatch::Txn(const etcdserverpb::TxnRequest& req,
                              etcdserverpb::TxnResponse* resp) {
   if (HasAlarm(etcdserverpb::CORRUPT)) return ErrCorrupt();
   if (NoSpace(alarms_) && !TxnReadOnly(req)) return ErrNoSpace();
-  return ApplyOne([&] { return TxnLocked(req, resp); });
+  absl::Status s = ApplyOne([&] { return TxnLocked(req, resp); });
+  if (s.ok() && TxnOps(*resp) > 1) Count(store_->options_.txns);
+  return s;
 }
 
 absl::Status ApplyBatch::Alarm(const etcdserverpb::AlarmRequest& req,
@@ -1526,7 +1554,11 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.sync;
+  const absl::Time start = absl::Now();
   rocksdb::Status s = db_->db->Write(wo, b.GetWriteBatch());
+  if (s.ok() && store_->options_.commit_seconds != nullptr) {
+    store_->options_.commit_seconds->ObserveDuration(absl::Now() - start);
+  }
   if (s.ok()) {
     db_->SetRevisions(static_cast<uint64_t>(revision_),
                       static_cast<uint64_t>(compact_revision_));

@@ -42,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/mvcc/keys.h"
+#include "lockd/util/metrics.h"
 #include "mvccpb/kv.pb.h"
 
 namespace rocksdb {
@@ -61,6 +62,21 @@ struct StoreOptions {
   // record, and a batch lost in a crash is replayed from it because the
   // applied index travels with the data.
   bool sync = false;
+  // Where to record each apply batch's write
+  // (etcd_disk_backend_commit_duration_seconds) and defragmentations
+  // (etcd_disk_backend_defrag_duration_seconds, etcd_disk_defrag_inflight);
+  // any may be null.
+  metrics::Histogram* commit_seconds = nullptr;
+  metrics::Histogram* defrag_seconds = nullptr;
+  metrics::Gauge* defrag_inflight = nullptr;
+  // Operations seen by this member, counted as etcd counts them
+  // (etcd_mvcc_{put,delete,range,txn}_total): every put, delete and range,
+  // also inside a transaction, and every transaction of more than one
+  // operation. Any may be null.
+  metrics::Counter* puts = nullptr;
+  metrics::Counter* deletes = nullptr;
+  metrics::Counter* ranges = nullptr;
+  metrics::Counter* txns = nullptr;
 };
 
 // Whether a lease exists, asked when a Put attaches a key to a lease. The

@@ -74,7 +74,12 @@ struct ServerConfig {
   uint64_t election_timeout_ms = 1000;
   uint64_t max_request_bytes = 1536 * 1024;
   uint64_t max_txn_ops = 128;
-  int64_t quota_backend_bytes = 0;   // 0: the default quota
+  int64_t quota_backend_bytes = 0;  // 0: the default quota
+  // The quota in effect: --quota-backend-bytes, or etcd's default, 2 GiB.
+  uint64_t QuotaBytes() const {
+    return quota_backend_bytes > 0 ? static_cast<uint64_t>(quota_backend_bytes)
+                                   : uint64_t{2} << 30;
+  }
   uint64_t snapshot_count = 100000;  // 0: the default, as in etcd
   uint64_t snapshot_catchup_entries = 5000;
   std::string auto_compaction_mode = "periodic";

@@ -275,6 +275,75 @@ struct Request {
 
 }  // namespace
 
+namespace {
+
+// process_* as Prometheus' client libraries export them, from /proc.
+void CollectProcessMetrics(metrics::Sink& sink) {
+  auto metric = [&sink](absl::string_view name, absl::string_view type,
+                        absl::string_view help, double value) {
+    if (type == "counter") {
+      sink.Counter(name, help, {}, value);
+    } else {
+      sink.Gauge(name, help, {}, value);
+    }
+  };
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)),
+                   std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces) in parentheses.
+  const size_t close = stat.rfind(')');
+  std::vector<std::string> f;
+  if (close != std::string::npos) {
+    f = absl::StrSplit(stat.substr(close + 2), ' ', absl::SkipEmpty());
+  }
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  // f[0] is field 3 (state): utime is field 14, stime 15, starttime 22,
+  // vsize 23, rss 24.
+  auto field = [&f](size_t n) {
+    double v = 0;
+    if (n - 3 < f.size()) (void)absl::SimpleAtod(f[n - 3], &v);
+    return v;
+  };
+  if (f.size() > 21) {
+    metric("process_cpu_seconds_total", "counter",
+           "Total user and system CPU time spent in seconds.",
+           (field(14) + field(15)) / tick);
+    double boot = 0;
+    std::ifstream proc_stat("/proc/stat");
+    for (std::string line; std::getline(proc_stat, line);) {
+      absl::string_view l = line;
+      if (absl::ConsumePrefix(&l, "btime ")) {
+        (void)absl::SimpleAtod(l, &boot);
+      }
+    }
+    metric("process_resident_memory_bytes", "gauge",
+           "Resident memory size in bytes.", field(24) * page);
+    metric("process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.",
+           boot + field(22) / tick);
+    metric("process_virtual_memory_bytes", "gauge",
+           "Virtual memory size in bytes.", field(23));
+  }
+  int fds = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') ++fds;
+    }
+    closedir(d);
+    --fds;  // the directory stream's own
+  }
+  metric("process_open_fds", "gauge", "Number of open file descriptors.", fds);
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    metric("process_max_fds", "gauge",
+           "Maximum number of open file descriptors.",
+           static_cast<double>(lim.rlim_cur));
+  }
+}
+
+}  // namespace
+
 class HttpGateway::Connection {
  public:
   Connection(HttpGateway* gw, int fd, bool metrics_only)
@@ -799,137 +868,15 @@ class HttpGateway::Connection {
                    false);
   }
 
-  // Prometheus' text format: etcd's metrics that lockd has the figures
-  // for, under etcd's names and types, and the process's.
+  // Prometheus' text format: the member's registry, which holds etcd's
+  // metrics lockd has the figures for (see HttpGateway::Collect) and the
+  // process's.
   bool Metrics(const Request& req) {
     if (req.method != "GET") {
       return RespondText(405, "Method Not Allowed", false, "Allow: GET\r\n");
     }
-    std::string out;
-    auto metric = [&out](absl::string_view name, absl::string_view type,
-                         absl::string_view help, absl::string_view labels,
-                         double value) {
-      absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ",
-                      type, "\n", name, labels, " ",
-                      absl::StrFormat("%.15g", value), "\n");
-    };
-    etcdserverpb::StatusResponse st;
-    bool have_status = false;
-    if (std::shared_ptr<grpc::Channel> channel = gw_->channel_()) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(1));
-      have_status = etcdserverpb::Maintenance::NewStub(channel)
-                        ->Status(&ctx, etcdserverpb::StatusRequest(), &st)
-                        .ok();
-    }
-    if (have_status) {
-      const uint64_t self = st.header().member_id();
-      metric("etcd_cluster_version", "gauge",
-             "Which version is running. 1 for 'cluster_version' label with "
-             "current cluster version",
-             absl::StrCat("{cluster_version=\"", kEtcdApiMajorMinor, "\"}"), 1);
-      metric("etcd_debugging_mvcc_current_revision", "gauge",
-             "The current revision of store.", "", st.header().revision());
-      metric("etcd_mvcc_db_total_size_in_bytes", "gauge",
-             "Total size of the underlying database physically allocated in "
-             "bytes.",
-             "", st.dbsize());
-      metric("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge",
-             "Total size of the underlying database logically in use in "
-             "bytes.",
-             "", st.dbsizeinuse());
-      metric("etcd_server_has_leader", "gauge",
-             "Whether or not a leader exists. 1 is existence, 0 is not.", "",
-             st.leader() != 0 ? 1 : 0);
-      metric("etcd_server_id", "gauge",
-             "Server or member ID in hexadecimal format. 1 for 'server_id' "
-             "label with current ID.",
-             absl::StrCat("{server_id=\"", absl::Hex(self), "\"}"), 1);
-      metric("etcd_server_is_leader", "gauge",
-             "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-             "", st.leader() == self ? 1 : 0);
-      metric("etcd_server_is_learner", "gauge",
-             "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-             "", st.islearner() ? 1 : 0);
-      metric("etcd_server_proposals_applied_total", "gauge",
-             "The total number of consensus proposals applied.", "",
-             st.raftappliedindex());
-      metric("etcd_server_proposals_committed_total", "gauge",
-             "The total number of consensus proposals committed.", "",
-             st.raftindex());
-    }
-    metric("etcd_server_health_failures", "counter",
-           "The total number of failed health checks", "",
-           gw_->health_failures_.load(std::memory_order_relaxed));
-    metric("etcd_server_health_success", "counter",
-           "The total number of successful health checks", "",
-           gw_->health_success_.load(std::memory_order_relaxed));
-    metric("etcd_server_version", "gauge",
-           "Which version is running. 1 for 'server_version' label with "
-           "current version.",
-           absl::StrCat("{server_version=\"", gw_->server_version_, "\"}"), 1);
-    AppendProcessMetrics(metric);
-    return Respond(200, "text/plain; version=0.0.4; charset=utf-8", out, false);
-  }
-
-  // process_* as Prometheus' client libraries export them, from /proc.
-  template <typename Metric>
-  static void AppendProcessMetrics(const Metric& metric) {
-    std::ifstream stat_file("/proc/self/stat");
-    std::string stat((std::istreambuf_iterator<char>(stat_file)),
-                     std::istreambuf_iterator<char>());
-    // Fields after the command name (which may hold spaces) in parentheses.
-    const size_t close = stat.rfind(')');
-    std::vector<std::string> f;
-    if (close != std::string::npos) {
-      f = absl::StrSplit(stat.substr(close + 2), ' ', absl::SkipEmpty());
-    }
-    const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
-    const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
-    // f[0] is field 3 (state): utime is field 14, stime 15, starttime 22,
-    // vsize 23, rss 24.
-    auto field = [&f](size_t n) {
-      double v = 0;
-      if (n - 3 < f.size()) (void)absl::SimpleAtod(f[n - 3], &v);
-      return v;
-    };
-    if (f.size() > 21) {
-      metric("process_cpu_seconds_total", "counter",
-             "Total user and system CPU time spent in seconds.", "",
-             (field(14) + field(15)) / tick);
-      double boot = 0;
-      std::ifstream proc_stat("/proc/stat");
-      for (std::string line; std::getline(proc_stat, line);) {
-        absl::string_view l = line;
-        if (absl::ConsumePrefix(&l, "btime ")) {
-          (void)absl::SimpleAtod(l, &boot);
-        }
-      }
-      metric("process_resident_memory_bytes", "gauge",
-             "Resident memory size in bytes.", "", field(24) * page);
-      metric("process_start_time_seconds", "gauge",
-             "Start time of the process since unix epoch in seconds.", "",
-             boot + field(22) / tick);
-      metric("process_virtual_memory_bytes", "gauge",
-             "Virtual memory size in bytes.", "", field(23));
-    }
-    int fds = 0;
-    if (DIR* d = opendir("/proc/self/fd")) {
-      while (dirent* e = readdir(d)) {
-        if (e->d_name[0] != '.') ++fds;
-      }
-      closedir(d);
-      --fds;  // the directory stream's own
-    }
-    metric("process_open_fds", "gauge", "Number of open file descriptors.", "",
-           fds);
-    rlimit lim;
-    if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
-      metric("process_max_fds", "gauge",
-             "Maximum number of open file descriptors.", "",
-             static_cast<double>(lim.rlim_cur));
-    }
+    return Respond(200, "text/plain; version=0.0.4; charset=utf-8",
+                   gw_->registry_->Render(), false);
   }
 
   // etcd's checks: no alarm (but the excluded ones), a leader, and a
@@ -996,11 +943,14 @@ class HttpGateway::Connection {
 
 HttpGateway::HttpGateway(ChannelSource channel, size_t max_request_bytes,
                          std::string server_version,
-                         std::string cluster_version)
+                         std::string cluster_version,
+                         metrics::Registry* registry)
     : channel_(std::move(channel)),
       max_body_bytes_(2 * max_request_bytes + 64 * 1024),
       server_version_(std::move(server_version)),
-      cluster_version_(std::move(cluster_version)) {
+      cluster_version_(std::move(cluster_version)),
+      registry_(registry) {
+  registry_->AddCollector([this](metrics::Sink& sink) { Collect(sink); });
   // The services' descriptors are in the generated pool once their code is
   // linked in; these references make sure it is.
   (void)etcdserverpb::KV::service_full_name();
@@ -1018,6 +968,67 @@ HttpGateway::HttpGateway(ChannelSource channel, size_t max_request_bytes,
 }
 
 HttpGateway::~HttpGateway() = default;
+
+void HttpGateway::Collect(metrics::Sink& sink) {
+  etcdserverpb::StatusResponse st;
+  bool have_status = false;
+  if (std::shared_ptr<grpc::Channel> channel = channel_()) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(1));
+    have_status = etcdserverpb::Maintenance::NewStub(channel)
+                      ->Status(&ctx, etcdserverpb::StatusRequest(), &st)
+                      .ok();
+  }
+  if (have_status) {
+    const uint64_t self = st.header().member_id();
+    sink.Gauge("etcd_cluster_version",
+               "Which version is running. 1 for 'cluster_version' label with "
+               "current cluster version",
+               {{"cluster_version", kEtcdApiMajorMinor}}, 1);
+    sink.Gauge("etcd_debugging_mvcc_current_revision",
+               "The current revision of store.", {}, st.header().revision());
+    sink.Gauge("etcd_mvcc_db_total_size_in_bytes",
+               "Total size of the underlying database physically allocated "
+               "in bytes.",
+               {}, st.dbsize());
+    sink.Gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
+               "Total size of the underlying database logically in use in "
+               "bytes.",
+               {}, st.dbsizeinuse());
+    sink.Gauge("etcd_server_has_leader",
+               "Whether or not a leader exists. 1 is existence, 0 is not.", {},
+               st.leader() != 0 ? 1 : 0);
+    sink.Gauge("etcd_server_id",
+               "Server or member ID in hexadecimal format. 1 for 'server_id' "
+               "label with current ID.",
+               {{"server_id", absl::StrFormat("%x", self)}}, 1);
+    sink.Gauge("etcd_server_is_leader",
+               "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+               {}, st.leader() == self ? 1 : 0);
+    sink.Gauge("etcd_server_is_learner",
+               "Whether or not this member is a learner. 1 if is, 0 "
+               "otherwise.",
+               {}, st.islearner() ? 1 : 0);
+    sink.Gauge("etcd_server_proposals_applied_total",
+               "The total number of consensus proposals applied.", {},
+               st.raftappliedindex());
+    sink.Gauge("etcd_server_proposals_committed_total",
+               "The total number of consensus proposals committed.", {},
+               st.raftindex());
+  }
+  sink.Counter("etcd_server_health_failures",
+               "The total number of failed health checks", {},
+               health_failures_.load(std::memory_order_relaxed));
+  sink.Counter("etcd_server_health_success",
+               "The total number of successful health checks", {},
+               health_success_.load(std::memory_order_relaxed));
+  sink.Gauge("etcd_server_version",
+             "Which version is running. 1 for 'server_version' label with "
+             "current version.",
+             {{"server_version", server_version_}}, 1);
+  CollectProcessMetrics(sink);
+}
 
 void HttpGateway::Serve(int fd, const std::string& peer, bool metrics_only) {
   Logf(LogLevel::kDebug, "server", "HTTP connection from %s", peer);

@@ -48,6 +48,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "lockd/util/metrics.h"
 
 namespace google {
 namespace protobuf {
@@ -71,8 +72,12 @@ class HttpGateway {
   static constexpr absl::Duration kIdleTimeout = absl::Minutes(5);
   static constexpr absl::Duration kStallTimeout = absl::Seconds(30);
 
+  // `registry` must outlive the gateway, and is not rendered after it is
+  // gone: the gateway adds its own figures to it (member status, /health's
+  // outcomes, the process's) and serves it on /metrics.
   HttpGateway(ChannelSource channel, size_t max_request_bytes,
-              std::string server_version, std::string cluster_version);
+              std::string server_version, std::string cluster_version,
+              metrics::Registry* registry);
   ~HttpGateway();
   HttpGateway(const HttpGateway&) = delete;
   HttpGateway& operator=(const HttpGateway&) = delete;
@@ -85,6 +90,7 @@ class HttpGateway {
 
  private:
   class Connection;
+  void Collect(metrics::Sink& sink);
 
   ChannelSource channel_;
   const size_t max_body_bytes_;
@@ -93,6 +99,7 @@ class HttpGateway {
   // /health's outcomes, for /metrics.
   std::atomic<uint64_t> health_success_{0};
   std::atomic<uint64_t> health_failures_{0};
+  metrics::Registry* const registry_;
   // URL path -> the method it calls.
   std::map<std::string, const google::protobuf::MethodDescriptor*> routes_;
 };

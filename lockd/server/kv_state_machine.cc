@@ -205,6 +205,7 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
         }
         ApplyResult lost;
         lost.status = absl::UnavailableError("etcdserver: leader changed");
+        if (proposals_failed_ != nullptr) proposals_failed_->Inc();
         ready.emplace_back(std::move(it->second.done), std::move(lost));
         it = waiters_.erase(it);
       }
@@ -301,6 +302,7 @@ void KvStateMachine::ExpireWaiters(absl::Time now) {
     }
     ApplyResult r;
     r.status = absl::UnavailableError("etcdserver: request timed out");
+    if (proposals_failed_ != nullptr) proposals_failed_->Inc();
     waiter.done(std::move(r));
   }
 }
@@ -314,6 +316,11 @@ bool KvStateMachine::Rearm(uint64_t id, absl::Time deadline,
   it->second.term = 0;
   it->second.on_expiry = std::move(on_expiry);
   return true;
+}
+
+size_t KvStateMachine::PendingProposals() {
+  absl::MutexLock lock(&mu_);
+  return waiters_.size();
 }
 
 bool KvStateMachine::Cancel(uint64_t id) {

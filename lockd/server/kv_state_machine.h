@@ -25,6 +25,7 @@
 #include "kv/mvcc/store.h"
 #include "kv/watch/hub.h"
 #include "lockd/server/membership.h"
+#include "lockd/util/metrics.h"
 #include "lockdpb/internal.pb.h"
 #include "raft/node/node.h"
 
@@ -142,6 +143,15 @@ class KvStateMachine final : public raft::StateMachine {
   // Runs every pending WhenApplied now (this member will apply nothing
   // more: it was removed).
   void ReleaseRevisionWaits();
+  // Commands of this member's clients waiting for their result
+  // (etcd_server_proposals_pending).
+  size_t PendingProposals();
+  // Counts the commands that failed for want of consensus, "leader changed"
+  // or "request timed out" (etcd_server_proposals_failed_total); may be
+  // null. Set before the node starts.
+  void set_proposals_failed(metrics::Counter* counter) {
+    proposals_failed_ = counter;
+  }
   // Each committed batch's events go to `hub` (set before the node starts).
   void set_watch_hub(kv::WatchHub* hub) { watch_hub_ = hub; }
 
@@ -153,6 +163,7 @@ class KvStateMachine final : public raft::StateMachine {
   std::string snapshot_dir_;  // set before the node starts
   std::vector<std::function<void()>> restore_listeners_;  // apply thread
   kv::WatchHub* watch_hub_ = nullptr;
+  metrics::Counter* proposals_failed_ = nullptr;
   std::vector<CommitListener> commit_listeners_;  // apply thread
   absl::Mutex mu_;
   struct Waiter {

@@ -22,6 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "lockd/server/grpc_metrics.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 #include "lockd/version.h"
@@ -139,18 +140,22 @@ absl::Status Server::OpenStorage() {
          "flags are ignored",
          config_.member_id, config_.cluster_id, config_.data_dir);
   }
+  SetUpMetrics();
   absl::StatusOr<std::unique_ptr<kv::MvccStore>> store =
-      kv::MvccStore::Open(member_dir + "/kv");
+      kv::MvccStore::Open(member_dir + "/kv", store_options_);
   if (!store.ok()) return store.status();
   store_ = *std::move(store);
   absl::StatusOr<std::unique_ptr<raft::DiskStorage>> log =
-      raft::DiskStorage::Open(member_dir + "/raft");
+      raft::DiskStorage::Open(member_dir + "/raft", log_options_);
   if (!log.ok()) return log.status();
   log_ = *std::move(log);
 
   if (absl::Status s = membership_.Load(*store_); !s.ok()) return s;
   state_machine_ = std::make_unique<KvStateMachine>(config_.member_id,
                                                     store_.get(), &membership_);
+  state_machine_->set_proposals_failed(
+      metrics_.GetCounter("etcd_server_proposals_failed_total",
+                          "The total number of failed proposals seen."));
   {
     kv::LessorOptions lopts;
     // etcd's minimum TTL: 1.5 election timeouts in whole ticks, rounded up
@@ -211,7 +216,15 @@ absl::Status Server::OpenStorage() {
   topts.cluster_id = config_.cluster_id;
   topts.self_id = config_.member_id;
   topts.seed = config_.member_id;
+  topts.metrics = &metrics_;
   raft::NodeOptions nopts;
+  nopts.leader_changes =
+      metrics_.GetCounter("etcd_server_leader_changes_seen_total",
+                          "The number of leader changes seen.");
+  nopts.slow_applies = metrics_.GetCounter(
+      "etcd_server_slow_apply_total",
+      "The total number of slow apply requests (likely overloaded from slow "
+      "disk).");
   nopts.id = config_.member_id;
   nopts.tick_interval = absl::Milliseconds(config_.heartbeat_interval_ms);
   nopts.heartbeat_tick = 1;
@@ -283,6 +296,54 @@ absl::Status Server::OpenStorage() {
                                                 &require_leader_);
   lockd_locks_ = std::make_unique<LockdLocksService>(kv_.get(), locks_.get());
   return absl::OkStatus();
+}
+
+void Server::SetUpMetrics() {
+  // etcd's buckets for disk latencies: 1 ms to 8 s.
+  const std::vector<double> disk_buckets =
+      metrics::ExponentialBuckets(0.001, 2, 14);
+  log_options_.sync_seconds = metrics_.GetHistogram(
+      "etcd_disk_wal_fsync_duration_seconds",
+      "The latency distributions of fsync called by WAL.", disk_buckets);
+  log_options_.write_bytes =
+      metrics_.GetGauge("etcd_disk_wal_write_bytes_total",
+                        "Total number of bytes written in WAL.");
+  store_options_.commit_seconds = metrics_.GetHistogram(
+      "etcd_disk_backend_commit_duration_seconds",
+      "The latency distributions of commit called by backend.", disk_buckets);
+  store_options_.defrag_seconds = metrics_.GetHistogram(
+      "etcd_disk_backend_defrag_duration_seconds",
+      "The latency distribution of backend defragmentation.",
+      metrics::ExponentialBuckets(0.1, 2, 13));
+  store_options_.defrag_inflight = metrics_.GetGauge(
+      "etcd_disk_defrag_inflight",
+      "Whether or not defrag is active on the member. 1 means active, 0 "
+      "means not.");
+  store_options_.puts = metrics_.GetCounter(
+      "etcd_mvcc_put_total", "Total number of puts seen by this member.");
+  store_options_.deletes = metrics_.GetCounter(
+      "etcd_mvcc_delete_total", "Total number of deletes seen by this member.");
+  store_options_.ranges = metrics_.GetCounter(
+      "etcd_mvcc_range_total", "Total number of ranges seen by this member.");
+  store_options_.txns = metrics_.GetCounter(
+      "etcd_mvcc_txn_total", "Total number of txns seen by this member.");
+  metrics_.AddCollector([this](metrics::Sink& sink) {
+    sink.Gauge("etcd_server_quota_backend_bytes",
+               "Current backend storage quota size in bytes.", {},
+               static_cast<double>(config_.QuotaBytes()));
+    if (state_machine_ != nullptr) {
+      sink.Gauge("etcd_server_proposals_pending",
+                 "The current number of pending proposals to commit.", {},
+                 static_cast<double>(state_machine_->PendingProposals()));
+    }
+    if (store_ != nullptr) {
+      // etcd's is -1 until the first compaction.
+      const int64_t compacted = store_->compact_revision();
+      sink.Gauge("etcd_debugging_mvcc_compact_revision",
+                 "The revision of the last compaction in store.", {},
+                 static_cast<double>(compacted > 0 ? compacted : -1));
+    }
+  });
 }
 
 absl::Status Server::JoinFromPeers() {
@@ -765,6 +826,22 @@ absl::Status Server::Start() {
   client_builder.RegisterService(lock_.get());
   client_builder.RegisterService(election_.get());
   client_builder.RegisterService(lockd_locks_.get());
+  // etcd's gRPC metrics; its services' series exist from the start, at 0,
+  // as etcd's do.
+  {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(NewGrpcMetricsInterceptorFactory(&metrics_));
+    client_builder.experimental().SetInterceptorCreators(
+        std::move(interceptors));
+    for (const char* service :
+         {"etcdserverpb.KV", "etcdserverpb.Watch", "etcdserverpb.Lease",
+          "etcdserverpb.Cluster", "etcdserverpb.Auth",
+          "etcdserverpb.Maintenance", "grpc.health.v1.Health"}) {
+      InitializeGrpcServiceMetrics(&metrics_, service);
+    }
+  }
   {
     std::unique_ptr<grpc::Server> built = client_builder.BuildAndStart();
     if (built == nullptr) {
@@ -776,7 +853,7 @@ absl::Status Server::Start() {
   }
   http_gateway_ = std::make_unique<HttpGateway>(
       [this] { return GatewayChannel(); }, config_.max_request_bytes,
-      kEtcdApiVersion, absl::StrCat(kEtcdApiMajorMinor, ".0"));
+      kEtcdApiVersion, absl::StrCat(kEtcdApiMajorMinor, ".0"), &metrics_);
   client_listener_ = std::make_unique<ClientListener>(
       [this](int fd) { return HandOffGrpc(fd); },
       [this](int fd, const std::string& peer) {

@@ -43,6 +43,7 @@
 #include "lockd/server/services.h"
 #include "lockd/server/snapshot_io.h"
 #include "lockd/server/watch_service.h"
+#include "lockd/util/metrics.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -127,8 +128,18 @@ class Server {
   // handed to it any more.
   std::unique_ptr<grpc::Server> TakeClientServer();
 
+  // Registers the series the storage, raft and transport layers update,
+  // and the figures read when scraped.
+  void SetUpMetrics();
+
   ServerConfig config_;
   int lock_fd_ = -1;
+  // First, so every component that updates a series (or is read by a
+  // collector) is gone before it.
+  metrics::Registry metrics_;
+  // Handed to the storage layers at open.
+  kv::StoreOptions store_options_;
+  raft::DiskStorageOptions log_options_;
   std::unique_ptr<kv::MvccStore> store_;
   std::unique_ptr<raft::DiskStorage> log_;
   std::unique_ptr<kv::WatchHub> watch_hub_;

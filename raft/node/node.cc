@@ -446,6 +446,10 @@ bool RaftNode::HandleReady(Ready rd) {
   }
   if (rd.soft_state.has_value()) {
     uint64_t old = leader_.exchange(rd.soft_state->lead);
+    if (old != rd.soft_state->lead && rd.soft_state->lead != 0 &&
+        options_.leader_changes != nullptr) {
+      options_.leader_changes->Inc();
+    }
     if (old != rd.soft_state->lead) {
       Logf(LogLevel::kInfo, "raft", "member %x: leader is now %x (%s)",
            options_.id, rd.soft_state->lead,
@@ -519,11 +523,16 @@ bool RaftNode::HandleReady(Ready rd) {
         e.data.clear();
       }
     }
+    const absl::Time apply_start = absl::Now();
     if (absl::Status as = state_machine_->Apply(rd.committed_entries);
         !as.ok()) {
       Logf(LogLevel::kError, "raft", "cannot apply committed entries: %s",
            std::string(as.message()));
       return false;
+    }
+    if (options_.slow_applies != nullptr &&
+        absl::Now() - apply_start > absl::Milliseconds(100)) {
+      options_.slow_applies->Inc();
     }
     uint64_t applied = rd.committed_entries.back().index;
     applied_ = applied;

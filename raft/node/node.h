@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lockd/util/metrics.h"
 #include "raft/core/raw_node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -122,6 +123,12 @@ struct NodeOptions {
   // Entries kept behind a compaction, so a follower that is only a little
   // behind catches up from the log rather than a snapshot.
   uint64_t snapshot_catchup_entries = 5000;
+  // etcd_server_leader_changes_seen_total: each time this member learns of
+  // a leader other than the one it knew (not of losing one). Null: none.
+  metrics::Counter* leader_changes = nullptr;
+  // etcd_server_slow_apply_total: applies of committed entries that took
+  // longer than 100 ms (etcd's warning threshold). Null: none.
+  metrics::Counter* slow_applies = nullptr;
 };
 
 // Writes a brand-new member's log: one committed AddNode conf change entry

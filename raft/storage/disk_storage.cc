@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "raft/storage/disk_format.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -313,8 +314,15 @@ absl::Status DiskStorage::Save(const HardState& hard_state,
   if (wb.Count() == 0) return absl::OkStatus();
   rocksdb::WriteOptions wo;
   wo.sync = sync;
+  const absl::Time start = absl::Now();
   rocksdb::Status s = db_->Write(wo, &wb);
   if (!s.ok()) return FromRocks(s, "write");
+  if (sync && options_.sync_seconds != nullptr) {
+    options_.sync_seconds->ObserveDuration(absl::Now() - start);
+  }
+  if (options_.write_bytes != nullptr) {
+    options_.write_bytes->Add(static_cast<int64_t>(wb.GetDataSize()));
+  }
 
   // Mirror the write in memory.
   if (has_snapshot) {

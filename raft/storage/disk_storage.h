@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "lockd/util/metrics.h"
 #include "raft/core/storage.h"
 #include "raft/core/types.h"
 
@@ -42,6 +43,11 @@ struct DiskStorageOptions {
   uint64_t cache_bytes_max = 8 << 20;
   // Failure injection for tests: every write returns this error when set.
   bool fail_writes_for_testing = false;
+  // Where to record each synced write's duration
+  // (etcd_disk_wal_fsync_duration_seconds) and the bytes written
+  // (etcd_disk_wal_write_bytes_total); either may be null.
+  metrics::Histogram* sync_seconds = nullptr;
+  metrics::Gauge* write_bytes = nullptr;
 };
 
 class DiskStorage final : public Storage {

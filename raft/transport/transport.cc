@@ -92,6 +92,13 @@ class Transport::Service final
         Finish(grpc::Status::OK);
         return;
       }
+      if (batch_.from() != from_) {
+        from_ = batch_.from();
+        received_bytes_ = service_->transport_->ReceivedBytes(from_);
+      }
+      if (received_bytes_ != nullptr) {
+        received_bytes_->Add(batch_.ByteSizeLong());
+      }
       grpc::Status st = service_->HandleBatch(batch_, &received_);
       if (!st.ok()) {
         Finish(st);
@@ -106,6 +113,8 @@ class Transport::Service final
     raftpb::StreamAck* const ack_;
     raftpb::MessageBatch batch_;
     uint64_t received_ = 0;
+    uint64_t from_ = 0;
+    metrics::Counter* received_bytes_ = nullptr;
   };
 
   // Checks one batch and delivers its messages; an error ends the stream.
@@ -254,6 +263,15 @@ class Transport::Peer {
         id_(id),
         address_(std::move(address)),
         rng_(options_.seed * 0x9e3779b97f4a7c15ULL ^ id) {
+    if (options_.metrics != nullptr) {
+      const metrics::Labels to = {{"To", absl::StrFormat("%x", id)}};
+      sent_bytes_ = options_.metrics->GetCounter(
+          "etcd_network_peer_sent_bytes_total",
+          "The total number of bytes sent to peers.", to);
+      sent_failures_ = options_.metrics->GetCounter(
+          "etcd_network_peer_sent_failures_total",
+          "The total number of send failures from peers.", to);
+    }
     thread_ = std::thread([this] { Run(); });
   }
 
@@ -268,6 +286,11 @@ class Transport::Peer {
     if (queue_.size() >= options_.queue_messages_max ||
         queue_bytes_ + bytes > options_.queue_bytes_max) {
       ++stats_.dropped;
+      CountFailures(1);
+      if (m.type == MessageType::kHeartbeat &&
+          transport_->heartbeat_send_failures_ != nullptr) {
+        transport_->heartbeat_send_failures_->Inc();
+      }
       return false;
     }
     queue_bytes_ += bytes;
@@ -308,8 +331,15 @@ class Transport::Peer {
     return d;
   }
 
+  void CountFailures(uint64_t messages) {
+    if (sent_failures_ != nullptr && messages > 0) {
+      sent_failures_->Add(messages);
+    }
+  }
+
   // Drops everything queued: it was meant for a connection that failed.
   void DropQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    CountFailures(queue_.size());
     stats_.dropped += queue_.size();
     queue_.clear();
     queue_bytes_ = 0;
@@ -404,8 +434,10 @@ class Transport::Peer {
           broken = true;
           absl::MutexLock lock(&mu_);
           stats_.dropped += count;
+          CountFailures(count);
           DropQueue();
         } else {
+          if (sent_bytes_ != nullptr) sent_bytes_->Add(batch.ByteSizeLong());
           absl::MutexLock lock(&mu_);
           stats_.sent += count;
         }
@@ -449,6 +481,8 @@ class Transport::Peer {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   PeerStats stats_ ABSL_GUARDED_BY(mu_);
+  metrics::Counter* sent_bytes_ = nullptr;     // set once
+  metrics::Counter* sent_failures_ = nullptr;  // set once
 };
 
 // ---------------------------------------------------------------------------
@@ -627,6 +661,14 @@ void Transport::ReapSnapshotSends() {
   }
 }
 
+metrics::Counter* Transport::ReceivedBytes(uint64_t from) {
+  if (options_.metrics == nullptr) return nullptr;
+  return options_.metrics->GetCounter(
+      "etcd_network_peer_received_bytes_total",
+      "The total number of bytes received from peers.",
+      {{"From", absl::StrFormat("%x", from)}});
+}
+
 void Transport::CountReceive(bool ok, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
   if (ok) {
@@ -657,7 +699,14 @@ Transport::Transport(const TransportOptions& options, MessageHandler* handler,
     : options_(options),
       handler_(handler),
       service_(std::make_unique<Service>(this, options, handler, snapshots)),
-      snapshots_(snapshots) {}
+      snapshots_(snapshots) {
+  if (options_.metrics != nullptr) {
+    heartbeat_send_failures_ = options_.metrics->GetCounter(
+        "etcd_server_heartbeat_send_failures_total",
+        "The total number of leader heartbeat send failures (likely "
+        "overloaded from slow disk).");
+  }
+}
 
 Transport::~Transport() { Stop(); }
 

@@ -44,6 +44,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lockd/util/metrics.h"
 #include "raft/core/types.h"
 
 namespace grpc {
@@ -121,6 +122,11 @@ struct TransportOptions {
   int snapshot_receives_max = 2;
   absl::Duration snapshot_timeout = absl::Minutes(10);
   uint64_t snapshot_bytes_max = uint64_t{64} << 30;
+  // Where etcd's peer traffic metrics go (etcd_network_peer_sent_bytes_total
+  // and _received_bytes_total, _sent_failures_total, per peer;
+  // etcd_server_heartbeat_send_failures_total). Null: none. Must outlive
+  // the transport.
+  metrics::Registry* metrics = nullptr;
 };
 
 class Transport {
@@ -184,6 +190,8 @@ class Transport {
   // Joins finished senders. Requires mu_ not held.
   void ReapSnapshotSends();
   void CountReceive(bool ok, uint64_t bytes);
+  // The received-bytes counter of peer `from`, or null without metrics.
+  metrics::Counter* ReceivedBytes(uint64_t from);
 
   TransportOptions options_;
   MessageHandler* handler_;
@@ -198,6 +206,7 @@ class Transport {
       ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, bool>> snapshot_reports_ ABSL_GUARDED_BY(mu_);
   SnapshotStats snapshot_stats_ ABSL_GUARDED_BY(mu_);
+  metrics::Counter* heartbeat_send_failures_ = nullptr;  // set once
 };
 
 }  // namespace lockd::raft

@@ -267,6 +267,18 @@ TEST(DifferentialTest, SameGatewaySession_SameAnswers) {
         << line;
   }
   EXPECT_GE(families, 15);
+  // Histograms have etcd's buckets, bound for bound.
+  int buckets = 0;
+  for (absl::string_view line : absl::StrSplit(lockd_metrics.second, '\n')) {
+    const size_t le = line.find("_bucket{le=\"");
+    if (le == absl::string_view::npos) continue;
+    ++buckets;
+    const absl::string_view series = line.substr(0, line.find(' '));
+    EXPECT_TRUE(
+        absl::StrContains(etcd_metrics.second, absl::StrCat("\n", series, " ")))
+        << series;
+  }
+  EXPECT_GE(buckets, 30);
   etcd.Stop();
 }
 
