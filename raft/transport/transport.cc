@@ -437,7 +437,8 @@ class Transport::Peer {
           CountFailures(count);
           DropQueue();
         } else {
-          if (sent_bytes_ != nullptr) sent_bytes_->Add(batch.ByteSizeLong());
+          // Write serialized it: its size is cached.
+          if (sent_bytes_ != nullptr) sent_bytes_->Add(batch.GetCachedSize());
           absl::MutexLock lock(&mu_);
           stats_.sent += count;
         }
