@@ -85,6 +85,10 @@ absl::Status Lessor::ApplyGrant(ApplyBatch* batch,
   }
   batch->PutLeaseRecord(req.id(), Record(req.id(), l));
   leases_.emplace(req.id(), l);
+  if (options_.granted != nullptr) options_.granted->Inc();
+  if (options_.ttl_seconds != nullptr) {
+    options_.ttl_seconds->Observe(static_cast<double>(l.ttl_s));
+  }
   resp->set_id(req.id());
   resp->set_ttl(l.ttl_s);
   resp->mutable_header()->set_revision(batch->revision());
@@ -105,6 +109,7 @@ absl::Status Lessor::ApplyRevoke(ApplyBatch* batch,
   absl::MutexLock lock(&mu_);
   leases_.erase(req.id());
   renewed_.erase(req.id());
+  if (options_.revoked != nullptr) options_.revoked->Inc();
   resp->mutable_header()->set_revision(batch->revision());
   return absl::OkStatus();
 }
@@ -178,6 +183,7 @@ absl::StatusOr<Lessor::Renewal> Lessor::Renew(int64_t lease_id) {
   if (l.expiry <= now) return ErrLeaseNotFound();
   l.expiry = std::max(l.expiry, now + absl::Seconds(l.ttl_s));
   l.renewed_at = now;
+  if (options_.renewed != nullptr) options_.renewed->Inc();
   if (now <= l.covered_until) return Renewal{l.ttl_s, 0, epoch_};
   ++l.renew_generation;
   renewed_.insert(lease_id);

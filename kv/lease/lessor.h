@@ -58,6 +58,7 @@
 #include "absl/time/time.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "kv/mvcc/store.h"
+#include "lockd/util/metrics.h"
 #include "lockdpb/internal.pb.h"
 
 namespace lockd::kv {
@@ -88,6 +89,13 @@ struct LessorOptions {
   absl::Duration revoke_retry = absl::Seconds(3);
   // A monotonic clock; tests inject their own.
   std::function<absl::Time()> now;
+  // etcd's lease counters (etcd_debugging_lease_granted_total,
+  // _revoked_total, _renewed_total) and the granted TTLs
+  // (etcd_debugging_lease_ttl_total); any may be null.
+  metrics::Counter* granted = nullptr;
+  metrics::Counter* revoked = nullptr;
+  metrics::Counter* renewed = nullptr;
+  metrics::Histogram* ttl_seconds = nullptr;
 };
 
 class Lessor final : public LeaseOracle {

@@ -336,6 +336,16 @@ std::shared_ptr<WatchStream> WatchHub::OpenStream(std::function<void()> wake) {
   return s;
 }
 
+WatchHub::Counts WatchHub::GetCounts() {
+  absl::MutexLock lock(&mu_);
+  Counts c;
+  c.streams = streams_.size();
+  for (const auto& [stream, entry] : streams_)
+    c.watchers += entry.watchers.size();
+  c.unsynced = unsynced_.size();
+  return c;
+}
+
 int64_t WatchHub::revision() {
   absl::MutexLock lock(&mu_);
   return revision_;

@@ -216,6 +216,14 @@ class WatchHub {
 
   // The revision every synced watcher has been matched up to.
   int64_t revision();
+  // Open streams, their watchers, and the watchers catching up from
+  // storage (etcd's watch_stream_total, watcher_total, slow_watcher_total).
+  struct Counts {
+    size_t streams = 0;
+    size_t watchers = 0;
+    size_t unsynced = 0;
+  };
+  Counts GetCounts();
   const WatchOptions& options() const { return options_; }
 
  private:

@@ -172,6 +172,17 @@ absl::Status Server::OpenStorage() {
               std::chrono::steady_clock::now().time_since_epoch())
               .count());
     };
+    lopts.granted = metrics_.GetCounter("etcd_debugging_lease_granted_total",
+                                        "The total number of granted leases.");
+    lopts.revoked = metrics_.GetCounter("etcd_debugging_lease_revoked_total",
+                                        "The total number of revoked leases.");
+    lopts.renewed =
+        metrics_.GetCounter("etcd_debugging_lease_renewed_total",
+                            "The number of renewed leases seen by the leader.");
+    // 1 s to 3 months, as etcd's.
+    lopts.ttl_seconds = metrics_.GetHistogram(
+        "etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.",
+        metrics::ExponentialBuckets(1, 2, 24));
     lessor_ = std::make_unique<kv::Lessor>(store_.get(), lopts);
     if (absl::Status s = lessor_->ReloadFromStore(); !s.ok()) return s;
     state_machine_->AttachLessor(lessor_.get());
@@ -335,6 +346,18 @@ void Server::SetUpMetrics() {
       sink.Gauge("etcd_server_proposals_pending",
                  "The current number of pending proposals to commit.", {},
                  static_cast<double>(state_machine_->PendingProposals()));
+    }
+    if (watch_hub_ != nullptr) {
+      const kv::WatchHub::Counts c = watch_hub_->GetCounts();
+      sink.Gauge("etcd_debugging_mvcc_watch_stream_total",
+                 "Total number of watch streams.", {},
+                 static_cast<double>(c.streams));
+      sink.Gauge("etcd_debugging_mvcc_watcher_total",
+                 "Total number of watchers.", {},
+                 static_cast<double>(c.watchers));
+      sink.Gauge("etcd_debugging_mvcc_slow_watcher_total",
+                 "Total number of unsynced slow watchers.", {},
+                 static_cast<double>(c.unsynced));
     }
     if (store_ != nullptr) {
       // etcd's is -1 until the first compaction.

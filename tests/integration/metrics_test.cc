@@ -181,6 +181,63 @@ TEST(MetricsTest, CountersFollowTheClusterAsItWorks) {
     }
   }
 
+  // Leases: granted and revoked on every member (the TTL histogram counts
+  // the grant), renewed on the leader; a watcher counted where it watches.
+  {
+    const std::string follower_ep = cluster.member((li + 1) % 3).endpoint();
+    Subprocess watcher;
+    ASSERT_TRUE(watcher
+                    .Start({"/usr/bin/etcdctl", "--endpoints=" + follower_ep,
+                            "watch", "--prefix", "w/"},
+                           {"ETCDCTL_API=3"})
+                    .ok());
+    CommandResult grant = Etcdctl(leader_ep, {"lease", "grant", "60"});
+    ASSERT_EQ(grant.exit_code, 0) << grant.err;
+    // "lease 694d77aa9e38260f granted with TTL(60s)"
+    std::vector<std::string> words = absl::StrSplit(grant.out, ' ');
+    ASSERT_GE(words.size(), 2u) << grant.out;
+    const std::string lease = words[1];
+    ASSERT_EQ(
+        Etcdctl(leader_ep, {"lease", "keep-alive", "--once", lease}).exit_code,
+        0);
+    ASSERT_EQ(Etcdctl(leader_ep, {"lease", "revoke", lease}).exit_code, 0);
+    for (int i = 0; i < 3; ++i) {
+      const std::string who = absl::StrCat("member ", i);
+      const std::string ep = cluster.member(i).endpoint();
+      const absl::Time deadline = absl::Now() + absl::Seconds(20);
+      // Until this member applied the revoke, and the watcher's etcdctl
+      // (started above) has opened its watch.
+      Scrape s;
+      do {
+        s = ScrapeMetrics(ep);
+      } while ((Get(s, "etcd_debugging_lease_revoked_total") -
+                        Get(after[i], "etcd_debugging_lease_revoked_total") <
+                    1 ||
+                (ep == follower_ep &&
+                 Get(s, "etcd_debugging_mvcc_watcher_total") < 1)) &&
+               absl::Now() < deadline);
+      auto delta = [&](const std::string& series) {
+        return Get(s, series) - Get(after[i], series);
+      };
+      EXPECT_EQ(delta("etcd_debugging_lease_granted_total"), 1) << who;
+      EXPECT_EQ(delta("etcd_debugging_lease_revoked_total"), 1) << who;
+      EXPECT_EQ(delta("etcd_debugging_lease_ttl_total_count"), 1) << who;
+      EXPECT_EQ(delta("etcd_debugging_lease_ttl_total_bucket{le=\"64\"}") -
+                    delta("etcd_debugging_lease_ttl_total_bucket{le=\"32\"}"),
+                1)
+          << who;
+      EXPECT_GE(delta("etcd_debugging_lease_renewed_total"), i == li ? 1 : 0)
+          << who;
+      if (ep == follower_ep) {
+        EXPECT_EQ(Get(s, "etcd_debugging_mvcc_watcher_total"), 1) << who;
+        EXPECT_EQ(Get(s, "etcd_debugging_mvcc_watch_stream_total"), 1) << who;
+      } else {
+        EXPECT_EQ(Get(s, "etcd_debugging_mvcc_watcher_total"), 0) << who;
+      }
+    }
+    watcher.Stop();
+  }
+
   // A leader change: the survivors see a new leader.
   cluster.StopMember(li);
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
