@@ -111,6 +111,17 @@ class CollectingSink : public Sink {
   RenderedFamilies* out_;
 };
 
+// One line per series of a counter or gauge family, keyed by label set.
+template <typename SeriesMap>
+void RenderValues(const std::string& name, const SeriesMap& family,
+                  std::map<std::string, std::string>* lines) {
+  for (const auto& [key, s] : family) {
+    (*lines)[key] =
+        absl::StrCat(name, key, " ",
+                     FormatValue(static_cast<double>(s.metric->value())), "\n");
+  }
+}
+
 }  // namespace
 
 std::string RenderLabels(const Labels& labels) {
@@ -182,28 +193,27 @@ Registry::Family* Registry::FamilyFor(absl::string_view name,
   return &it->second;
 }
 
+template <typename T, typename... Args>
+T* Registry::SeriesIn(std::map<std::string, Series<T>>* family,
+                      const Labels& labels, Args&&... args) {
+  Series<T>& series = (*family)[RenderLabels(labels)];
+  if (series.metric == nullptr) {
+    series.labels = labels;
+    series.metric = std::make_unique<T>(std::forward<Args>(args)...);
+  }
+  return series.metric.get();
+}
+
 Counter* Registry::GetCounter(absl::string_view name, absl::string_view help,
                               const Labels& labels) {
   absl::MutexLock lock(&mu_);
-  Family* f = FamilyFor(name, help, Type::kCounter);
-  auto& series = f->counters[RenderLabels(labels)];
-  if (series.metric == nullptr) {
-    series.labels = labels;
-    series.metric = std::make_unique<Counter>();
-  }
-  return series.metric.get();
+  return SeriesIn(&FamilyFor(name, help, Type::kCounter)->counters, labels);
 }
 
 Gauge* Registry::GetGauge(absl::string_view name, absl::string_view help,
                           const Labels& labels) {
   absl::MutexLock lock(&mu_);
-  Family* f = FamilyFor(name, help, Type::kGauge);
-  auto& series = f->gauges[RenderLabels(labels)];
-  if (series.metric == nullptr) {
-    series.labels = labels;
-    series.metric = std::make_unique<Gauge>();
-  }
-  return series.metric.get();
+  return SeriesIn(&FamilyFor(name, help, Type::kGauge)->gauges, labels);
 }
 
 Histogram* Registry::GetHistogram(absl::string_view name,
@@ -213,12 +223,7 @@ Histogram* Registry::GetHistogram(absl::string_view name,
   absl::MutexLock lock(&mu_);
   Family* f = FamilyFor(name, help, Type::kHistogram);
   if (f->bounds.empty()) f->bounds = upper_bounds;
-  auto& series = f->histograms[RenderLabels(labels)];
-  if (series.metric == nullptr) {
-    series.labels = labels;
-    series.metric = std::make_unique<Histogram>(f->bounds);
-  }
-  return series.metric.get();
+  return SeriesIn(&f->histograms, labels, f->bounds);
 }
 
 void Registry::AddCollector(std::function<void(Sink&)> collect) {
@@ -238,19 +243,11 @@ std::string Registry::Render() const {
       switch (f.type) {
         case Type::kCounter:
           r.type = "counter";
-          for (const auto& [key, s] : f.counters) {
-            r.lines[key] = absl::StrCat(
-                name, key, " ",
-                FormatValue(static_cast<double>(s.metric->value())), "\n");
-          }
+          RenderValues(name, f.counters, &r.lines);
           break;
         case Type::kGauge:
           r.type = "gauge";
-          for (const auto& [key, s] : f.gauges) {
-            r.lines[key] = absl::StrCat(
-                name, key, " ",
-                FormatValue(static_cast<double>(s.metric->value())), "\n");
-          }
+          RenderValues(name, f.gauges, &r.lines);
           break;
         case Type::kHistogram: {
           r.type = "histogram";

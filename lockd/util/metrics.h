@@ -137,6 +137,10 @@ class Registry {
   };
   Family* FamilyFor(absl::string_view name, absl::string_view help, Type type)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The series of `labels` in `family`, made from `args` if new.
+  template <typename T, typename... Args>
+  T* SeriesIn(std::map<std::string, Series<T>>* family, const Labels& labels,
+              Args&&... args) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::map<std::string, Family, std::less<>> families_ ABSL_GUARDED_BY(mu_);
