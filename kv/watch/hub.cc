@@ -340,8 +340,9 @@ WatchHub::Counts WatchHub::GetCounts() {
   absl::MutexLock lock(&mu_);
   Counts c;
   c.streams = streams_.size();
-  for (const auto& [stream, entry] : streams_)
+  for (const auto& [stream, entry] : streams_) {
     c.watchers += entry.watchers.size();
+  }
   c.unsynced = unsynced_.size();
   return c;
 }
