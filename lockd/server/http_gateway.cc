@@ -273,20 +273,8 @@ struct Request {
   std::string body;
 };
 
-}  // namespace
-
-namespace {
-
 // process_* as Prometheus' client libraries export them, from /proc.
 void CollectProcessMetrics(metrics::Sink& sink) {
-  auto metric = [&sink](absl::string_view name, absl::string_view type,
-                        absl::string_view help, double value) {
-    if (type == "counter") {
-      sink.Counter(name, help, {}, value);
-    } else {
-      sink.Gauge(name, help, {}, value);
-    }
-  };
   std::ifstream stat_file("/proc/self/stat");
   std::string stat((std::istreambuf_iterator<char>(stat_file)),
                    std::istreambuf_iterator<char>());
@@ -306,9 +294,9 @@ void CollectProcessMetrics(metrics::Sink& sink) {
     return v;
   };
   if (f.size() > 21) {
-    metric("process_cpu_seconds_total", "counter",
-           "Total user and system CPU time spent in seconds.",
-           (field(14) + field(15)) / tick);
+    sink.Counter("process_cpu_seconds_total",
+                 "Total user and system CPU time spent in seconds.", {},
+                 (field(14) + field(15)) / tick);
     double boot = 0;
     std::ifstream proc_stat("/proc/stat");
     for (std::string line; std::getline(proc_stat, line);) {
@@ -317,13 +305,13 @@ void CollectProcessMetrics(metrics::Sink& sink) {
         (void)absl::SimpleAtod(l, &boot);
       }
     }
-    metric("process_resident_memory_bytes", "gauge",
-           "Resident memory size in bytes.", field(24) * page);
-    metric("process_start_time_seconds", "gauge",
-           "Start time of the process since unix epoch in seconds.",
-           boot + field(22) / tick);
-    metric("process_virtual_memory_bytes", "gauge",
-           "Virtual memory size in bytes.", field(23));
+    sink.Gauge("process_resident_memory_bytes",
+               "Resident memory size in bytes.", {}, field(24) * page);
+    sink.Gauge("process_start_time_seconds",
+               "Start time of the process since unix epoch in seconds.", {},
+               boot + field(22) / tick);
+    sink.Gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+               {}, field(23));
   }
   int fds = 0;
   if (DIR* d = opendir("/proc/self/fd")) {
@@ -333,12 +321,11 @@ void CollectProcessMetrics(metrics::Sink& sink) {
     closedir(d);
     --fds;  // the directory stream's own
   }
-  metric("process_open_fds", "gauge", "Number of open file descriptors.", fds);
+  sink.Gauge("process_open_fds", "Number of open file descriptors.", {}, fds);
   rlimit lim;
   if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
-    metric("process_max_fds", "gauge",
-           "Maximum number of open file descriptors.",
-           static_cast<double>(lim.rlim_cur));
+    sink.Gauge("process_max_fds", "Maximum number of open file descriptors.",
+               {}, static_cast<double>(lim.rlim_cur));
   }
 }
 
