@@ -109,6 +109,27 @@ int Main(int argc, char** argv) {
               "With --initial-cluster-state=existing, how long to wait for "
               "this member to be added to the cluster (`lockctl member add`) "
               "and for a member to answer; 0 fails at once.");
+  fs.String("cert-file", &config.client_tls.cert_file,
+            "Path to the client server TLS cert file (for https client "
+            "URLs).");
+  fs.String("key-file", &config.client_tls.key_file,
+            "Path to the client server TLS key file.");
+  fs.String("trusted-ca-file", &config.client_tls.trusted_ca_file,
+            "Path to the client server TLS trusted CA cert file (verifies "
+            "client certificates).");
+  fs.Bool("client-cert-auth", &config.client_tls.client_cert_auth,
+          "Enable client cert authentication: https clients must present a "
+          "certificate signed by --trusted-ca-file.");
+  fs.String("peer-cert-file", &config.peer_tls.cert_file,
+            "Path to the peer server TLS cert file (for https peer URLs; "
+            "also the client certificate this member presents to peers).");
+  fs.String("peer-key-file", &config.peer_tls.key_file,
+            "Path to the peer server TLS key file.");
+  fs.String("peer-trusted-ca-file", &config.peer_tls.trusted_ca_file,
+            "Path to the peer server TLS trusted CA file (verifies peers).");
+  fs.Bool("peer-client-cert-auth", &config.peer_tls.client_cert_auth,
+          "Enable peer client cert authentication: peers must present a "
+          "certificate signed by --peer-trusted-ca-file.");
   fs.String("log-level", &log_level, "Log level: debug, info, warn or error.");
   fs.Bool("version", &print_version, "Print the version and exit.");
 

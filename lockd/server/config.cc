@@ -64,6 +64,68 @@ absl::Status CheckAdvertiseUrls(const std::vector<Url>& urls,
   return absl::OkStatus();
 }
 
+// etcd's checks of the TLS flags against the URLs, with its wording where
+// it has one.
+absl::Status ValidateTls(ServerConfig& c) {
+  c.client_https = false;
+  for (const Url& u : c.listen_client) {
+    if (!u.https()) continue;
+    c.client_https = true;
+    if (c.client_tls.cert_file.empty() || c.client_tls.key_file.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TLS key/cert (--cert-file, --key-file) must be provided for "
+          "client url ",
+          u.ToString(), " with HTTPS scheme"));
+    }
+  }
+  if (c.client_https && c.client_tls.client_cert_auth &&
+      c.client_tls.trusted_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--client-cert-auth needs --trusted-ca-file: client certificates "
+        "are verified against it");
+  }
+  // One Transport dials every peer the same way, so one scheme for all
+  // peer URLs.
+  std::vector<Url> peer_urls = c.listen_peer;
+  peer_urls.insert(peer_urls.end(), c.advertise_peer.begin(),
+                   c.advertise_peer.end());
+  for (const MemberConfig& m : c.members) {
+    peer_urls.insert(peer_urls.end(), m.peer_urls.begin(), m.peer_urls.end());
+  }
+  c.peer_https = !peer_urls.empty() && peer_urls[0].https();
+  for (const Url& u : peer_urls) {
+    if (u.https() != c.peer_https) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "peer URLs mix http and https (", peer_urls[0].ToString(), ", ",
+          u.ToString(),
+          "): --listen-peer-urls, --initial-advertise-peer-urls and "
+          "--initial-cluster must all use one scheme"));
+    }
+  }
+  if (c.peer_https) {
+    if (c.peer_tls.cert_file.empty() || c.peer_tls.key_file.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot listen on TLS for ", c.listen_peer[0].HostPort(),
+          ": KeyFile and CertFile are not presented (set --peer-cert-file "
+          "and --peer-key-file)"));
+    }
+    if (c.peer_tls.client_cert_auth && c.peer_tls.trusted_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--peer-client-cert-auth needs --peer-trusted-ca-file: peer "
+          "certificates are verified against it");
+    }
+  }
+  for (const auto& [flags, prefix] :
+       {std::pair<const TlsFlags*, const char*>{&c.client_tls, "--"},
+        {&c.peer_tls, "--peer-"}}) {
+    if (flags->cert_file.empty() != flags->key_file.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix, "cert-file and ", prefix, "key-file must be given together"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string Url::ToString() const {
@@ -90,13 +152,13 @@ absl::StatusOr<Url> ParseUrl(const std::string& text) {
   }
   url.scheme = std::string(rest.substr(0, sep));
   rest.remove_prefix(sep + 3);
-  if (url.scheme == "https" || url.scheme == "unixs" || url.scheme == "unix") {
-    return bad(
-        absl::StrCat("scheme ", url.scheme, " is not supported yet; use http"));
+  if (url.scheme == "unixs" || url.scheme == "unix") {
+    return bad(absl::StrCat("scheme ", url.scheme,
+                            " is not supported; use http or https"));
   }
-  if (url.scheme != "http") {
-    return bad(
-        absl::StrCat("URL scheme must be http, not \"", url.scheme, "\""));
+  if (url.scheme != "http" && url.scheme != "https") {
+    return bad(absl::StrCat("URL scheme must be http or https, not \"",
+                            url.scheme, "\""));
   }
   if (absl::ConsumeSuffix(&rest, "/")) {
     // A trailing slash is harmless; etcd accepts it too.
@@ -363,7 +425,7 @@ absl::Status ValidateConfig(ServerConfig& c, bool listen_client_set,
       c.members.begin(), c.members.end(),
       [](const MemberConfig& a, const MemberConfig& b) { return a.id < b.id; });
   c.cluster_id = ComputeClusterId(ids);
-  return absl::OkStatus();
+  return ValidateTls(c);
 }
 
 absl::Status LoadOrStoreIdentity(const std::string& dir, ServerConfig& config,

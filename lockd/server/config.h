@@ -13,9 +13,9 @@
 
 namespace lockd {
 
-// An http URL as etcd's flags take them: scheme://host:port, nothing else.
+// A URL as etcd's flags take them: scheme://host:port, nothing else.
 struct Url {
-  std::string scheme;  // "http" (TLS is not supported yet)
+  std::string scheme;  // "http" or "https"
   std::string host;    // an IP literal (no brackets) or a host name
   uint16_t port = 0;   // 0 only in listen URLs: the OS picks one
 
@@ -23,6 +23,7 @@ struct Url {
   std::string ToString() const;
   // "127.0.0.1:2379", the form gRPC's ServerBuilder and channels take.
   std::string HostPort() const;
+  bool https() const { return scheme == "https"; }
   bool operator==(const Url& o) const {
     return scheme == o.scheme && host == o.host && port == o.port;
   }
@@ -55,6 +56,18 @@ struct AutoCompaction {
 // revisions; "0" turns compaction off. Errors: kInvalidArgument.
 absl::StatusOr<AutoCompaction> ParseAutoCompaction(
     const std::string& mode, const std::string& retention);
+
+// One side's TLS flags (etcd's --cert-file, --key-file, --trusted-ca-file,
+// --client-cert-auth, or their --peer-* twins): file paths, read at start
+// (lockd/server/tls.h).
+struct TlsFlags {
+  std::string cert_file;
+  std::string key_file;
+  std::string trusted_ca_file;
+  // Require and verify the other side's certificate against
+  // trusted_ca_file.
+  bool client_cert_auth = false;
+};
 
 struct ServerConfig {
   // Raw flag values, with etcd's defaults.
@@ -97,6 +110,11 @@ struct ServerConfig {
   // asking the cluster until its peer URLs appear in the member list (so it
   // may be started before `member add`); zero fails at once.
   absl::Duration join_timeout = absl::Minutes(5);
+  // TLS for https:// client URLs (--cert-file, ...), and for the peer port
+  // and every connection to a peer when the peer URLs are https://
+  // (--peer-cert-file, ...).
+  TlsFlags client_tls;
+  TlsFlags peer_tls;
 
   // Derived by Validate().
   std::vector<Url> listen_client;
@@ -108,12 +126,21 @@ struct ServerConfig {
   uint64_t member_id = 0;
   uint64_t cluster_id = 0;
   AutoCompaction auto_compaction;
+  // Some --listen-client-urls are https (served by gRPC alone, over TLS).
+  bool client_https = false;
+  // The peer URLs (all of one scheme) are https: the peer port serves TLS
+  // and this member dials every peer over TLS.
+  bool peer_https = false;
 };
 
 // Fills the derived fields and checks the flags against each other, with
 // etcd's wording where etcd has one. `listen_client_set` says whether
 // --listen-client-urls was given explicitly (then --advertise-client-urls must
-// be too). Errors: kInvalidArgument.
+// be too). TLS: an https client URL needs --cert-file and --key-file, https
+// peer URLs need --peer-cert-file and --peer-key-file, and
+// --[peer-]client-cert-auth needs --[peer-]trusted-ca-file; every peer URL
+// (listen, advertise, --initial-cluster) has one scheme. The files are
+// read later, at start. Errors: kInvalidArgument.
 absl::Status ValidateConfig(ServerConfig& config, bool listen_client_set,
                             bool advertise_client_set);
 

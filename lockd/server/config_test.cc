@@ -218,5 +218,63 @@ TEST(IdentityTest, LoadOrStoreIdentity_RestartIgnoresChangedFlags) {
       << s;
 }
 
+TEST(ValidateConfigTest, ValidateConfig_HttpsNeedsTlsFlagsAsEtcd) {
+  ServerConfig c;
+  c.listen_client_urls = c.advertise_client_urls = "https://127.0.0.1:2379";
+  absl::Status s = ValidateConfig(c, true, true);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            "TLS key/cert (--cert-file, --key-file) must be provided for "
+            "client url https://127.0.0.1:2379 with HTTPS scheme");
+
+  c.client_tls.cert_file = "server.crt";
+  c.client_tls.key_file = "server.key";
+  ASSERT_TRUE(ValidateConfig(c, true, true).ok());
+  EXPECT_TRUE(c.client_https);
+  EXPECT_FALSE(c.peer_https);
+
+  c.client_tls.client_cert_auth = true;
+  s = ValidateConfig(c, true, true);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("--trusted-ca-file"), absl::string_view::npos)
+      << s;
+  c.client_tls.trusted_ca_file = "ca.crt";
+  EXPECT_TRUE(ValidateConfig(c, true, true).ok());
+
+  c.client_tls.key_file.clear();
+  c.listen_client_urls = c.advertise_client_urls = "http://127.0.0.1:2379";
+  s = ValidateConfig(c, true, true);
+  EXPECT_EQ(s.message(), "--cert-file and --key-file must be given together");
+}
+
+TEST(ValidateConfigTest, ValidateConfig_PeerTlsIsAllOrNothing) {
+  ServerConfig c;
+  c.listen_peer_urls = c.initial_advertise_peer_urls = "https://127.0.0.1:2380";
+  absl::Status s = ValidateConfig(c, false, false);
+  EXPECT_EQ(s.message(),
+            "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile "
+            "are not presented (set --peer-cert-file and --peer-key-file)");
+  c.peer_tls.cert_file = "peer.crt";
+  c.peer_tls.key_file = "peer.key";
+  ASSERT_TRUE(ValidateConfig(c, false, false).ok());
+  EXPECT_TRUE(c.peer_https);
+  // The https scheme is part of the URL etcd hashes into the member ID.
+  EXPECT_NE(c.member_id, 0x8e9e05c52164694dULL);
+
+  c.peer_tls.client_cert_auth = true;
+  EXPECT_NE(
+      ValidateConfig(c, false, false).message().find("--peer-trusted-ca-file"),
+      absl::string_view::npos);
+  c.peer_tls.trusted_ca_file = "ca.crt";
+  EXPECT_TRUE(ValidateConfig(c, false, false).ok());
+
+  c.initial_cluster =
+      "default=https://127.0.0.1:2380,other=http://127.0.0.1:3380";
+  s = ValidateConfig(c, false, false);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("mix http and https"), absl::string_view::npos)
+      << s;
+}
+
 }  // namespace
 }  // namespace lockd

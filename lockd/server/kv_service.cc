@@ -109,7 +109,8 @@ bool RefusedBeforeProposing(const grpc::Status& st) {
 
 KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
                      kv::MvccStore* store, KvStateMachine* state_machine,
-                     absl::Mutex* compaction_mu, const Membership* membership)
+                     absl::Mutex* compaction_mu, const Membership* membership,
+                     std::shared_ptr<grpc::ChannelCredentials> peer_credentials)
     : config_(config),
       node_(node),
       store_(store),
@@ -122,7 +123,8 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
                (uint64_t{std::random_device{}()} << 32)),
       forwarder_(std::make_unique<ProposalForwarder>(
           config->member_id,
-          [this](uint64_t leader) { return PeerChannel(leader); })) {
+          [this](uint64_t leader) { return PeerChannel(leader); })),
+      peer_credentials_(std::move(peer_credentials)) {
   sweeper_ = std::thread([this] {
     SetThreadName("kv-sweeper");
     absl::MutexLock lock(&sweeper_mu_);
@@ -180,7 +182,7 @@ std::shared_ptr<grpc::Channel> KvService::PeerChannel(uint64_t member) {
   absl::MutexLock lock(&channels_mu_);
   std::shared_ptr<grpc::Channel>& channel = channels_[address];
   if (channel == nullptr) {
-    channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    channel = grpc::CreateChannel(address, peer_credentials_);
   }
   return channel;
 }

@@ -47,10 +47,12 @@ using KvServiceBase = etcdserverpb::KV::WithCallbackMethod_Range<
 
 class KvService final : public KvServiceBase {
  public:
-  // `membership` tells where the leader's peer port is.
+  // `membership` tells where the leader's peer port is;
+  // `peer_credentials` secure every channel to a peer port.
   KvService(const ServerConfig* config, raft::RaftNode* node,
             kv::MvccStore* store, KvStateMachine* state_machine,
-            absl::Mutex* compaction_mu, const Membership* membership);
+            absl::Mutex* compaction_mu, const Membership* membership,
+            std::shared_ptr<grpc::ChannelCredentials> peer_credentials);
   // Joins the timeout sweeper and the worker pool (running what is queued);
   // call after the gRPC servers using the service have shut down.
   ~KvService() override;
@@ -196,6 +198,7 @@ class KvService final : public KvServiceBase {
   // The store's size as the quota check last read it, and when.
   std::atomic<uint64_t> size_bytes_{0};
   std::atomic<int64_t> size_checked_ns_{0};
+  const std::shared_ptr<grpc::ChannelCredentials> peer_credentials_;
   absl::Mutex channels_mu_;
   // By peer address ("host:port").
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_

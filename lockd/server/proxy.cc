@@ -223,14 +223,16 @@ class RetiredProxy::Relay final : public grpc::ServerGenericBidiReactor {
 };
 
 RetiredProxy::RetiredProxy(
-    const ServerConfig* config, std::vector<std::string> targets,
+    const ServerConfig* config, std::vector<Url> targets,
+    std::shared_ptr<grpc::ChannelCredentials> tls_credentials,
     std::function<std::string(const std::string&)> peer_of)
     : config_(config), peer_of_(std::move(peer_of)) {
-  for (std::string& address : targets) {
+  for (const Url& url : targets) {
     auto t = std::make_unique<Target>();
-    t->address = std::move(address);
-    t->channel =
-        grpc::CreateChannel(t->address, grpc::InsecureChannelCredentials());
+    t->address = url.HostPort();
+    t->channel = grpc::CreateChannel(
+        t->address,
+        url.https() ? tls_credentials : grpc::InsecureChannelCredentials());
     t->stub = std::make_unique<grpc::GenericStub>(t->channel);
     targets_.push_back(std::move(t));
   }

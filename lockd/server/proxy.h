@@ -41,10 +41,13 @@ namespace lockd {
 
 class RetiredProxy final : public grpc::CallbackGenericService {
  public:
-  // `targets`: "host:port" client endpoints of the current members.
-  // `peer_of` turns a call's peer into the client's address (see
-  // ClientListener::PeerOf).
-  RetiredProxy(const ServerConfig* config, std::vector<std::string> targets,
+  // `targets`: the client URLs of the current members; https ones are
+  // dialed with `tls_credentials` (the member's --trusted-ca-file, and its
+  // --cert-file/--key-file as the client certificate), http ones
+  // insecurely. `peer_of` turns a call's peer into the client's address
+  // (see ClientListener::PeerOf).
+  RetiredProxy(const ServerConfig* config, std::vector<Url> targets,
+               std::shared_ptr<grpc::ChannelCredentials> tls_credentials,
                std::function<std::string(const std::string&)> peer_of);
   ~RetiredProxy() override;
 

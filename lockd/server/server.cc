@@ -224,6 +224,7 @@ absl::Status Server::OpenStorage() {
   watch_hub_ = std::make_unique<kv::WatchHub>(store_.get());
   state_machine_->set_watch_hub(watch_hub_.get());
   raft::TransportOptions topts;
+  topts.channel_credentials = tls_.PeerChannelCredentials();
   topts.cluster_id = config_.cluster_id;
   topts.self_id = config_.member_id;
   topts.seed = config_.member_id;
@@ -279,12 +280,12 @@ absl::Status Server::OpenStorage() {
   }
   membership_.SetListener(
       [this](const MemberList& members) { UpdatePeers(members); });
-  kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
-                                    state_machine_.get(), &compaction_mu_,
-                                    &membership_);
-  peer_kv_ = std::make_unique<KvService>(&config_, node_.get(), store_.get(),
-                                         state_machine_.get(), &compaction_mu_,
-                                         &membership_);
+  kv_ = std::make_unique<KvService>(
+      &config_, node_.get(), store_.get(), state_machine_.get(),
+      &compaction_mu_, &membership_, tls_.PeerChannelCredentials());
+  peer_kv_ = std::make_unique<KvService>(
+      &config_, node_.get(), store_.get(), state_machine_.get(),
+      &compaction_mu_, &membership_, tls_.PeerChannelCredentials());
   maintenance_.Attach(node_.get(), store_.get(), kv_.get(), &membership_);
   peer_maintenance_.Attach(node_.get(), store_.get(), peer_kv_.get(),
                            &membership_);
@@ -437,7 +438,7 @@ absl::Status Server::AskPeersToJoin() {
     if (m.name == config_.name || m.peer_urls.empty()) continue;
     const std::string address = m.peer_urls[0].HostPort();
     auto stub = etcdserverpb::Cluster::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        grpc::CreateChannel(address, tls_.PeerChannelCredentials()));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::seconds(5));
@@ -535,11 +536,15 @@ void Server::StartRetire() {
 void Server::Retire() {
   SetThreadName("retire");
   const absl::Duration grace = config_.removed_member_grace;
-  std::vector<std::string> targets;
+  std::vector<Url> targets;
+  std::vector<std::string> target_names;
   for (const etcdserverpb::Member& m : membership_.Members()) {
     for (const std::string& u : m.clienturls()) {
       absl::StatusOr<Url> url = ParseUrl(u);
-      if (url.ok()) targets.push_back(url->HostPort());
+      if (url.ok()) {
+        targets.push_back(*url);
+        target_names.push_back(url->ToString());
+      }
     }
   }
   std::string plan;
@@ -553,14 +558,15 @@ void Server::Retire() {
     plan = absl::StrCat("for ", absl::FormatDuration(grace),
                         " (--removed-member-grace) its client port relays "
                         "calls to the current members (",
-                        absl::StrJoin(targets, ","), "), then it exits");
+                        absl::StrJoin(target_names, ","), "), then it exits");
   }
   Logf(LogLevel::kWarning, "server",
        "this member (%x) has been removed from the cluster; %s",
        config_.member_id, plan);
   if (grace > absl::ZeroDuration() && !targets.empty()) {
     proxy_ = std::make_unique<RetiredProxy>(
-        &config_, targets, [this](const std::string& peer) {
+        &config_, targets, tls_.ClientChannelCredentials(),
+        [this](const std::string& peer) {
           return client_listener_->PeerOf(peer);
         });
     // The proxy takes over the client ports; calls and streams this member
@@ -569,6 +575,15 @@ void Server::Retire() {
       grpc::ServerBuilder b;
       ConfigureBuilder(b, config_);
       b.RegisterCallbackGenericService(proxy_.get());
+      // https client ports: the proxy binds them beside the old server
+      // (gRPC listens with SO_REUSEPORT), which then stops.
+      for (size_t i = 0; i < config_.listen_client.size(); ++i) {
+        const Url& u = config_.listen_client[i];
+        if (!u.https()) continue;
+        Url bound = u;
+        bound.port = static_cast<uint16_t>(client_ports_[i]);
+        b.AddListeningPort(bound.HostPort(), tls_.ClientServerCredentials());
+      }
       return b.BuildAndStart();
     };
     // Watches this member serves from its own (now frozen) state end with a
@@ -804,6 +819,11 @@ CorruptionChecker::Hooks Server::CorruptionCheckHooks() {
 }
 
 absl::Status Server::Start() {
+  {
+    absl::StatusOr<MemberTls> tls = MemberTls::Load(config_);
+    if (!tls.ok()) return tls.status();
+    tls_ = *std::move(tls);
+  }
   if (absl::Status s = PrepareDataDir(config_.data_dir); !s.ok()) return s;
   std::string lock_path = config_.data_dir + "/LOCK";
   lock_fd_ = open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
@@ -837,10 +857,23 @@ absl::Status Server::Start() {
 
   grpc::EnableDefaultHealthCheckService(true);
 
-  // The client port is this member's own listener (it tells gRPC from
-  // HTTP/1.x); the gRPC server has no port of its own.
+  // An http client port is this member's own listener (it tells gRPC from
+  // HTTP/1.x and hands gRPC connections to the server); gRPC has no way to
+  // take a TLS connection that way, so the server listens on each https
+  // client URL itself, and serves only gRPC there.
   grpc::ServerBuilder client_builder;
   ConfigureBuilder(client_builder, config_);
+  std::vector<Url> http_client_urls;
+  client_ports_.assign(config_.listen_client.size(), 0);
+  for (size_t i = 0; i < config_.listen_client.size(); ++i) {
+    const Url& u = config_.listen_client[i];
+    if (u.https()) {
+      client_builder.AddListeningPort(
+          u.HostPort(), tls_.ClientServerCredentials(), &client_ports_[i]);
+    } else {
+      http_client_urls.push_back(u);
+    }
+  }
   client_builder.RegisterService(&maintenance_);
   client_builder.RegisterService(&cluster_);
   client_builder.RegisterService(kv_.get());
@@ -869,7 +902,11 @@ absl::Status Server::Start() {
     std::unique_ptr<grpc::Server> built = client_builder.BuildAndStart();
     if (built == nullptr) {
       return absl::UnavailableError(
-          "cannot start the client gRPC server: see the log above");
+          config_.client_https
+              ? "cannot listen on the https --listen-client-urls: check "
+                "that the addresses exist on this host and the ports are "
+                "free (see the log above)"
+              : "cannot start the client gRPC server: see the log above");
     }
     absl::MutexLock lock(&client_server_mu_);
     client_server_ = std::move(built);
@@ -882,9 +919,17 @@ absl::Status Server::Start() {
       [this](int fd, const std::string& peer) {
         http_gateway_->Serve(fd, peer);
       });
-  if (absl::Status s =
-          client_listener_->Start(config_.listen_client, &client_ports_);
-      !s.ok()) {
+  std::vector<int> http_ports;
+  absl::Status listened = absl::OkStatus();
+  if (!http_client_urls.empty()) {
+    listened = client_listener_->Start(http_client_urls, &http_ports);
+  }
+  for (size_t i = 0, h = 0; i < config_.listen_client.size(); ++i) {
+    if (!config_.listen_client[i].https() && h < http_ports.size()) {
+      client_ports_[i] = http_ports[h++];
+    }
+  }
+  if (absl::Status s = listened; !s.ok()) {
     TakeClientServer()->Shutdown();
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on --listen-client-urls: ", s.message(),
@@ -915,7 +960,7 @@ absl::Status Server::Start() {
   peer_ports_.assign(config_.listen_peer.size(), 0);
   for (size_t i = 0; i < config_.listen_peer.size(); ++i) {
     peer_builder.AddListeningPort(config_.listen_peer[i].HostPort(),
-                                  grpc::InsecureServerCredentials(),
+                                  tls_.PeerServerCredentials(),
                                   &peer_ports_[i]);
   }
   peer_builder.RegisterService(transport_->service());
@@ -969,6 +1014,16 @@ absl::Status Server::Start() {
   for (size_t i = 0; i < config_.listen_client.size(); ++i) {
     Logf(LogLevel::kInfo, "server", "serving client requests on %s (port %d)",
          config_.listen_client[i].ToString(), client_ports_[i]);
+    if (config_.listen_client[i].https()) {
+      Logf(LogLevel::kInfo, "server",
+           "%s serves gRPC over TLS only (%s): /health, /metrics and the "
+           "JSON gateway are served on http client URLs and "
+           "--listen-metrics-urls",
+           config_.listen_client[i].ToString(),
+           config_.client_tls.client_cert_auth
+               ? "client certificates required"
+               : "client certificates not requested");
+    }
   }
   // "ready to serve client requests" follows once the member has published
   // its name and client URLs, as etcd's does.

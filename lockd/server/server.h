@@ -42,6 +42,7 @@
 #include "lockd/server/require_leader.h"
 #include "lockd/server/services.h"
 #include "lockd/server/snapshot_io.h"
+#include "lockd/server/tls.h"
 #include "lockd/server/watch_service.h"
 #include "lockd/util/metrics.h"
 #include "raft/node/node.h"
@@ -133,6 +134,8 @@ class Server {
   void SetUpMetrics();
 
   ServerConfig config_;
+  // Read at the start of Start(), before anything listens or dials.
+  MemberTls tls_;
   int lock_fd_ = -1;
   // First, so every component that updates a series (or is read by a
   // collector) is gone before it.

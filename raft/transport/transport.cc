@@ -362,7 +362,7 @@ class Transport::Peer {
           static_cast<int>(absl::ToInt64Milliseconds(options_.backoff_max)));
       args.SetMaxSendMessageSize(INT32_MAX);
       auto channel = grpc::CreateCustomChannel(
-          address_, grpc::InsecureChannelCredentials(), args);
+          address_, options_.channel_credentials, args);
       auto deadline = std::chrono::system_clock::now() +
                       absl::ToChronoMilliseconds(options_.dial_timeout);
       if (!channel->WaitForConnected(deadline)) {
@@ -563,7 +563,7 @@ void Transport::RunSnapshotSend(SnapshotSend* send) {
     // heartbeats on the message stream.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     auto channel = grpc::CreateCustomChannel(
-        send->address, grpc::InsecureChannelCredentials(), args);
+        send->address, options_.channel_credentials, args);
     auto stub = raftpb::RaftTransport::NewStub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
@@ -701,6 +701,9 @@ Transport::Transport(const TransportOptions& options, MessageHandler* handler,
       handler_(handler),
       service_(std::make_unique<Service>(this, options, handler, snapshots)),
       snapshots_(snapshots) {
+  if (options_.channel_credentials == nullptr) {
+    options_.channel_credentials = grpc::InsecureChannelCredentials();
+  }
   if (options_.metrics != nullptr) {
     heartbeat_send_failures_ = options_.metrics->GetCounter(
         "etcd_server_heartbeat_send_failures_total",

@@ -48,6 +48,7 @@
 #include "raft/core/types.h"
 
 namespace grpc {
+class ChannelCredentials;
 class Service;
 }  // namespace grpc
 
@@ -127,6 +128,10 @@ struct TransportOptions {
   // etcd_server_heartbeat_send_failures_total). Null: none. Must outlive
   // the transport.
   metrics::Registry* metrics = nullptr;
+  // How every connection to a peer is secured (the message streams and
+  // snapshot sends): e.g. grpc::SslCredentials when the peer URLs are
+  // https. Null: insecure.
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials;
 };
 
 class Transport {
