@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -24,13 +28,60 @@ struct Client::Endpoint {
   std::atomic<int64_t> failed_at_ns{0};
 };
 
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& flag,
+                                     const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read ", flag, " ", path, ": ", std::strerror(errno)));
+  }
+  return std::string(std::istreambuf_iterator<char>(in),
+                     std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+bool UsesTls(const TlsOptions& tls, const std::vector<std::string>& endpoints) {
+  if (!tls.empty()) return true;
+  for (const std::string& e : endpoints) {
+    if (absl::StartsWith(e, "https://")) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const TlsOptions& tls, const std::vector<std::string>& endpoints) {
+  if (!UsesTls(tls, endpoints)) return grpc::InsecureChannelCredentials();
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--cert and --key must be given together");
+  }
+  grpc::SslCredentialsOptions opts;
+  if (!tls.ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile("--cacert", tls.ca_file);
+    if (!ca.ok()) return ca.status();
+    opts.pem_root_certs = *std::move(ca);
+  }
+  if (!tls.cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile("--cert", tls.cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile("--key", tls.key_file);
+    if (!key.ok()) return key.status();
+    opts.pem_cert_chain = *std::move(cert);
+    opts.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(opts);
+}
+
 absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
   absl::string_view e = endpoint;
-  absl::ConsumePrefix(&e, "http://");
+  if (!absl::ConsumePrefix(&e, "http://")) absl::ConsumePrefix(&e, "https://");
   absl::ConsumeSuffix(&e, "/");
-  if (absl::StartsWith(e, "https://") || absl::StartsWith(e, "unix")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("endpoint ", endpoint, ": only http is supported"));
+  if (absl::StartsWith(e, "unix")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "endpoint ", endpoint, ": only http and https are supported"));
   }
   size_t colon = e.rfind(':');
   if (e.empty() || colon == absl::string_view::npos || colon + 1 == e.size()) {
@@ -57,8 +108,7 @@ std::shared_ptr<Client::Endpoint> Client::Dial(
   args.SetMaxReceiveMessageSize(INT32_MAX);
   auto ep = std::make_shared<Endpoint>();
   ep->address = address;
-  ep->channel = grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args);
+  ep->channel = grpc::CreateCustomChannel(address, credentials_, args);
   ep->kv = etcdserverpb::KV::NewStub(ep->channel);
   ep->maintenance = etcdserverpb::Maintenance::NewStub(ep->channel);
   ep->cluster = etcdserverpb::Cluster::NewStub(ep->channel);
@@ -77,6 +127,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
         "call and dial timeouts must be positive: every call has a deadline");
   }
   auto client = std::unique_ptr<Client>(new Client(options));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentialsFor(options.tls, options.endpoints);
+  if (!credentials.ok()) return credentials.status();
+  client->credentials_ = *std::move(credentials);
+  client->tls_ = UsesTls(options.tls, options.endpoints);
   for (const std::string& raw : options.endpoints) {
     absl::StatusOr<std::string> e = NormalizeEndpoint(raw);
     if (!e.ok()) return e.status();
@@ -231,6 +286,8 @@ absl::Status Client::Sync() {
     // published its client URLs yet.
     if (m.islearner()) continue;
     for (const std::string& url : m.clienturls()) {
+      // This client's channels all speak TLS or all do not.
+      if (absl::StartsWith(url, "https://") != tls_) continue;
       absl::StatusOr<std::string> a = NormalizeEndpoint(url);
       if (a.ok() && std::find(addresses.begin(), addresses.end(), *a) ==
                         addresses.end()) {

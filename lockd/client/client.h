@@ -16,6 +16,8 @@
 #ifndef LOCKD_CLIENT_CLIENT_H_
 #define LOCKD_CLIENT_CLIENT_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -35,6 +37,30 @@ namespace lockd::client {
 
 class Watcher;  // below, in "Watches"
 
+// TLS as etcdctl's --cacert, --cert and --key give it: PEM file paths.
+struct TlsOptions {
+  std::string ca_file;    // verifies the server; empty: the system's roots
+  std::string cert_file;  // with key_file: the client certificate
+  std::string key_file;
+  bool empty() const {
+    return ca_file.empty() && cert_file.empty() && key_file.empty();
+  }
+};
+
+// "127.0.0.1:2379", "http://127.0.0.1:2379" or "https://127.0.0.1:2379/"
+// as "127.0.0.1:2379". Errors: kInvalidArgument (unix sockets, no port).
+absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint);
+
+// Whether a client with `tls` dials `endpoints` over TLS, as etcdctl
+// decides: when a TLS file is given or an endpoint is https://.
+bool UsesTls(const TlsOptions& tls, const std::vector<std::string>& endpoints);
+
+// The channel credentials for `endpoints`: TLS (UsesTls) with the files of
+// `tls` read now, else insecure. Errors: kInvalidArgument naming the flag's
+// file ("cannot read --cacert ca.crt: ..."); --cert without --key.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const TlsOptions& tls, const std::vector<std::string>& endpoints);
+
 struct ClientOptions {
   // "host:port" or "http://host:port", at least one.
   std::vector<std::string> endpoints;
@@ -52,6 +78,8 @@ struct ClientOptions {
   // bounds the total.
   absl::Duration backoff_min = absl::Milliseconds(50);
   absl::Duration backoff_max = absl::Seconds(1);
+  // TLS files; see UsesTls for when TLS is on.
+  TlsOptions tls;
   // HTTP/2 keepalive pings on every channel.
   absl::Duration keepalive_time = absl::Seconds(10);
   absl::Duration keepalive_timeout = absl::Seconds(5);
@@ -288,6 +316,10 @@ class Client {
   absl::Status WaitConnected(size_t endpoint);
 
   ClientOptions options_;
+  // Every channel's: TLS or insecure, for all endpoints alike (a sync keeps
+  // only member URLs of the matching scheme).
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  bool tls_ = false;
   std::vector<std::string> endpoints_;
   // Configured endpoints, by index; never changes after Create.
   std::vector<std::shared_ptr<Endpoint>> conns_;

@@ -131,10 +131,34 @@ void AddMember(etcdserverpb::MemberListResponse* r, uint64_t id,
 TEST(ClientTest, Create_RejectsBadOptions) {
   EXPECT_TRUE(absl::IsInvalidArgument(Client::Create(Options({})).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(
-      Client::Create(Options({"https://127.0.0.1:1"})).status()));
+      Client::Create(Options({"unix://lockd.sock:1"})).status()));
   ClientOptions no_deadline = Options({"127.0.0.1:1"});
   no_deadline.call_timeout = absl::ZeroDuration();
   EXPECT_TRUE(absl::IsInvalidArgument(Client::Create(no_deadline).status()));
+}
+
+TEST(ClientTest, Create_TlsAsEtcdctlDecides) {
+  // https:// endpoints, or any TLS file, turn TLS on for every endpoint.
+  EXPECT_FALSE(UsesTls({}, {"127.0.0.1:1", "http://127.0.0.1:2"}));
+  EXPECT_TRUE(UsesTls({}, {"127.0.0.1:1", "https://127.0.0.1:2"}));
+  TlsOptions ca_only;
+  ca_only.ca_file = "ca.crt";
+  EXPECT_TRUE(UsesTls(ca_only, {"127.0.0.1:1"}));
+  EXPECT_EQ(*NormalizeEndpoint("https://127.0.0.1:2379/"), "127.0.0.1:2379");
+
+  // A TLS client to a plaintext server is created (the files are fine) but
+  // cannot connect.
+  EXPECT_TRUE(Client::Create(Options({"https://127.0.0.1:1"})).ok());
+  ClientOptions missing = Options({"127.0.0.1:1"});
+  missing.tls.ca_file = "/nonexistent/ca.crt";
+  absl::Status s = Client::Create(missing).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_NE(s.message().find("cannot read --cacert /nonexistent/ca.crt"),
+            absl::string_view::npos)
+      << s;
+  ClientOptions cert_only = Options({"127.0.0.1:1"});
+  cert_only.tls.cert_file = "client.crt";
+  EXPECT_TRUE(absl::IsInvalidArgument(Client::Create(cert_only).status()));
 }
 
 TEST(ClientTest, Put_RetriedOnlyWhenRefusedBeforeProposing) {

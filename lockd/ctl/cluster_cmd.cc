@@ -102,6 +102,7 @@ class Resizer {
     o.endpoints = g_.endpoints;
     o.dial_timeout = g_.dial_timeout;
     o.call_timeout = g_.command_timeout;
+    o.tls = g_.tls;
     // Follow the membership as it changes under us: members we remove drop
     // out of the list, members we add come in.
     o.auto_sync_interval = absl::Seconds(2);
@@ -151,6 +152,7 @@ class Resizer {
       o.dial_timeout = std::min(g_.dial_timeout, absl::Seconds(2));
       o.call_timeout = std::min(g_.command_timeout, absl::Seconds(3));
       o.auto_sync_interval = absl::ZeroDuration();
+      o.tls = g_.tls;
       absl::StatusOr<std::unique_ptr<client::Client>> cl =
           client::Client::Create(o);
       if (!cl.ok()) return cl.status();
@@ -379,6 +381,7 @@ absl::Status Resizer::Remove(const Current& victim,
       o.endpoints = {victim.m.clienturls(0)};
       o.dial_timeout = g_.dial_timeout;
       o.call_timeout = g_.command_timeout;
+      o.tls = g_.tls;
       o.auto_sync_interval = absl::ZeroDuration();
       absl::StatusOr<std::unique_ptr<client::Client>> lc =
           client::Client::Create(o);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "lockd/client/client.h"
 #include "lockd/util/flags.h"
 #include "lockd/util/keys.h"
 
@@ -19,6 +20,8 @@ struct CommandContext {
   std::string write_out = "simple";
   absl::Duration dial_timeout = absl::Seconds(2);
   absl::Duration command_timeout = absl::Seconds(5);
+  // --cacert, --cert, --key.
+  client::TlsOptions tls;
 };
 
 // Prints "Error: <message>" (etcdctl's form) to stderr; returns exit status 1.

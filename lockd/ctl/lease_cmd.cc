@@ -53,6 +53,7 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(
   o.endpoints = g.endpoints;
   o.dial_timeout = g.dial_timeout;
   o.call_timeout = g.command_timeout;
+  o.tls = g.tls;
   return client::Client::Create(o);
 }
 

@@ -116,13 +116,22 @@ class Session {
 // `interrupts` a signal cancels the call; the clean-up calls after a signal
 // pass null.
 template <typename Stub, typename Call>
-grpc::Status OnAnyEndpoint(const std::vector<std::string>& endpoints,
-                           Interrupts* interrupts, absl::Duration timeout,
-                           Call&& call) {
+grpc::Status OnAnyEndpoint(const CommandContext& g, Interrupts* interrupts,
+                           absl::Duration timeout, Call&& call) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      client::ChannelCredentialsFor(g.tls, g.endpoints);
+  if (!credentials.ok()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        std::string(credentials.status().message()));
+  }
   grpc::Status st(grpc::StatusCode::UNAVAILABLE, "no endpoints");
-  for (const std::string& e : endpoints) {
-    auto stub = Stub::NewStub(
-        grpc::CreateChannel(e, grpc::InsecureChannelCredentials()));
+  for (const std::string& raw : g.endpoints) {
+    absl::StatusOr<std::string> e = client::NormalizeEndpoint(raw);
+    if (!e.ok()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          std::string(e.status().message()));
+    }
+    auto stub = Stub::NewStub(grpc::CreateChannel(*e, *credentials));
     grpc::ClientContext ctx;
     if (timeout != absl::InfiniteDuration()) {
       ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -178,7 +187,7 @@ int Lock(const CommandContext& g, Interrupts* interrupts, client::Client* c,
   req.set_lease((*session)->id());
   v3lockpb::LockResponse resp;
   grpc::Status st = OnAnyEndpoint<v3lockpb::Lock>(
-      g.endpoints, interrupts, absl::InfiniteDuration(),
+      g, interrupts, absl::InfiniteDuration(),
       [&](v3lockpb::Lock::Stub* s, grpc::ClientContext* ctx) {
         return s->Lock(ctx, req, &resp);
       });
@@ -237,7 +246,7 @@ int Lock(const CommandContext& g, Interrupts* interrupts, client::Client* c,
   unlock.set_key(resp.key());
   v3lockpb::UnlockResponse unlocked;
   st = OnAnyEndpoint<v3lockpb::Lock>(
-      g.endpoints, nullptr, g.command_timeout,
+      g, nullptr, g.command_timeout,
       [&](v3lockpb::Lock::Stub* s, grpc::ClientContext* ctx) {
         return s->Unlock(ctx, unlock, &unlocked);
       });
@@ -253,7 +262,7 @@ int Elect(const CommandContext& g, Interrupts* interrupts, client::Client* c,
     v3electionpb::LeaderRequest req;
     req.set_name(name);
     grpc::Status st = OnAnyEndpoint<v3electionpb::Election>(
-        g.endpoints, interrupts, absl::InfiniteDuration(),
+        g, interrupts, absl::InfiniteDuration(),
         [&](v3electionpb::Election::Stub* s, grpc::ClientContext* ctx) {
           auto reader = s->Observe(ctx, req);
           v3electionpb::LeaderResponse r;
@@ -275,7 +284,7 @@ int Elect(const CommandContext& g, Interrupts* interrupts, client::Client* c,
   req.set_value(p.args[1]);
   v3electionpb::CampaignResponse resp;
   grpc::Status st = OnAnyEndpoint<v3electionpb::Election>(
-      g.endpoints, interrupts, absl::InfiniteDuration(),
+      g, interrupts, absl::InfiniteDuration(),
       [&](v3electionpb::Election::Stub* s, grpc::ClientContext* ctx) {
         return s->Campaign(ctx, req, &resp);
       });
@@ -287,7 +296,7 @@ int Elect(const CommandContext& g, Interrupts* interrupts, client::Client* c,
   *resign.mutable_leader() = resp.leader();
   v3electionpb::ResignResponse resigned;
   st = OnAnyEndpoint<v3electionpb::Election>(
-      g.endpoints, nullptr, g.command_timeout,
+      g, nullptr, g.command_timeout,
       [&](v3electionpb::Election::Stub* s, grpc::ClientContext* ctx) {
         return s->Resign(ctx, resign, &resigned);
       });
@@ -306,6 +315,7 @@ int RunLockCommand(const std::string& command, const CommandContext& g,
   o.endpoints = g.endpoints;
   o.dial_timeout = g.dial_timeout;
   o.call_timeout = g.command_timeout;
+  o.tls = g.tls;
   auto c = client::Client::Create(o);
   if (!c.ok()) return Fail(ErrorWithHint(c.status()));
   if (command == "lock") return Lock(g, &interrupts, c->get(), p);

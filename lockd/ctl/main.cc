@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -36,6 +37,7 @@ struct Globals {
   std::string write_out = "simple";
   absl::Duration dial_timeout = absl::Seconds(2);
   absl::Duration command_timeout = absl::Seconds(5);
+  client::TlsOptions tls;
 };
 
 // etcd's errors already say what went wrong; add what to do for the common
@@ -47,6 +49,7 @@ absl::StatusOr<std::unique_ptr<client::Client>> Connect(const Globals& g) {
   o.endpoints = absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
   o.dial_timeout = g.dial_timeout;
   o.call_timeout = g.command_timeout;
+  o.tls = g.tls;
   // Commands address the endpoints they were given (endpoint status, ...).
   o.auto_sync_interval = absl::ZeroDuration();
   return client::Client::Create(o);
@@ -463,9 +466,21 @@ absl::StatusOr<std::unique_ptr<client::Client>> ConnectEndpoints(
   if (!seed.ok()) return seed.status();
   auto members = (*seed)->MemberList();
   if (!members.ok()) return members.status();
+  // One client speaks TLS to every endpoint or to none: of a member with
+  // both http and https client URLs, take those of the matching scheme.
+  const std::vector<std::string> given =
+      absl::StrSplit(g.endpoints, ',', absl::SkipEmpty());
+  const bool tls = client::UsesTls(g.tls, given);
   std::vector<std::string> urls;
   for (const auto& m : members->members()) {
-    for (const std::string& u : m.clienturls()) urls.push_back(u);
+    std::vector<std::string> matching;
+    for (const std::string& u : m.clienturls()) {
+      if (absl::StartsWith(u, "https://") == tls) matching.push_back(u);
+    }
+    if (matching.empty()) {
+      matching.assign(m.clienturls().begin(), m.clienturls().end());
+    }
+    urls.insert(urls.end(), matching.begin(), matching.end());
   }
   if (urls.empty()) {
     return absl::UnavailableError("no member has published client URLs yet");
@@ -898,6 +913,7 @@ CommandContext Context(const Globals& g) {
   c.write_out = g.write_out;
   c.dial_timeout = g.dial_timeout;
   c.command_timeout = g.command_timeout;
+  c.tls = g.tls;
   return c;
 }
 
@@ -986,7 +1002,8 @@ const std::map<std::string, CommandInfo>& Commands() {
       {"watch",
        {"Watches events stream on keys or prefixes",
         [](const Globals& g, const Args& args) {
-          return WatchCommand(g.endpoints, g.write_out, g.dial_timeout, args);
+          return WatchCommand(g.endpoints, g.write_out, g.dial_timeout, g.tls,
+                              args);
         }}},
   };
   return *commands;
@@ -1013,6 +1030,13 @@ int Main(int argc, char** argv) {
               "Time to wait for a connection to an endpoint.");
   fs.Duration("command-timeout", &g.command_timeout,
               "Time a command may take before it fails.");
+  fs.String("cacert", &g.tls.ca_file,
+            "Verify certificates of TLS-enabled secure servers using this CA "
+            "bundle.");
+  fs.String("cert", &g.tls.cert_file,
+            "Identify secure client using this TLS certificate file.");
+  fs.String("key", &g.tls.key_file,
+            "Identify secure client using this TLS key file.");
   // Global flags may come anywhere, as with etcdctl: parse them all, and
   // hand unknown ones to the command.
   Args positional, command_flags;
@@ -1032,6 +1056,7 @@ int Main(int argc, char** argv) {
       std::string bare = name.substr(0, name.find('='));
       bool global = bare == "endpoints" || bare == "write-out" || bare == "w" ||
                     bare == "dial-timeout" || bare == "command-timeout" ||
+                    bare == "cacert" || bare == "cert" || bare == "key" ||
                     bare == "h" || bare == "help";
       Args* sink = global ? &positional : &command_flags;
       sink->push_back(a);

@@ -43,6 +43,7 @@ enum class StreamEnd { kRetry, kFatal };
 
 int WatchCommand(const std::string& endpoints_flag,
                  const std::string& write_out, absl::Duration dial_timeout,
+                 const client::TlsOptions& tls,
                  const std::vector<std::string>& in) {
   bool prefix = false, prev_kv = false, progress_notify = false;
   int64_t rev = 0;
@@ -78,6 +79,9 @@ int WatchCommand(const std::string& endpoints_flag,
     endpoints.push_back(*e);
   }
   if (endpoints.empty()) return Fail("no endpoints given");
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      client::ChannelCredentialsFor(tls, raw_endpoints);
+  if (!credentials.ok()) return Fail(ErrorWithHint(credentials.status()));
 
   etcdserverpb::WatchRequest create;
   auto* c = create.mutable_create_request();
@@ -94,8 +98,7 @@ int WatchCommand(const std::string& endpoints_flag,
   absl::Duration backoff = absl::Milliseconds(100);
   for (size_t attempt = 0;; ++attempt) {
     const std::string& endpoint = endpoints[attempt % endpoints.size()];
-    auto channel =
-        grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials());
+    auto channel = grpc::CreateChannel(endpoint, *credentials);
     if (!channel->WaitForConnected(
             absl::ToChronoTime(absl::Now() + dial_timeout))) {
       std::fprintf(stderr, "cannot reach %s; trying the next endpoint\n",

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "lockd/client/client.h"
 
 namespace lockd::ctl {
 
@@ -13,7 +14,7 @@ namespace lockd::ctl {
 // [--progress-notify]`: prints events as they come until interrupted, as
 // etcdctl does. Returns the exit status.
 int WatchCommand(const std::string& endpoints, const std::string& write_out,
-                 absl::Duration dial_timeout,
+                 absl::Duration dial_timeout, const client::TlsOptions& tls,
                  const std::vector<std::string>& args);
 
 }  // namespace lockd::ctl
