@@ -13,17 +13,37 @@
 namespace lockd::testing {
 
 std::string MemberSpec::client_url() const {
-  return absl::StrCat("http://127.0.0.1:", client_port);
+  return absl::StrCat(client_scheme, "://127.0.0.1:", client_port);
 }
 std::string MemberSpec::peer_url() const {
-  return absl::StrCat("http://127.0.0.1:", peer_port);
+  return absl::StrCat(peer_scheme, "://127.0.0.1:", peer_port);
 }
 std::string MemberSpec::endpoint() const {
   return absl::StrCat("127.0.0.1:", client_port);
 }
+std::string MemberSpec::scheme_endpoint() const {
+  return client_scheme == "http" ? endpoint() : client_url();
+}
 
 LocalCluster::LocalCluster(int size, const std::string& tag) : tag_(tag) {
   for (int i = 0; i < size; ++i) AddSpec();
+}
+
+LocalCluster::~LocalCluster() = default;
+
+void LocalCluster::set_schemes(const std::string& client,
+                               const std::string& peer) {
+  client_scheme_ = client;
+  peer_scheme_ = peer;
+  for (MemberSpec& s : specs_) {
+    s.client_scheme = client;
+    s.peer_scheme = peer;
+  }
+}
+
+std::shared_ptr<grpc::ChannelCredentials> LocalCluster::Credentials() const {
+  return credentials_ != nullptr ? credentials_
+                                 : grpc::InsecureChannelCredentials();
 }
 
 int LocalCluster::AddSpec() {
@@ -34,6 +54,8 @@ int LocalCluster::AddSpec() {
     s.peer_port = PickFreePort();
   } while (s.peer_port == s.client_port);
   s.data_dir = TempDir(absl::StrCat(tag_, "-", s.name));
+  s.client_scheme = client_scheme_;
+  s.peer_scheme = peer_scheme_;
   specs_.push_back(s);
   procs_.push_back(std::make_unique<Subprocess>());
   return static_cast<int>(specs_.size()) - 1;
@@ -149,9 +171,10 @@ int LocalCluster::StopMember(int i) { return procs_[i]->Stop(); }
 
 namespace {
 
-bool MemberStatus(const MemberSpec& m, etcdserverpb::StatusResponse* resp) {
-  auto channel =
-      grpc::CreateChannel(m.endpoint(), grpc::InsecureChannelCredentials());
+bool MemberStatus(const MemberSpec& m,
+                  const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                  etcdserverpb::StatusResponse* resp) {
+  auto channel = grpc::CreateChannel(m.endpoint(), credentials);
   auto stub = etcdserverpb::Maintenance::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -166,7 +189,7 @@ uint64_t LocalCluster::WaitForLeader(absl::Duration timeout) {
     for (int i = 0; i < size(); ++i) {
       if (!procs_[i]->running()) continue;
       etcdserverpb::StatusResponse resp;
-      if (MemberStatus(specs_[i], &resp) && resp.leader() != 0) {
+      if (MemberStatus(specs_[i], Credentials(), &resp) && resp.leader() != 0) {
         return resp.leader();
       }
     }
@@ -182,8 +205,8 @@ bool LocalCluster::WaitForPublished(absl::Duration timeout) {
     bool all = true;
     for (int i = 0; i < size() && all; ++i) {
       if (!procs_[i]->running()) continue;
-      auto stub = etcdserverpb::Cluster::NewStub(grpc::CreateChannel(
-          specs_[i].endpoint(), grpc::InsecureChannelCredentials()));
+      auto stub = etcdserverpb::Cluster::NewStub(
+          grpc::CreateChannel(specs_[i].endpoint(), Credentials()));
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::seconds(2));
@@ -206,7 +229,7 @@ int LocalCluster::MemberIndexOf(uint64_t member_id) {
   for (int i = 0; i < size(); ++i) {
     if (!procs_[i]->running()) continue;
     etcdserverpb::StatusResponse resp;
-    if (MemberStatus(specs_[i], &resp) &&
+    if (MemberStatus(specs_[i], Credentials(), &resp) &&
         resp.header().member_id() == member_id) {
       return i;
     }

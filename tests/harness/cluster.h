@@ -10,6 +10,10 @@
 #include "absl/time/time.h"
 #include "tests/harness/process.h"
 
+namespace grpc {
+class ChannelCredentials;
+}  // namespace grpc
+
 namespace lockd::testing {
 
 struct MemberSpec {
@@ -17,10 +21,15 @@ struct MemberSpec {
   int client_port = 0;
   int peer_port = 0;
   std::string data_dir;
+  // "http" or "https" (see LocalCluster::set_schemes).
+  std::string client_scheme = "http";
+  std::string peer_scheme = "http";
 
   std::string client_url() const;
   std::string peer_url() const;
   std::string endpoint() const;  // "127.0.0.1:port", as etcdctl takes it
+  // client_url() for https members (etcdctl needs the scheme there).
+  std::string scheme_endpoint() const;
 };
 
 // N members with fresh ports and data directories under TEST_TMPDIR.
@@ -28,6 +37,18 @@ class LocalCluster {
  public:
   // `tag` keeps data directories of several clusters in one test apart.
   LocalCluster(int size, const std::string& tag);
+  ~LocalCluster();
+
+  // The URL schemes of every member's client and peer URLs (default
+  // "http"), for members started from now on; https members also need
+  // their TLS flags in StartMember's `extra_flags`.
+  void set_schemes(const std::string& client, const std::string& peer);
+  // How the harness's own calls (WaitForLeader, WaitForPublished,
+  // MemberIndexOf) reach the client ports; default insecure.
+  void set_client_credentials(
+      std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    credentials_ = std::move(credentials);
+  }
 
   // Starts member i with the cluster's --initial-cluster plus `extra_flags`,
   // and waits until it serves clients. The binary is lockd from runfiles.
@@ -65,8 +86,13 @@ class LocalCluster {
   std::string endpoints() const;  // all members, comma-separated
 
  private:
+  std::shared_ptr<grpc::ChannelCredentials> Credentials() const;
+
   std::string tag_;
   std::string binary_;
+  std::string client_scheme_ = "http";
+  std::string peer_scheme_ = "http";
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::vector<MemberSpec> specs_;
   std::vector<std::unique_ptr<Subprocess>> procs_;
 };
