@@ -345,6 +345,15 @@ absl::Status ValidateConfig(ServerConfig& c, bool listen_client_set,
           absl::StrCat("--listen-metrics-urls: ", urls.status().message()));
     }
     c.listen_metrics = *std::move(urls);
+    for (const Url& u : c.listen_metrics) {
+      // These are served by the member's own HTTP listener, which has no
+      // TLS: refuse rather than serve plaintext on an https URL.
+      if (u.https()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--listen-metrics-urls: ", u.ToString(),
+            ": https is not supported for metrics URLs yet; use http"));
+      }
+    }
     if (absl::Status s = CheckBindUrls(c.listen_metrics); !s.ok()) return s;
   }
   if (absl::Status s = CheckBindUrls(c.listen_client); !s.ok()) return s;

@@ -247,6 +247,18 @@ TEST(ValidateConfigTest, ValidateConfig_HttpsNeedsTlsFlagsAsEtcd) {
   EXPECT_EQ(s.message(), "--cert-file and --key-file must be given together");
 }
 
+TEST(ValidateConfigTest, ValidateConfig_MetricsUrlsStayHttp) {
+  ServerConfig c;
+  c.listen_metrics_urls = "https://127.0.0.1:2381";
+  absl::Status s = ValidateConfig(c, false, false);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("https is not supported for metrics URLs"),
+            absl::string_view::npos)
+      << s;
+  c.listen_metrics_urls = "http://127.0.0.1:2381";
+  EXPECT_TRUE(ValidateConfig(c, false, false).ok());
+}
+
 TEST(ValidateConfigTest, ValidateConfig_PeerTlsIsAllOrNothing) {
   ServerConfig c;
   c.listen_peer_urls = c.initial_advertise_peer_urls = "https://127.0.0.1:2380";
