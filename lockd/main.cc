@@ -39,44 +39,47 @@ int Main(int argc, char** argv) {
   std::string log_level = "info";
 
   FlagSet fs("lockd", "LOCKD");
-  fs.String("name", &config.name, "Human-readable name for this member.");
+  fs.String("name", &config.name,
+            "This member's name in --initial-cluster and the member list.");
   fs.String("data-dir", &config.data_dir,
             "Path to the data directory (default \"<name>.lockd\").");
   fs.String("listen-client-urls", &config.listen_client_urls,
-            "List of URLs to listen on for client traffic.");
+            "Comma-separated URLs where clients connect (gRPC; http ones "
+            "also serve the JSON gateway, /health and /metrics).");
   fs.String("advertise-client-urls", &config.advertise_client_urls,
-            "List of this member's client URLs to advertise to the rest of "
-            "the cluster.");
+            "Comma-separated client URLs other members and clients are told "
+            "to use for this member.");
   fs.String("listen-peer-urls", &config.listen_peer_urls,
-            "List of URLs to listen on for peer traffic.");
+            "Comma-separated URLs where the other members connect.");
   fs.String("listen-metrics-urls", &config.listen_metrics_urls,
-            "List of URLs to listen on for the /metrics and /health "
-            "endpoints.");
+            "Comma-separated http URLs serving only /metrics and /health.");
   fs.String("initial-advertise-peer-urls", &config.initial_advertise_peer_urls,
-            "List of this member's peer URLs to advertise to the rest of the "
-            "cluster.");
-  fs.String(
-      "initial-cluster", &config.initial_cluster,
-      "Initial cluster configuration for bootstrapping, as "
-      "name=peerURL,... (default \"<name>=<initial-advertise-peer-urls>\").");
+            "Comma-separated peer URLs the other members are told to use for "
+            "this member.");
+  fs.String("initial-cluster", &config.initial_cluster,
+            "The members a new cluster starts with, as name=peerURL,... "
+            "(default \"<name>=<initial-advertise-peer-urls>\").");
   fs.String("initial-cluster-state", &config.initial_cluster_state,
-            "Initial cluster state ('new' or 'existing').");
+            "'new' to start a new cluster, 'existing' to join a running "
+            "one.");
   fs.String("initial-cluster-token", &config.initial_cluster_token,
-            "Initial cluster token for the cluster during bootstrap.");
+            "A name that keeps clusters started from the same "
+            "--initial-cluster apart (part of the cluster ID).");
   fs.Uint64("heartbeat-interval", &config.heartbeat_interval_ms,
-            "Time (in milliseconds) of a heartbeat interval.");
+            "Milliseconds between the leader's heartbeats.");
   fs.Uint64("election-timeout", &config.election_timeout_ms,
-            "Time (in milliseconds) for an election to timeout.");
+            "Milliseconds a follower waits without hearing from a leader "
+            "before it starts an election.");
   fs.Uint64("max-request-bytes", &config.max_request_bytes,
-            "Maximum client request size in bytes the server will accept.");
+            "Largest client request accepted, in bytes.");
   fs.Uint64("max-txn-ops", &config.max_txn_ops,
-            "Maximum number of operations permitted in a transaction.");
+            "Most operations one transaction may hold.");
   fs.Int64("quota-backend-bytes", &config.quota_backend_bytes,
-           "Raise alarms when backend size exceeds the given quota (0 means "
-           "the default quota).");
+           "Store size in bytes past which the NOSPACE alarm is raised and "
+           "writes refused (0: 2 GiB).");
   fs.Uint64("snapshot-count", &config.snapshot_count,
-            "Number of committed transactions to trigger a snapshot to disk "
-            "(the raft log is compacted behind it; 0 means the default).");
+            "Applied entries between raft log compactions (the log is cut "
+            "behind a snapshot of the store; 0 means the default).");
   fs.Uint64("experimental-snapshot-catchup-entries",
             &config.snapshot_catchup_entries,
             "Number of entries kept in the raft log after a snapshot, for "
@@ -86,8 +89,8 @@ int Main(int argc, char** argv) {
             "duration, hours if no unit is given, e.g. '5m') or 'revision' "
             "(a number of revisions).");
   fs.String("auto-compaction-retention", &config.auto_compaction_retention,
-            "Auto compaction retention of the key-value history (the leader "
-            "compacts it as it ages); 0 means disable auto compaction.");
+            "How much key-value history the leader keeps as it compacts the "
+            "rest (see --auto-compaction-mode); 0 turns it off.");
   fs.Bool("experimental-initial-corrupt-check", &config.initial_corrupt_check,
           "Before serving, compare this member's data (HashKV) with its "
           "peers' and refuse to start if it differs.");
@@ -96,7 +99,8 @@ int Main(int argc, char** argv) {
               "(a mismatch raises the CORRUPT alarm, which stops writes); 0 "
               "turns it off.");
   fs.Bool("strict-reconfig-check", &config.strict_reconfig_check,
-          "Reject reconfiguration requests that would cause quorum loss.");
+          "Refuse membership changes that would leave the cluster without "
+          "a quorum of started members.");
   fs.Bool("pre-vote", &config.pre_vote,
           "Run a pre-vote phase before elections, so a rejoining member "
           "does not disrupt the cluster.");
@@ -110,26 +114,26 @@ int Main(int argc, char** argv) {
               "this member to be added to the cluster (`lockctl member add`) "
               "and for a member to answer; 0 fails at once.");
   fs.String("cert-file", &config.client_tls.cert_file,
-            "Path to the client server TLS cert file (for https client "
-            "URLs).");
+            "Certificate (PEM) this member shows on its https client URLs.");
   fs.String("key-file", &config.client_tls.key_file,
-            "Path to the client server TLS key file.");
+            "Private key (PEM) of --cert-file.");
   fs.String("trusted-ca-file", &config.client_tls.trusted_ca_file,
-            "Path to the client server TLS trusted CA cert file (verifies "
-            "client certificates).");
+            "CA certificates (PEM) that clients' certificates must chain "
+            "to.");
   fs.Bool("client-cert-auth", &config.client_tls.client_cert_auth,
-          "Enable client cert authentication: https clients must present a "
-          "certificate signed by --trusted-ca-file.");
+          "Admit only https clients whose certificate chains to "
+          "--trusted-ca-file.");
   fs.String("peer-cert-file", &config.peer_tls.cert_file,
-            "Path to the peer server TLS cert file (for https peer URLs; "
-            "also the client certificate this member presents to peers).");
+            "Certificate (PEM) this member shows to other members, on its "
+            "https peer URLs and when it connects to theirs.");
   fs.String("peer-key-file", &config.peer_tls.key_file,
-            "Path to the peer server TLS key file.");
+            "Private key (PEM) of --peer-cert-file.");
   fs.String("peer-trusted-ca-file", &config.peer_tls.trusted_ca_file,
-            "Path to the peer server TLS trusted CA file (verifies peers).");
+            "CA certificates (PEM) that other members' certificates must "
+            "chain to.");
   fs.Bool("peer-client-cert-auth", &config.peer_tls.client_cert_auth,
-          "Enable peer client cert authentication: peers must present a "
-          "certificate signed by --peer-trusted-ca-file.");
+          "Admit only members whose certificate chains to "
+          "--peer-trusted-ca-file on the peer URLs.");
   fs.String("log-level", &log_level, "Log level: debug, info, warn or error.");
   fs.Bool("version", &print_version, "Print the version and exit.");
 

@@ -210,9 +210,7 @@ int List(const CommandContext& g, client::Client& c, const Args& args) {
 int KeepAlive(const CommandContext& g, client::Client& c, const Args& in) {
   bool once = false;
   FlagSet fs("lockctl lease keep-alive", "");
-  fs.Bool("once", &once,
-          "Resets the keep-alive time to its original value "
-          "once and exits.");
+  fs.Bool("once", &once, "Renew the lease a single time, then exit.");
   std::vector<const char*> argv = {"lockctl"};
   for (const std::string& a : in) argv.push_back(a.c_str());
   if (absl::Status s = fs.Parse(static_cast<int>(argv.size()), argv.data());

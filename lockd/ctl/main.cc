@@ -950,32 +950,37 @@ struct CommandInfo {
 
 const std::map<std::string, CommandInfo>& Commands() {
   static const auto* commands = new std::map<std::string, CommandInfo>{
-      {"get", {"Gets the key or a range of keys", Get}},
-      {"put", {"Puts the given key into the store", Put}},
-      {"del", {"Removes the specified key or range of keys", Del}},
-      {"compaction", {"Compacts the event history", Compaction}},
+      {"get", {"Reads a key, or the keys of a range or prefix", Get}},
+      {"put", {"Writes a value under a key", Put}},
+      {"del", {"Deletes a key, or the keys of a range or prefix", Del}},
+      {"compaction", {"Discards the history below a revision", Compaction}},
       {"endpoint status",
-       {"Prints the status of the endpoints", EndpointStatus}},
+       {"Shows each endpoint's member, version, store size and raft position",
+        EndpointStatus}},
       {"endpoint health",
-       {"Checks the health of the endpoints", EndpointHealth}},
+       {"Tells whether each endpoint answers a linearizable read",
+        EndpointHealth}},
       {"endpoint hashkv",
-       {"Prints the KV history hash of each endpoint (--rev, --cluster)",
+       {"Shows the hash of each endpoint's key history (--rev, --cluster)",
         EndpointHashKV}},
       {"defrag",
-       {"Defragments the storage of the endpoints (--cluster)", Defrag}},
-      {"alarm list", {"Lists all alarms", AlarmCmd(false)}},
-      {"alarm disarm", {"Disarms all alarms", AlarmCmd(true)}},
-      {"member list", {"Lists all members in the cluster", MemberList}},
-      {"member add", {"Adds a member into the cluster", MemberAdd}},
-      {"member remove", {"Removes a member from the cluster", MemberRemove}},
-      {"member promote",
-       {"Promotes a non-voting member in the cluster", MemberPromote}},
+       {"Rewrites each endpoint's storage to reclaim space (--cluster)",
+        Defrag}},
+      {"alarm list", {"Shows the raised alarms", AlarmCmd(false)}},
+      {"alarm disarm", {"Clears every raised alarm", AlarmCmd(true)}},
+      {"member list", {"Shows the cluster's members", MemberList}},
+      {"member add",
+       {"Announces a new member; start it afterwards", MemberAdd}},
+      {"member remove", {"Takes a member out of the cluster", MemberRemove}},
+      {"member promote", {"Makes a learner a voting member", MemberPromote}},
       {"member update", {"Updates a member's peer URLs", MemberUpdate}},
       {"cluster resize",
        {"Grows or shrinks the cluster to --members, one safe step at a time",
         ClusterResize}},
-      {"move-leader", {"Transfers leadership to another member", MoveLeader}},
-      {"txn", {"Txn processes all the requests in one transaction", Txn}},
+      {"move-leader", {"Hands leadership to the given member", MoveLeader}},
+      {"txn",
+       {"Runs compares, then one of two lists of requests, atomically (stdin)",
+        Txn}},
       {"snapshot save",
        {"Stores a snapshot of one member to a file", SnapshotSave}},
       {"snapshot restore",
@@ -985,11 +990,12 @@ const std::map<std::string, CommandInfo>& Commands() {
        {"Gets the revision, key count and hash of a snapshot file",
         Snapshot("status")}},
       {"version", {"Prints the version of lockctl", Version}},
-      {"lease grant", {"Creates leases", Lease("grant")}},
-      {"lease revoke", {"Revokes leases", Lease("revoke")}},
+      {"lease grant",
+       {"Creates a lease with a TTL in seconds", Lease("grant")}},
+      {"lease revoke", {"Ends a lease and deletes its keys", Lease("revoke")}},
       {"lease timetolive",
-       {"Get lease information (--keys: attached keys)", Lease("timetolive")}},
-      {"lease list", {"List all active leases", Lease("list")}},
+       {"Shows a lease's TTLs (--keys: its keys too)", Lease("timetolive")}},
+      {"lease list", {"Shows the IDs of all leases", Lease("list")}},
       {"lock",
        {"lock NAME [command...]: holds a lock (while running the command)",
         LockCmd("lock")}},
@@ -997,10 +1003,10 @@ const std::map<std::string, CommandInfo>& Commands() {
        {"elect NAME [proposal]: campaigns, or observes the leader",
         LockCmd("elect")}},
       {"lease keep-alive",
-       {"Keeps leases alive (renew); --once: one renewal",
+       {"Renews a lease until interrupted; --once: one renewal",
         Lease("keep-alive")}},
       {"watch",
-       {"Watches events stream on keys or prefixes",
+       {"Streams the changes to a key, range or prefix",
         [](const Globals& g, const Args& args) {
           return WatchCommand(g.endpoints, g.write_out, g.dial_timeout, g.tls,
                               args);
@@ -1031,12 +1037,11 @@ int Main(int argc, char** argv) {
   fs.Duration("command-timeout", &g.command_timeout,
               "Time a command may take before it fails.");
   fs.String("cacert", &g.tls.ca_file,
-            "Verify certificates of TLS-enabled secure servers using this CA "
-            "bundle.");
+            "CA certificates (PEM) that the servers' certificates must chain "
+            "to.");
   fs.String("cert", &g.tls.cert_file,
-            "Identify secure client using this TLS certificate file.");
-  fs.String("key", &g.tls.key_file,
-            "Identify secure client using this TLS key file.");
+            "Client certificate (PEM) shown to servers that ask for one.");
+  fs.String("key", &g.tls.key_file, "Private key (PEM) of --cert.");
   // Global flags may come anywhere, as with etcdctl: parse them all, and
   // hand unknown ones to the command.
   Args positional, command_flags;

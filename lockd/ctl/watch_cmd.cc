@@ -48,13 +48,12 @@ int WatchCommand(const std::string& endpoints_flag,
   bool prefix = false, prev_kv = false, progress_notify = false;
   int64_t rev = 0;
   FlagSet fs("lockctl watch", "");
-  fs.Bool("prefix", &prefix, "Watch on a prefix if prefix is set.");
-  fs.Int64("rev", &rev, "Revision to start watching from.");
+  fs.Bool("prefix", &prefix, "Watch every key that starts with KEY.");
+  fs.Int64("rev", &rev, "First revision to report (history from there on).");
   fs.Bool("prev-kv", &prev_kv,
-          "Get the previous key-value pair before the "
-          "event happens.");
+          "Print each changed key's value from before the change too.");
   fs.Bool("progress-notify", &progress_notify,
-          "Get periodic watch progress notification from server.");
+          "Ask the member for progress reports while nothing changes.");
   std::vector<const char*> argv = {"lockctl"};
   for (const std::string& a : in) argv.push_back(a.c_str());
   if (absl::Status s = fs.Parse(static_cast<int>(argv.size()), argv.data());
