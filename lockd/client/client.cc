@@ -4,16 +4,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <iterator>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "lockd/util/pem_file.h"
 
 namespace lockd::client {
 
@@ -27,21 +24,6 @@ struct Client::Endpoint {
   // absl::ToUnixNanos of the last failed call; 0 for never.
   std::atomic<int64_t> failed_at_ns{0};
 };
-
-namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& flag,
-                                     const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in.good()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot read ", flag, " ", path, ": ", std::strerror(errno)));
-  }
-  return std::string(std::istreambuf_iterator<char>(in),
-                     std::istreambuf_iterator<char>());
-}
-
-}  // namespace
 
 bool UsesTls(const TlsOptions& tls, const std::vector<std::string>& endpoints) {
   if (!tls.empty()) return true;
@@ -60,14 +42,14 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
   }
   grpc::SslCredentialsOptions opts;
   if (!tls.ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile("--cacert", tls.ca_file);
+    absl::StatusOr<std::string> ca = ReadPemFile("--cacert", tls.ca_file);
     if (!ca.ok()) return ca.status();
     opts.pem_root_certs = *std::move(ca);
   }
   if (!tls.cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadFile("--cert", tls.cert_file);
+    absl::StatusOr<std::string> cert = ReadPemFile("--cert", tls.cert_file);
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile("--key", tls.key_file);
+    absl::StatusOr<std::string> key = ReadPemFile("--key", tls.key_file);
     if (!key.ok()) return key.status();
     opts.pem_cert_chain = *std::move(cert);
     opts.pem_private_key = *std::move(key);

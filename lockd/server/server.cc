@@ -140,13 +140,15 @@ absl::Status Server::OpenStorage() {
          "flags are ignored",
          config_.member_id, config_.cluster_id, config_.data_dir);
   }
-  SetUpMetrics();
+  kv::StoreOptions store_options;
+  raft::DiskStorageOptions log_options;
+  SetUpMetrics(&store_options, &log_options);
   absl::StatusOr<std::unique_ptr<kv::MvccStore>> store =
-      kv::MvccStore::Open(member_dir + "/kv", store_options_);
+      kv::MvccStore::Open(member_dir + "/kv", store_options);
   if (!store.ok()) return store.status();
   store_ = *std::move(store);
   absl::StatusOr<std::unique_ptr<raft::DiskStorage>> log =
-      raft::DiskStorage::Open(member_dir + "/raft", log_options_);
+      raft::DiskStorage::Open(member_dir + "/raft", log_options);
   if (!log.ok()) return log.status();
   log_ = *std::move(log);
 
@@ -310,34 +312,35 @@ absl::Status Server::OpenStorage() {
   return absl::OkStatus();
 }
 
-void Server::SetUpMetrics() {
+void Server::SetUpMetrics(kv::StoreOptions* store_options,
+                          raft::DiskStorageOptions* log_options) {
   // etcd's buckets for disk latencies: 1 ms to 8 s.
   const std::vector<double> disk_buckets =
       metrics::ExponentialBuckets(0.001, 2, 14);
-  log_options_.sync_seconds = metrics_.GetHistogram(
+  log_options->sync_seconds = metrics_.GetHistogram(
       "etcd_disk_wal_fsync_duration_seconds",
       "The latency distributions of fsync called by WAL.", disk_buckets);
-  log_options_.write_bytes =
+  log_options->write_bytes =
       metrics_.GetGauge("etcd_disk_wal_write_bytes_total",
                         "Total number of bytes written in WAL.");
-  store_options_.commit_seconds = metrics_.GetHistogram(
+  store_options->commit_seconds = metrics_.GetHistogram(
       "etcd_disk_backend_commit_duration_seconds",
       "The latency distributions of commit called by backend.", disk_buckets);
-  store_options_.defrag_seconds = metrics_.GetHistogram(
+  store_options->defrag_seconds = metrics_.GetHistogram(
       "etcd_disk_backend_defrag_duration_seconds",
       "The latency distribution of backend defragmentation.",
       metrics::ExponentialBuckets(0.1, 2, 13));
-  store_options_.defrag_inflight = metrics_.GetGauge(
+  store_options->defrag_inflight = metrics_.GetGauge(
       "etcd_disk_defrag_inflight",
       "Whether or not defrag is active on the member. 1 means active, 0 "
       "means not.");
-  store_options_.puts = metrics_.GetCounter(
+  store_options->puts = metrics_.GetCounter(
       "etcd_mvcc_put_total", "Total number of puts seen by this member.");
-  store_options_.deletes = metrics_.GetCounter(
+  store_options->deletes = metrics_.GetCounter(
       "etcd_mvcc_delete_total", "Total number of deletes seen by this member.");
-  store_options_.ranges = metrics_.GetCounter(
+  store_options->ranges = metrics_.GetCounter(
       "etcd_mvcc_range_total", "Total number of ranges seen by this member.");
-  store_options_.txns = metrics_.GetCounter(
+  store_options->txns = metrics_.GetCounter(
       "etcd_mvcc_txn_total", "Total number of txns seen by this member.");
   metrics_.AddCollector([this](metrics::Sink& sink) {
     sink.Gauge("etcd_server_quota_backend_bytes",

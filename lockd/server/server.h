@@ -129,9 +129,10 @@ class Server {
   // handed to it any more.
   std::unique_ptr<grpc::Server> TakeClientServer();
 
-  // Registers the series the storage, raft and transport layers update,
+  // Registers the series the storage layers update (into their options)
   // and the figures read when scraped.
-  void SetUpMetrics();
+  void SetUpMetrics(kv::StoreOptions* store_options,
+                    raft::DiskStorageOptions* log_options);
 
   ServerConfig config_;
   // Read at the start of Start(), before anything listens or dials.
@@ -140,9 +141,6 @@ class Server {
   // First, so every component that updates a series (or is read by a
   // collector) is gone before it.
   metrics::Registry metrics_;
-  // Handed to the storage layers at open.
-  kv::StoreOptions store_options_;
-  raft::DiskStorageOptions log_options_;
   std::unique_ptr<kv::MvccStore> store_;
   std::unique_ptr<raft::DiskStorage> log_;
   std::unique_ptr<kv::WatchHub> watch_hub_;

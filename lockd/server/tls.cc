@@ -6,12 +6,11 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <iterator>
+#include <memory>
+#include <string>
 
 #include "absl/strings/str_cat.h"
+#include "lockd/util/pem_file.h"
 
 namespace lockd {
 namespace {
@@ -24,27 +23,6 @@ struct TlsMaterial {
   std::string ca_pem;  // empty: the system's roots when dialing
   bool client_cert_auth = false;
 };
-
-// Files larger than this are not certificates or keys.
-constexpr std::streamsize kPemBytesMax = 1 << 20;
-
-absl::StatusOr<std::string> ReadPem(const std::string& flag,
-                                    const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in.good()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot read ", flag, " ", path, ": ", std::strerror(errno)));
-  }
-  std::string bytes;
-  bytes.assign(std::istreambuf_iterator<char>(in),
-               std::istreambuf_iterator<char>());
-  if (in.bad() || static_cast<std::streamsize>(bytes.size()) > kPemBytesMax) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", flag, " ", path,
-                     in.bad() ? ": read error" : ": larger than 1 MiB"));
-  }
-  return bytes;
-}
 
 struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }
@@ -77,9 +55,9 @@ absl::StatusOr<TlsMaterial> LoadSide(const TlsFlags& flags,
   const std::string cert_flag = absl::StrCat(prefix, "cert-file");
   const std::string key_flag = absl::StrCat(prefix, "key-file");
   const std::string ca_flag = absl::StrCat(prefix, "trusted-ca-file");
-  absl::StatusOr<std::string> cert = ReadPem(cert_flag, flags.cert_file);
+  absl::StatusOr<std::string> cert = ReadPemFile(cert_flag, flags.cert_file);
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPem(key_flag, flags.key_file);
+  absl::StatusOr<std::string> key = ReadPemFile(key_flag, flags.key_file);
   if (!key.ok()) return key.status();
   m.cert_pem = *std::move(cert);
   m.key_pem = *std::move(key);
@@ -102,7 +80,8 @@ absl::StatusOr<TlsMaterial> LoadSide(const TlsFlags& flags,
                      cert_flag, " ", flags.cert_file));
   }
   if (!flags.trusted_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadPem(ca_flag, flags.trusted_ca_file);
+    absl::StatusOr<std::string> ca =
+        ReadPemFile(ca_flag, flags.trusted_ca_file);
     if (!ca.ok()) return ca.status();
     if (FirstCert(*ca) == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(

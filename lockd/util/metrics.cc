@@ -162,7 +162,6 @@ void Histogram::Observe(double value) {
       old_bits, DoubleToBits(BitsToDouble(old_bits) + value),
       std::memory_order_relaxed)) {
   }
-  count_.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::vector<uint64_t> Histogram::BucketCounts() const {
@@ -171,6 +170,12 @@ std::vector<uint64_t> Histogram::BucketCounts() const {
     counts[i] = buckets_[i].load(std::memory_order_relaxed);
   }
   return counts;
+}
+
+uint64_t Histogram::count() const {
+  uint64_t total = 0;
+  for (uint64_t n : BucketCounts()) total += n;
+  return total;
 }
 
 double Histogram::sum() const {
@@ -253,8 +258,7 @@ std::string Registry::Render() const {
           r.type = "histogram";
           for (const auto& [key, s] : f.histograms) {
             const Histogram& h = *s.metric;
-            // Read the buckets first: the count is then at least their
-            // total, as a scraper expects (+Inf <= count is not checked).
+            // The count is the +Inf bucket's, from the same reading.
             const std::vector<uint64_t> counts = h.BucketCounts();
             std::string lines;
             uint64_t cumulative = 0;

@@ -68,13 +68,13 @@ class Histogram {
   const std::vector<double>& upper_bounds() const { return bounds_; }
   // Per-bucket (not cumulative) counts; the last is the +Inf bucket.
   std::vector<uint64_t> BucketCounts() const;
-  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  // The buckets' total.
+  uint64_t count() const;
   double sum() const;
 
  private:
   const std::vector<double> bounds_;
   std::unique_ptr<std::atomic<uint64_t>[]> buckets_;
-  std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> sum_bits_{0};  // a double's bits, updated by CAS
 };
 
