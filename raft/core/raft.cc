@@ -145,7 +145,8 @@ void Raft::Send(Message m) {
   msgs_.push_back(std::move(m));
 }
 
-bool Raft::MaybeSendAppend(uint64_t to, bool send_if_empty) {
+bool Raft::MaybeSendAppend(uint64_t to, bool send_if_empty,
+                           bool announces_commit) {
   auto it = trk_.progress.find(to);
   if (it == trk_.progress.end() || to == id_) return false;
   Progress& pr = it->second;
@@ -187,6 +188,14 @@ bool Raft::MaybeSendAppend(uint64_t to, bool send_if_empty) {
   m.log_term = *prev_term;
   m.entries = *std::move(ents);
   m.commit = raft_log_.committed();
+  // An empty append to a follower that has acknowledged every entry up to
+  // it, or that was sent all of them and is announced a new commit index:
+  // its answer could only repeat (or arrive after) the answers to the
+  // appends that carried the entries, so it is told not to send one. A lost
+  // answer is recovered as before: the append resent on a heartbeat's
+  // answer (kHeartbeatResp) is not an announcement, so it is answered.
+  m.commit_only = m.entries.empty() && pr.state == ProgressState::kReplicate &&
+                  (pr.match == prev_index || announces_commit);
   const size_t n = m.entries.size();
   const uint64_t bytes = PayloadsSize(m.entries);
   const uint64_t next = pr.next;
@@ -207,10 +216,10 @@ void Raft::SendHeartbeat(uint64_t to, const std::string& ctx) {
   Send(std::move(m));
 }
 
-void Raft::BcastAppend() {
+void Raft::BcastAppend(bool announces_commit) {
   for (const auto& [id, pr] : trk_.progress) {
     if (id == id_) continue;
-    SendAppend(id);
+    MaybeSendAppend(id, true, announces_commit);
   }
 }
 
@@ -242,7 +251,7 @@ bool Raft::MaybeCommit() {
 
 void Raft::OnCommitAdvanced() {
   ReleasePendingReadIndexMessages();
-  BcastAppend();
+  BcastAppend(/*announces_commit=*/true);
 }
 
 bool Raft::IncreaseUncommittedSize(const std::vector<Entry>& es) {
@@ -964,7 +973,12 @@ absl::Status Raft::StepFollower(Message& m) {
 
 void Raft::HandleAppendEntries(Message& m) {
   // Reject malformed appends: entries must follow m.index contiguously with
-  // non-decreasing terms no newer than the message.
+  // non-decreasing terms no newer than the message; a commit-only append
+  // carries none.
+  if (m.commit_only && !m.entries.empty()) {
+    ProtocolViolation();
+    return;
+  }
   uint64_t prev_term = m.log_term;
   for (size_t i = 0; i < m.entries.size(); ++i) {
     const Entry& e = m.entries[i];
@@ -991,6 +1005,7 @@ void Raft::HandleAppendEntries(Message& m) {
     return;
   }
   if (last_new.has_value()) {
+    if (m.commit_only) return;
     resp.index = *last_new;
     Send(std::move(resp));
     return;

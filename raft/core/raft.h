@@ -184,10 +184,15 @@ class Raft {
   };
 
   void Send(Message m);
-  bool MaybeSendAppend(uint64_t to, bool send_if_empty);
+  // `announces_commit`: sent because the commit index advanced. An empty
+  // append then needs no answer from a follower in replicate state: every
+  // entry it lacks is already on its way, and the answers to those appends
+  // say all an answer to this one could.
+  bool MaybeSendAppend(uint64_t to, bool send_if_empty,
+                       bool announces_commit = false);
   void SendAppend(uint64_t to) { MaybeSendAppend(to, true); }
   void SendHeartbeat(uint64_t to, const std::string& ctx);
-  void BcastAppend();
+  void BcastAppend(bool announces_commit = false);
   void BcastHeartbeat();
   void BcastHeartbeatWithCtx(const std::string& ctx);
   void SendTimeoutNow(uint64_t to);

@@ -223,6 +223,7 @@ std::string DescribeMessage(const Message& m) {
                       MessageTypeName(m.type), m.term, m.log_term, m.index);
   if (m.reject) absl::StrAppend(&out, " Rejected (Hint: ", m.reject_hint, ")");
   if (m.commit != 0) absl::StrAppend(&out, " Commit:", m.commit);
+  if (m.commit_only) absl::StrAppend(&out, " CommitOnly");
   if (!m.entries.empty()) {
     absl::StrAppend(&out, " Entries:[");
     for (size_t i = 0; i < m.entries.size(); ++i) {

@@ -171,6 +171,11 @@ struct Message {
   // On a rejected append: follower's last index, a hint where to retry.
   uint64_t reject_hint = 0;
   std::string context;
+  // On kApp without entries, to a follower known to hold every entry up to
+  // `index`: it only carries the commit index, and accepting it needs no
+  // answer (the answer would tell the leader nothing). Rejections are still
+  // answered.
+  bool commit_only = false;
 };
 
 // The sort of a conf change, for readable test output.

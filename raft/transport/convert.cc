@@ -34,6 +34,7 @@ void ToProto(const Message& m, raftpb::Message* out) {
   out->set_reject(m.reject);
   out->set_reject_hint(m.reject_hint);
   if (!m.context.empty()) out->set_context(m.context);
+  out->set_commit_only(m.commit_only);
   out->mutable_entries()->Reserve(static_cast<int>(m.entries.size()));
   for (const Entry& e : m.entries) {
     raftpb::Entry* pe = out->add_entries();
@@ -66,6 +67,7 @@ absl::Status FromProto(const raftpb::Message& m, Message* out) {
   out->reject = m.reject();
   out->reject_hint = m.reject_hint();
   out->context = m.context();
+  out->commit_only = m.commit_only();
   out->entries.clear();
   out->entries.reserve(m.entries_size());
   for (const raftpb::Entry& pe : m.entries()) {
