@@ -295,6 +295,16 @@ void WatchHub::Publish(std::vector<mvccpb::Event> events) {
   batch->events = std::move(events);
   absl::MutexLock lock(&queue_mu_);
   if (stopping_) return;
+  if (queue_.empty() && !dispatching_ && !overflowed_ && !replaced_) {
+    // Nothing is on its way to the dispatcher: with no watcher to hand the
+    // events to, it would only move its revision on, so do that here and
+    // spare waking it (one wake-up per apply on every member).
+    absl::MutexLock hub_lock(&mu_);
+    if (synced_keys_.empty() && synced_ranges_.empty() && unsynced_.empty()) {
+      revision_ = std::max(revision_, RevisionOf(batch->events.back()));
+      return;
+    }
+  }
   size_t bytes = 0;
   for (const mvccpb::Event& ev : batch->events) {
     bytes += ev.kv().key().size() + ev.kv().value().size() +
@@ -372,6 +382,7 @@ void WatchHub::DispatchLoop() {
         batch = std::move(queue_.front());
         queue_.pop_front();
         queued_bytes_ -= batch->approx_bytes;
+        dispatching_ = true;
       } else {
         overflowed_ = false;
         resync_revision = overflow_revision_;
@@ -379,6 +390,8 @@ void WatchHub::DispatchLoop() {
     }
     if (batch != nullptr) {
       Dispatch(batch);
+      absl::MutexLock lock(&queue_mu_);
+      dispatching_ = false;
       continue;
     }
     absl::MutexLock lock(&mu_);

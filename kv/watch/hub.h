@@ -278,6 +278,8 @@ class WatchHub {
   int64_t overflow_revision_ ABSL_GUARDED_BY(queue_mu_) = 0;
   bool replaced_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // The dispatcher took a batch off the queue and has not yet dispatched it.
+  bool dispatching_ ABSL_GUARDED_BY(queue_mu_) = false;
 
   absl::Mutex mu_ ABSL_ACQUIRED_AFTER(queue_mu_);
   int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;

@@ -278,6 +278,37 @@ TEST_F(HubTest, StartRevision_replaysHistoryWithPrevKv) {
   EXPECT_EQ(Events(outs, 0)[2], (Ev{4, true, "k", "", "2", true}));
 }
 
+TEST_F(HubTest, NoWatchers_revisionMovesWithoutTheDispatcher) {
+  // The dispatcher is not running: with no watcher, publishing moves the
+  // hub's revision on by itself.
+  Apply({{"put", "a", "1"}});
+  Apply({{"txn", "a", "2", "b", "1"}});
+  EXPECT_EQ(hub_->revision(), 3);
+  // With a watcher, batches go through the dispatcher again.
+  auto s = NewStream();
+  WatchSpec from_now;
+  from_now.key = "a";
+  ASSERT_TRUE(s->Create(from_now).ok());
+  WatchSpec history;
+  history.key = "a";
+  history.range_end = "c";
+  history.start_revision = 2;
+  ASSERT_TRUE(s->Create(history).ok());
+  Apply({{"put", "a", "3"}});
+  EXPECT_EQ(hub_->revision(), 3);
+  hub_->Start();
+  auto outs = Drain(s.get(), [](const auto& o) { return EventCount(o) >= 5; });
+  // From now: revision 4 only, once. From 2: all of it, once.
+  EXPECT_EQ(Events(outs, 0),
+            (std::vector<Ev>{{4, false, "a", "3", "", false}}));
+  EXPECT_EQ(Events(outs, 1),
+            (std::vector<Ev>{{2, false, "a", "1", "", false},
+                             {3, false, "a", "2", "", false},
+                             {3, false, "b", "1", "", false},
+                             {4, false, "a", "3", "", false}}));
+  EXPECT_EQ(hub_->revision(), 4);
+}
+
 TEST_F(HubTest, StartRevision_belowCompactionIsCompacted) {
   hub_->Start();
   for (int i = 0; i < 5; ++i) Apply({{"put", "k", absl::StrCat(i)}});
