@@ -382,25 +382,26 @@ void WatchHub::DispatchLoop() {
         batch = std::move(queue_.front());
         queue_.pop_front();
         queued_bytes_ -= batch->approx_bytes;
-        dispatching_ = true;
       } else {
         overflowed_ = false;
         resync_revision = overflow_revision_;
       }
+      dispatching_ = true;
     }
     if (batch != nullptr) {
       Dispatch(batch);
-      absl::MutexLock lock(&queue_mu_);
-      dispatching_ = false;
-      continue;
+    } else {
+      absl::MutexLock lock(&mu_);
+      std::vector<Watcher*> synced(synced_ranges_.begin(),
+                                   synced_ranges_.end());
+      for (auto& [key, w] : synced_keys_) synced.push_back(w);
+      for (Watcher* w : synced) {
+        MakeUnsynced(w, std::max(w->min_revision, revision_ + 1));
+      }
+      revision_ = resync_revision;
     }
-    absl::MutexLock lock(&mu_);
-    std::vector<Watcher*> synced(synced_ranges_.begin(), synced_ranges_.end());
-    for (auto& [key, w] : synced_keys_) synced.push_back(w);
-    for (Watcher* w : synced) {
-      MakeUnsynced(w, std::max(w->min_revision, revision_ + 1));
-    }
-    revision_ = resync_revision;
+    absl::MutexLock lock(&queue_mu_);
+    dispatching_ = false;
   }
 }
 

@@ -278,7 +278,8 @@ class WatchHub {
   int64_t overflow_revision_ ABSL_GUARDED_BY(queue_mu_) = 0;
   bool replaced_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
-  // The dispatcher took a batch off the queue and has not yet dispatched it.
+  // The dispatcher took a batch or a resync off the queue and has not yet
+  // finished it (Publish must not move the revision meanwhile).
   bool dispatching_ ABSL_GUARDED_BY(queue_mu_) = false;
 
   absl::Mutex mu_ ABSL_ACQUIRED_AFTER(queue_mu_);
