@@ -92,6 +92,7 @@ absl::StatusOr<int64_t> WatchStream::Create(const WatchSpec& spec) {
       if (watchers.count(id) > 0) return ErrWatcherDuplicateID();
     }
     WatchHub::Watcher& w = watchers[id];
+    hub_->watcher_count_.fetch_add(1, std::memory_order_relaxed);
     w.stream = this;
     w.id = id;
     w.key = spec.key;
@@ -295,12 +296,14 @@ void WatchHub::Publish(std::vector<mvccpb::Event> events) {
   batch->events = std::move(events);
   absl::MutexLock lock(&queue_mu_);
   if (stopping_) return;
-  if (queue_.empty() && !dispatching_ && !overflowed_ && !replaced_) {
+  if (queue_.empty() && !dispatching_ && !overflowed_ && !replaced_ &&
+      watcher_count_.load(std::memory_order_relaxed) == 0) {
     // Nothing is on its way to the dispatcher: with no watcher to hand the
     // events to, it would only move its revision on, so do that here and
-    // spare waking it (one wake-up per apply on every member).
+    // spare waking it (one wake-up per apply on every member). The count is
+    // checked again under mu_: a watcher may have come meanwhile.
     absl::MutexLock hub_lock(&mu_);
-    if (synced_keys_.empty() && synced_ranges_.empty() && unsynced_.empty()) {
+    if (watcher_count_.load(std::memory_order_relaxed) == 0) {
       revision_ = std::max(revision_, RevisionOf(batch->events.back()));
       return;
     }
@@ -350,9 +353,7 @@ WatchHub::Counts WatchHub::GetCounts() {
   absl::MutexLock lock(&mu_);
   Counts c;
   c.streams = streams_.size();
-  for (const auto& [stream, entry] : streams_) {
-    c.watchers += entry.watchers.size();
-  }
+  c.watchers = watcher_count_.load(std::memory_order_relaxed);
   c.unsynced = unsynced_.size();
   return c;
 }
@@ -514,7 +515,9 @@ void WatchHub::RemoveWatcher(Watcher* w) {
   RemoveSynced(w);
   unsynced_.erase(w);
   auto entry = streams_.find(w->stream);
-  if (entry != streams_.end()) entry->second.watchers.erase(w->id);
+  if (entry != streams_.end() && entry->second.watchers.erase(w->id) > 0) {
+    watcher_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 WatchHub::Watcher* WatchHub::Find(WatchStream* stream, int64_t id) {

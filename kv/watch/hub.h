@@ -32,6 +32,7 @@
 #ifndef LOCKD_KV_WATCH_HUB_H_
 #define LOCKD_KV_WATCH_HUB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -290,6 +291,10 @@ class WatchHub {
     std::map<int64_t, Watcher> watchers;
   };
   std::map<WatchStream*, StreamEntry> streams_ ABSL_GUARDED_BY(mu_);
+  // Watchers in all streams' maps; changed under mu_, read without it by
+  // Publish, so the apply thread does not wait for mu_ to learn there are
+  // watchers.
+  std::atomic<size_t> watcher_count_{0};
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   // OnStoreReplaced's store revision, for the dispatcher.
   int64_t replaced_revision_ ABSL_GUARDED_BY(queue_mu_) = 0;
