@@ -419,14 +419,17 @@ bool CompareKv(const etcdserverpb::Compare& c, const mvccpb::KeyValue& kv) {
   }
 }
 
+// `latest` may have options of its own (it is the one family every put
+// reads).
 std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilies(
-    const rocksdb::ColumnFamilyOptions& cf_options) {
+    const rocksdb::ColumnFamilyOptions& cf_options,
+    const rocksdb::ColumnFamilyOptions& latest_options) {
   return {
       {rocksdb::kDefaultColumnFamilyName, cf_options},
       {"meta", cf_options},
       {"history", cf_options},
       {"index", cf_options},
-      {"latest", cf_options},
+      {"latest", latest_options},
       {"lease", cf_options},
   };
 }
@@ -687,6 +690,12 @@ absl::StatusOr<std::shared_ptr<MvccStore::Db>> MvccStore::OpenDb(
   // Memtables grow in arena blocks; small ones keep a small store small
   // (in memory and in the size the space quota measures).
   cf_options.arena_block_size = 64 << 10;
+  // Every put looks its key up in `latest`, most often a key that is not
+  // in the memtables: a whole-key Bloom filter over each memtable (2% of
+  // its size) answers that without searching the memtable's skip list.
+  rocksdb::ColumnFamilyOptions latest_options = cf_options;
+  latest_options.memtable_prefix_bloom_size_ratio = 0.02;
+  latest_options.memtable_whole_key_filtering = true;
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
@@ -699,7 +708,8 @@ absl::StatusOr<std::shared_ptr<MvccStore::Db>> MvccStore::OpenDb(
   auto d = std::make_shared<Db>();
   d->path = path;
   rocksdb::Status s = rocksdb::DB::Open(
-      db_options, path, ColumnFamilies(cf_options), &d->handles, &d->db);
+      db_options, path, ColumnFamilies(cf_options, latest_options), &d->handles,
+      &d->db);
   if (!s.ok()) return FromRocks(s, "open " + path);
   d->meta = d->handles[1];
   d->history = d->handles[2];
@@ -827,7 +837,9 @@ absl::StatusOr<uint64_t> MvccStore::CheckpointAppliedIndex(
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::OpenForReadOnly(
       db_options, checkpoint_dir,
-      ColumnFamilies(rocksdb::ColumnFamilyOptions()), &handles, &raw);
+      ColumnFamilies(rocksdb::ColumnFamilyOptions(),
+                     rocksdb::ColumnFamilyOptions()),
+      &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + checkpoint_dir);
   Meta meta;
   absl::Status st = ReadMeta(raw, handles[1], &meta);
@@ -1174,19 +1186,19 @@ absl::Status ApplyBatch::ApplyOne(Fn&& fn) {
   return s;
 }
 
-void ApplyBatch::WritePut(const mvccpb::KeyValue& kv,
-                          const mvccpb::KeyValue* prev) {
+void ApplyBatch::WritePut(mvccpb::KeyValue kv, mvccpb::KeyValue* prev) {
   Revision rev{write_revision(), impl_->sub++};
-  std::string bytes = kv.SerializeAsString();
+  // history holds the flag and the serialized version; latest the same
+  // bytes without the flag.
   std::string history;
-  history.reserve(bytes.size() + 1);
   history.push_back(kPutFlag);
-  history.append(bytes);
+  kv.AppendToString(&history);
+  const rocksdb::Slice flag(&kPutFlag, 1);
   Families f{db_->history, db_->index, db_->latest, db_->lease};
   impl_->batch.Put(f.history, EncodeRevision(rev), history);
-  impl_->batch.Put(f.index, EncodeIndexKey(kv.key(), rev),
-                   std::string(1, kPutFlag));
-  impl_->batch.Put(f.latest, kv.key(), bytes);
+  impl_->batch.Put(f.index, EncodeIndexKey(kv.key(), rev), flag);
+  impl_->batch.Put(f.latest, kv.key(),
+                   rocksdb::Slice(history.data() + 1, history.size() - 1));
   if (prev != nullptr && prev->lease() != 0 && prev->lease() != kv.lease()) {
     impl_->batch.Delete(f.lease, LeaseKey(prev->lease(), kv.key()));
   }
@@ -1195,8 +1207,8 @@ void ApplyBatch::WritePut(const mvccpb::KeyValue& kv,
   }
   mvccpb::Event ev;
   ev.set_type(mvccpb::Event::PUT);
-  *ev.mutable_kv() = kv;
-  if (prev != nullptr) *ev.mutable_prev_kv() = *prev;
+  *ev.mutable_kv() = std::move(kv);
+  if (prev != nullptr) *ev.mutable_prev_kv() = std::move(*prev);
   impl_->events.push_back(std::move(ev));
   impl_->wrote = true;
 }
@@ -1293,8 +1305,8 @@ absl::Status ApplyBatch::PutLocked(const etcdserverpb::PutRequest& req,
   kv.set_mod_revision(main);
   kv.set_version(exists ? prev.version() + 1 : 1);
   kv.set_lease(lease);
-  WritePut(kv, exists ? &prev : nullptr);
-  if (req.prev_kv() && exists) *resp->mutable_prev_kv() = std::move(prev);
+  if (req.prev_kv() && exists) *resp->mutable_prev_kv() = prev;
+  WritePut(std::move(kv), exists ? &prev : nullptr);
   resp->mutable_header()->set_revision(main);
   return absl::OkStatus();
 }

@@ -319,7 +319,9 @@ class ApplyBatch {
   absl::Status RangeLocked(const etcdserverpb::RangeRequest& req,
                            etcdserverpb::RangeResponse* resp);
   absl::StatusOr<bool> EvaluateCompare(const etcdserverpb::Compare& cmp);
-  void WritePut(const mvccpb::KeyValue& kv, const mvccpb::KeyValue* prev);
+  // Writes `kv` as the key's new version; both `kv` and `*prev` (the live
+  // version it replaces, if any) move into the batch's event.
+  void WritePut(mvccpb::KeyValue kv, mvccpb::KeyValue* prev);
   void WriteTombstone(const mvccpb::KeyValue& prev);
   // The main revision this request's writes get.
   int64_t write_revision() const { return revision_ + 1; }

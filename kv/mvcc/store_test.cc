@@ -509,6 +509,41 @@ TEST_F(StoreTest, Alarm_NoSpaceBlocksWritesNotReadsOrDeletes) {
   EXPECT_TRUE(store_->Alarms().empty());
 }
 
+TEST_F(StoreTest, Put_EventCarriesBothVersionsAndResponseKeepsPrevious) {
+  leases_.ids.insert(7);
+  ASSERT_TRUE(Put("k", "old", 7).ok());
+  etcdserverpb::PutRequest req;
+  req.set_key("k");
+  req.set_value("new");
+  req.set_prev_kv(true);
+  etcdserverpb::PutResponse resp;
+  auto b = store_->BeginApply(&leases_);
+  ASSERT_TRUE(b->Put(req, &resp).ok());
+  std::vector<mvccpb::Event> events = b->TakeEvents();
+  ASSERT_TRUE(b->Commit(++index_).ok());
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].type(), mvccpb::Event::PUT);
+  EXPECT_EQ(events[0].kv().key(), "k");
+  EXPECT_EQ(events[0].kv().value(), "new");
+  EXPECT_EQ(events[0].kv().version(), 2);
+  EXPECT_EQ(events[0].kv().create_revision(), 2);
+  EXPECT_EQ(events[0].kv().mod_revision(), 3);
+  EXPECT_EQ(events[0].kv().lease(), 0);
+  EXPECT_EQ(events[0].prev_kv().value(), "old");
+  EXPECT_EQ(events[0].prev_kv().lease(), 7);
+  EXPECT_EQ(resp.prev_kv().value(), "old");
+  EXPECT_EQ(resp.prev_kv().mod_revision(), 2);
+  // What the store holds is what the event says.
+  RangeResponse r = Range("k");
+  ASSERT_EQ(r.kvs_size(), 1);
+  EXPECT_EQ(r.kvs(0).SerializeAsString(), events[0].kv().SerializeAsString());
+  // The lease lost its key; history has both versions.
+  std::vector<std::string> keys;
+  ASSERT_TRUE(store_->LeaseKeys(7, &keys).ok());
+  EXPECT_TRUE(keys.empty());
+  EXPECT_EQ(Range("k", "", 2).kvs(0).value(), "old");
+}
+
 TEST_F(StoreTest, History_EventsInOrderAndCompacted) {
   ASSERT_TRUE(Put("a", "1").ok());    // 2
   ASSERT_TRUE(Put("b", "1").ok());    // 3
