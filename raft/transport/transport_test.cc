@@ -157,6 +157,7 @@ TEST(TransportTest, Send_DeliversInOrderBothWays) {
   // receiver already has it.
   EXPECT_TRUE(Eventually([&] { return a.transport->Stats(2).sent == 500u; },
                          absl::Seconds(20)));
+  EXPECT_EQ(a.transport->Stats(2).dropped, 0u);
 }
 
 TEST(TransportTest, Stream_OtherClusterAndRemovedMembersRejected) {
@@ -222,6 +223,43 @@ TEST(TransportTest, Send_PeerDownIsReportedThenRecovers) {
         return !b.inbox.got().empty();
       },
       absl::Seconds(20)));
+}
+
+TEST(TransportTest, Send_StreamBreaksThenReconnects) {
+  Member a(1, 77);
+  auto b = std::make_unique<Member>(2, 77);
+  const int port = b->bound_port;
+  a.transport->AddPeer(2, b->address());
+  a.transport->Send({App(1, 2, 0)});
+  ASSERT_TRUE(b->inbox.WaitFor(1, absl::Seconds(20)));
+  ASSERT_TRUE(a.transport->Stats(2).connected);
+  // The peer goes away under an open stream: sends fail, the peer is
+  // reported unreachable, and the stream is closed.
+  b.reset();
+  EXPECT_TRUE(Eventually(
+      [&] {
+        a.transport->Send({App(1, 2, 1)});
+        for (uint64_t id : a.transport->TakeUnreachable()) {
+          if (id == 2) return true;
+        }
+        return false;
+      },
+      absl::Seconds(20)));
+  EXPECT_TRUE(Eventually([&] { return !a.transport->Stats(2).connected; },
+                         absl::Seconds(20)));
+  // Back on the same address: a new stream carries messages again.
+  b = std::make_unique<Member>(2, 77, port);
+  ASSERT_EQ(b->bound_port, port);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        a.transport->Send({App(1, 2, 7000)});
+        for (const Message& m : b->inbox.got()) {
+          if (m.index == 7000) return true;
+        }
+        return false;
+      },
+      absl::Seconds(20)));
+  EXPECT_GE(a.transport->Stats(2).connects, 2u);
 }
 
 }  // namespace
