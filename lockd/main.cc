@@ -6,6 +6,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "lockd/server/config.h"
+#include "lockd/server/grpc_log.h"
 #include "lockd/server/server.h"
 #include "lockd/util/flags.h"
 #include "lockd/util/log.h"
@@ -167,6 +168,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   SetLogLevel(level);
+  RouteGrpcLogs();
 
   if (absl::Status s = ValidateConfig(config, fs.IsSet("listen-client-urls"),
                                       fs.IsSet("advertise-client-urls"));

@@ -230,6 +230,21 @@ TEST_F(TlsClusterTest, ThreeMembers_TlsClientsAndPeers_EtcdctlAndLockctl) {
       Etcdctl(cluster.member(0).endpoint(), {"get", "tls-key-0"});
   EXPECT_NE(plain.exit_code, 0) << plain.out;
   EXPECT_FALSE(absl::StrContains(plain.out, "v0")) << plain.out;
+  // The member says why it refused each, in its own log format, with what
+  // the client has to change.
+  EXPECT_TRUE(cluster.process(0).WaitForOutput(
+      "TLS handshake failed (peer did not return a certificate): the other "
+      "side sent no certificate",
+      absl::Seconds(10)))
+      << cluster.process(0).output();
+  EXPECT_TRUE(cluster.process(0).WaitForOutput(
+      "W | grpc: rejected a connection: TLS handshake failed (wrong version "
+      "number)",
+      absl::Seconds(10)))
+      << cluster.process(0).output();
+  EXPECT_FALSE(
+      absl::StrContains(cluster.process(0).output(), "ssl_transport_security"))
+      << cluster.process(0).output();
 }
 
 // A member started with `flags` (its own data directory and ports) exits
