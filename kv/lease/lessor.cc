@@ -1,5 +1,7 @@
 #include "kv/lease/lessor.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -9,11 +11,17 @@ namespace lockd::kv {
 namespace {
 
 LessorOptions WithClock(LessorOptions options) {
-  if (!options.now) options.now = [] { return absl::Now(); };
+  if (!options.now) options.now = &MonotonicNow;
   return options;
 }
 
 }  // namespace
+
+absl::Time MonotonicNow() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return absl::UnixEpoch() + absl::DurationFromTimespec(ts);
+}
 
 Lessor::Lessor(MvccStore* store, LessorOptions options)
     : store_(store), options_(WithClock(std::move(options))) {}

@@ -1,5 +1,7 @@
 #include "kv/lease/lessor.h"
 
+#include <time.h>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -82,6 +84,21 @@ class LessorTest : public ::testing::Test {
   absl::Time now_ = absl::FromUnixSeconds(1000000);
   uint64_t index_ = 0;
 };
+
+// Lease expiry's default clock counts from the boot, not from the epoch:
+// it is not the wall clock (whose steps would expire leases early).
+TEST(MonotonicNowTest, IsTheMonotonicClockNotTheWallClock) {
+  timespec ts;
+  ASSERT_EQ(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+  const absl::Time before = absl::UnixEpoch() + absl::DurationFromTimespec(ts);
+  const absl::Time a = MonotonicNow();
+  const absl::Time b = MonotonicNow();
+  EXPECT_GE(a, before);
+  EXPECT_GE(b, a);
+  // Years apart from the wall clock (unless the machine has been up since
+  // about 1970).
+  EXPECT_GT(absl::Now() - a, absl::Hours(24 * 365));
+}
 
 TEST_F(LessorTest, Grant_ErrorsAreEtcds) {
   EXPECT_EQ(Grant(0, 10), ErrLeaseNotFound());
