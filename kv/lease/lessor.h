@@ -73,9 +73,9 @@ inline absl::Status ErrLeaseTTLTooLarge() {
 
 // CLOCK_MONOTONIC as an absl::Time: its origin is the boot, not the epoch,
 // so only differences between two readings mean anything. Lease expiry runs
-// on it, not on the wall clock, which can step: a step forward (an NTP
-// correction, a paused VM resumed) would expire every lease at once, and
-// one backward would keep expired leases alive.
+// on it (the lessor's default clock), not on the wall clock, which can
+// step: a step forward (an NTP correction) would expire every lease at
+// once, and one backward would keep expired leases alive.
 absl::Time MonotonicNow();
 
 struct LessorOptions {

@@ -168,12 +168,7 @@ absl::Status Server::OpenStorage() {
         (3 * election_ticks / 2) * config_.heartbeat_interval_ms;
     lopts.min_ttl_s = static_cast<int64_t>((min_ttl_ms + 999) / 1000);
     lopts.grace = absl::Milliseconds(config_.election_timeout_ms);
-    lopts.now = [] {
-      return absl::FromUnixNanos(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(
-              std::chrono::steady_clock::now().time_since_epoch())
-              .count());
-    };
+    // Expiry runs on the lessor's default clock, kv::MonotonicNow.
     lopts.granted = metrics_.GetCounter("etcd_debugging_lease_granted_total",
                                         "The total number of granted leases.");
     lopts.revoked = metrics_.GetCounter("etcd_debugging_lease_revoked_total",
