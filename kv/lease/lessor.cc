@@ -1,11 +1,10 @@
 #include "kv/lease/lessor.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <utility>
 
 #include "kv/mvcc/errors.h"
+#include "lockd/util/clock.h"
 
 namespace lockd::kv {
 namespace {
@@ -16,12 +15,6 @@ LessorOptions WithClock(LessorOptions options) {
 }
 
 }  // namespace
-
-absl::Time MonotonicNow() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return absl::UnixEpoch() + absl::DurationFromTimespec(ts);
-}
 
 Lessor::Lessor(MvccStore* store, LessorOptions options)
     : store_(store), options_(WithClock(std::move(options))) {}
@@ -207,7 +200,7 @@ absl::Status Lessor::WaitCheckpoint(int64_t lease_id, const Renewal& renewal,
     return it == leases_.end() ||
            it->second.checkpointed_generation >= renewal.generation;
   };
-  if (!mu_.AwaitWithDeadline(absl::Condition(&settled), deadline)) {
+  if (!AwaitUntil(mu_, absl::Condition(&settled), deadline)) {
     return absl::DeadlineExceededError("etcdserver: request timed out");
   }
   if (epoch_ != renewal.epoch) {

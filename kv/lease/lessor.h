@@ -71,13 +71,6 @@ inline absl::Status ErrLeaseTTLTooLarge() {
   return absl::OutOfRangeError("etcdserver: too large lease TTL");
 }
 
-// CLOCK_MONOTONIC as an absl::Time: its origin is the boot, not the epoch,
-// so only differences between two readings mean anything. Lease expiry runs
-// on it (the lessor's default clock), not on the wall clock, which can
-// step: a step forward (an NTP correction) would expire every lease at
-// once, and one backward would keep expired leases alive.
-absl::Time MonotonicNow();
-
 struct LessorOptions {
   // Smallest TTL granted, seconds; etcd: ceil(1.5 * election timeout).
   int64_t min_ttl_s = 2;
@@ -94,7 +87,9 @@ struct LessorOptions {
   // An expired lease whose revoke did not apply is proposed again after
   // this long.
   absl::Duration revoke_retry = absl::Seconds(3);
-  // A monotonic clock (default: MonotonicNow); tests inject their own.
+  // A monotonic clock (default: lockd::MonotonicNow, never the wall clock,
+  // whose steps would expire leases early or keep them late); tests inject
+  // their own.
   std::function<absl::Time()> now;
   // etcd's lease counters (etcd_debugging_lease_granted_total,
   // _revoked_total, _renewed_total) and the granted TTLs

@@ -45,6 +45,7 @@
 #include "absl/time/clock.h"
 #include "kv/mvcc/errors.h"
 #include "kv/snapshot/archive.h"
+#include "lockd/util/clock.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
@@ -983,7 +984,7 @@ absl::Status MvccStore::Defragment() {
   options.bottommost_level_compaction =
       rocksdb::BottommostLevelCompaction::kForce;
   if (options_.defrag_inflight != nullptr) options_.defrag_inflight->Add(1);
-  const absl::Time start = absl::Now();
+  const absl::Time start = MonotonicNow();
   rocksdb::Status s;
   for (rocksdb::ColumnFamilyHandle* h : d->handles) {
     s = d->db->CompactRange(options, h, nullptr, nullptr);
@@ -992,7 +993,7 @@ absl::Status MvccStore::Defragment() {
   if (options_.defrag_inflight != nullptr) options_.defrag_inflight->Add(-1);
   if (!s.ok()) return FromRocks(s, "defragment");
   if (options_.defrag_seconds != nullptr) {
-    options_.defrag_seconds->ObserveDuration(absl::Now() - start);
+    options_.defrag_seconds->ObserveDuration(MonotonicNow() - start);
   }
   return absl::OkStatus();
 }
@@ -1566,10 +1567,10 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.sync;
-  const absl::Time start = absl::Now();
+  const absl::Time start = MonotonicNow();
   rocksdb::Status s = db_->db->Write(wo, b.GetWriteBatch());
   if (s.ok() && store_->options_.commit_seconds != nullptr) {
-    store_->options_.commit_seconds->ObserveDuration(absl::Now() - start);
+    store_->options_.commit_seconds->ObserveDuration(MonotonicNow() - start);
   }
   if (s.ok()) {
     db_->SetRevisions(static_cast<uint64_t>(revision_),

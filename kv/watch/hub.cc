@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/thread_name.h"
 
 namespace lockd::kv {
@@ -530,7 +531,7 @@ WatchHub::Watcher* WatchHub::Find(WatchStream* stream, int64_t id) {
 void WatchHub::CatchUpLoop() {
   SetThreadName("watch-catchup");
   absl::MutexLock lock(&mu_);
-  absl::Time next_progress = absl::Now() + options_.progress_interval;
+  absl::Time next_progress = MonotonicNow() + options_.progress_interval;
   while (!stop_catchup_) {
     bool progressed = false;
     std::vector<std::pair<WatchStream*, int64_t>> todo;
@@ -540,15 +541,15 @@ void WatchHub::CatchUpLoop() {
       if (stop_catchup_) return;
       progressed |= CatchUpOne(stream, id);
     }
-    if (absl::Now() >= next_progress) {
+    if (MonotonicNow() >= next_progress) {
       ReportProgress();
-      next_progress = absl::Now() + options_.progress_interval;
+      next_progress = MonotonicNow() + options_.progress_interval;
     }
     if (!progressed) {
       // Woken by new unsynced watchers or a stream that drained; the
       // timeout covers the progress report and missed signals.
       absl::Duration wait =
-          std::min(absl::Milliseconds(50), next_progress - absl::Now());
+          std::min(absl::Milliseconds(50), next_progress - MonotonicNow());
       catchup_cv_.WaitWithTimeout(&mu_, std::max(wait, absl::ZeroDuration()));
     }
   }

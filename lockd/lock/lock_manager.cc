@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "etcdserverpb/rpc.pb.h"
+#include "lockd/util/clock.h"
 
 namespace lockd::lock {
 
@@ -160,15 +161,15 @@ absl::Status LockManager::Sleep(Waiter* w, uint64_t generation,
     return w->generation != generation;
   };
   while (!moved()) {
-    const absl::Time now = absl::Now();
+    const absl::Time now = MonotonicNow();
     if (now >= scope.deadline) {
       return absl::DeadlineExceededError("context deadline exceeded");
     }
     if (scope.cancelled && scope.cancelled()) {
       return absl::CancelledError("context canceled");
     }
-    w->mu.AwaitWithDeadline(absl::Condition(&moved),
-                            std::min(scope.deadline, now + kCancelPoll));
+    AwaitUntil(w->mu, absl::Condition(&moved),
+               std::min(scope.deadline, now + kCancelPoll));
   }
   return absl::OkStatus();
 }

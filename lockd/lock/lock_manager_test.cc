@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "lockd/util/clock.h"
 
 namespace lockd::lock {
 namespace {
@@ -49,7 +50,7 @@ class LockManagerTest : public ::testing::Test {
   }
   static WaitScope For(absl::Duration d) {
     WaitScope s;
-    s.deadline = absl::Now() + d;
+    s.deadline = MonotonicNow() + d;
     return s;
   }
 

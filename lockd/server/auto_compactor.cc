@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 
 namespace lockd {
@@ -91,8 +92,8 @@ absl::Time AutoCompactor::Step(absl::Time now) {
 }
 
 void AutoCompactor::Start() {
-  loop_.Start("auto-compact", absl::Now(),
-              [this] { return Step(absl::Now()); });
+  loop_.Start("auto-compact", MonotonicNow(),
+              [this] { return Step(MonotonicNow()); });
 }
 
 void AutoCompactor::Stop() { loop_.Stop(); }

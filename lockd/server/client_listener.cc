@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 
@@ -219,7 +220,7 @@ void ClientListener::AcceptLoop() {
     int timeout_ms = -1;
     if (next != absl::InfiniteFuture()) {
       timeout_ms = static_cast<int>(std::max<int64_t>(
-          0, absl::ToInt64Milliseconds(next - absl::Now()) + 1));
+          0, absl::ToInt64Milliseconds(next - MonotonicNow()) + 1));
     }
     int n = poll(pfds.data(), pfds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) {
@@ -230,7 +231,7 @@ void ClientListener::AcceptLoop() {
     }
     if (n > 0 && (pfds[0].revents & POLLIN)) break;
     // Classify what was waiting before accepting more.
-    const absl::Time now = absl::Now();
+    const absl::Time now = MonotonicNow();
     std::vector<Pending> still;
     const size_t first_pending = 1 + listen_fds_.size();
     for (size_t i = 0; i < pending.size(); ++i) {

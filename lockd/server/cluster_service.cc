@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "lockd/util/clock.h"
 
 namespace lockd {
 namespace {
@@ -70,11 +71,11 @@ absl::Status MoveLeadership(raft::RaftNode* node, uint64_t target,
   // Done when the target leads; a transfer aborts after an election timeout
   // if the target cannot catch up.
   while (node->leader() != target) {
-    if (absl::Now() > deadline) {
+    if (MonotonicNow() > deadline) {
       return absl::UnavailableError(
           "etcdserver: request timed out, leader transfer took too long");
     }
-    (void)node->WaitForLeaderChange(absl::Now() + absl::Milliseconds(100));
+    (void)node->WaitForLeaderChange(MonotonicNow() + absl::Milliseconds(100));
   }
   return absl::OkStatus();
 }
@@ -93,10 +94,10 @@ absl::Status ClusterService::CheckStarted(size_t voters_after,
   // check-quorum round until the next answer. So a member counts as started
   // if it answers within an election timeout.
   const absl::Time deadline =
-      absl::Now() + absl::Milliseconds(config_->election_timeout_ms);
+      MonotonicNow() + absl::Milliseconds(config_->election_timeout_ms);
   while (true) {
     absl::StatusOr<raft::NodeStatus> st =
-        node_->Status(absl::Now() + absl::Seconds(5));
+        node_->Status(MonotonicNow() + absl::Seconds(5));
     if (!st.ok()) return st.status();
     size_t started = 0;
     for (const auto& [id, pr] : st->progress) {
@@ -104,7 +105,7 @@ absl::Status ClusterService::CheckStarted(size_t voters_after,
       if (id == config_->member_id || pr.recent_active) ++started;
     }
     if (started >= voters_after / 2 + 1) return absl::OkStatus();
-    if (absl::Now() >= deadline) break;
+    if (MonotonicNow() >= deadline) break;
     absl::SleepFor(absl::Milliseconds(config_->heartbeat_interval_ms));
   }
   return absl::FailedPreconditionError(
@@ -214,7 +215,7 @@ grpc::Status ClusterService::MemberRemove(
   // caught-up voter first, and the call goes on to the new leader.
   if (node_->is_leader() && req->id() == config_->member_id) {
     absl::StatusOr<raft::NodeStatus> st =
-        node_->Status(absl::Now() + absl::Seconds(5));
+        node_->Status(MonotonicNow() + absl::Seconds(5));
     if (!st.ok()) return ToGrpc(st.status());
     uint64_t target = 0, best = 0;
     for (const auto& [id, pr] : st->progress) {
@@ -230,7 +231,7 @@ grpc::Status ClusterService::MemberRemove(
                           "enough started members");
     }
     if (absl::Status s =
-            MoveLeadership(node_, target, absl::Now() + absl::Seconds(10));
+            MoveLeadership(node_, target, MonotonicNow() + absl::Seconds(10));
         !s.ok()) {
       return ToGrpc(s);
     }
@@ -276,7 +277,7 @@ grpc::Status ClusterService::MemberPromote(
           "etcdserver: can only promote a learner member");
     }
     absl::StatusOr<raft::NodeStatus> st =
-        node_->Status(absl::Now() + absl::Seconds(5));
+        node_->Status(MonotonicNow() + absl::Seconds(5));
     if (!st.ok()) return st.status();
     auto it = st->progress.find(req->id());
     const uint64_t leader_match =
@@ -349,7 +350,7 @@ grpc::Status ClusterService::MemberList(
     grpc::ServerContext* ctx, const etcdserverpb::MemberListRequest* req,
     etcdserverpb::MemberListResponse* resp) {
   if (req->linearizable()) {
-    absl::Time deadline = absl::Now() + absl::Seconds(7);
+    absl::Time deadline = MonotonicNow() + absl::Seconds(7);
     (void)node_->WaitForLeader(deadline);
     if (absl::Status s = node_->ReadBarrier(deadline); !s.ok()) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,

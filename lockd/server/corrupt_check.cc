@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 
 namespace lockd {
@@ -124,13 +125,13 @@ absl::StatusOr<uint64_t> CorruptionChecker::CheckOnce() {
 void CorruptionChecker::Start(absl::Duration interval) {
   Logf(LogLevel::kInfo, "corrupt", "corruption checking every %s",
        absl::FormatDuration(interval));
-  loop_.Start("corrupt-check", absl::Now() + interval, [this, interval] {
+  loop_.Start("corrupt-check", MonotonicNow() + interval, [this, interval] {
     absl::StatusOr<uint64_t> r = CheckOnce();
     if (!r.ok()) {
       Logf(LogLevel::kDebug, "corrupt", "corruption check failed: %s",
            std::string(r.status().message()));
     }
-    return absl::Now() + interval;
+    return MonotonicNow() + interval;
   });
 }
 

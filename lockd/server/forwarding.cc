@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "lockd/util/clock.h"
 
 namespace lockd {
 namespace {
@@ -52,7 +53,7 @@ class ProposalForwarder::Stream final
   bool Send(uint64_t id, uint64_t term, std::string entry, absl::Time deadline,
             Refused refused, Applied applied) {
     absl::MutexLock lock(&mu_);
-    if (unanswered_.size() >= kMaxUnanswered) Prune(absl::Now());
+    if (unanswered_.size() >= kMaxUnanswered) Prune(MonotonicNow());
     if (closing_ || broken_ || unanswered_.size() >= kMaxUnanswered) {
       return false;
     }
@@ -107,7 +108,7 @@ class ProposalForwarder::Stream final
       }
       // Proposals whose answer never came (lost with a leader) are answered
       // by their waiters' deadlines; forget them now and then.
-      if (++reads_ % 1024 == 0) Prune(absl::Now());
+      if (++reads_ % 1024 == 0) Prune(MonotonicNow());
     }
     for (size_t i = 0; i < applied.size(); ++i) {
       applied[i].applied(*applied_acks[i]);
@@ -254,7 +255,7 @@ class ProposeReactor final
       absl::MutexLock lock(&mu_);
       in_flight_ += in_.proposals_size();
     }
-    const absl::Time result_deadline = absl::Now() + kResultWait;
+    const absl::Time result_deadline = MonotonicNow() + kResultWait;
     for (internal::ForwardedProposals::Proposal& p : *in_.mutable_proposals()) {
       const uint64_t id = p.id();
       if (p.entry().size() > max_entry_bytes_) {

@@ -30,6 +30,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/json.h"
 #include "lockd/util/log.h"
 #include "lockd/version.h"
@@ -350,10 +351,10 @@ class HttpGateway::Connection {
   // Appends what the socket has to in_, waiting up to `wait`.
   Fill More(absl::Duration wait) {
     pollfd p{fd_, POLLIN, 0};
-    const absl::Time until = absl::Now() + wait;
+    const absl::Time until = MonotonicNow() + wait;
     while (true) {
-      int ms = static_cast<int>(
-          std::max<int64_t>(0, absl::ToInt64Milliseconds(until - absl::Now())));
+      int ms = static_cast<int>(std::max<int64_t>(
+          0, absl::ToInt64Milliseconds(until - MonotonicNow())));
       int n = poll(&p, 1, ms);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return Fill::kClosed;
@@ -420,7 +421,7 @@ class HttpGateway::Connection {
   // Reads one request. False: the connection ends (any error was answered).
   bool ReadRequest(Request* req) {
     // Bytes left from a previous request (pipelining) come first.
-    absl::Time deadline = absl::Now() + kIdleTimeout;
+    absl::Time deadline = MonotonicNow() + kIdleTimeout;
     bool started = false;
     size_t head_end = std::string::npos;
     size_t body_start = 0;
@@ -433,7 +434,7 @@ class HttpGateway::Connection {
       in_.erase(0, skip);
       if (!in_.empty() && !started) {
         started = true;
-        deadline = std::min(deadline, absl::Now() + kStallTimeout);
+        deadline = std::min(deadline, MonotonicNow() + kStallTimeout);
       }
       const size_t crlf = in_.find("\r\n\r\n");
       const size_t lf = in_.find("\n\n");
@@ -448,7 +449,7 @@ class HttpGateway::Connection {
       if (in_.size() > kMaxHeaderBytes) {
         return RespondText(431, "431 Request Header Fields Too Large", true);
       }
-      const absl::Duration left = deadline - absl::Now();
+      const absl::Duration left = deadline - MonotonicNow();
       Fill f = left > absl::ZeroDuration() ? More(left) : Fill::kTimeout;
       if (f == Fill::kClosed) return false;
       if (f == Fill::kTimeout) {

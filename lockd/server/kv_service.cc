@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "kv/mvcc/errors.h"
 #include "kv/mvcc/validate.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 
@@ -33,10 +34,10 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }
 
 absl::Time Deadline(grpc::ServerContextBase* ctx) {
-  absl::Time limit = absl::Now() + kRequestTimeout;
+  absl::Time limit = MonotonicNow() + kRequestTimeout;
   auto d = ctx->deadline();
   if (d == std::chrono::system_clock::time_point::max()) return limit;
-  return std::min(limit, absl::FromChrono(d));
+  return std::min(limit, FromGrpcDeadline(d));
 }
 
 bool Forwarded(grpc::ServerContextBase* ctx) {
@@ -128,14 +129,14 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
   sweeper_ = std::thread([this] {
     SetThreadName("kv-sweeper");
     absl::MutexLock lock(&sweeper_mu_);
-    while (!sweeper_mu_.AwaitWithTimeout(absl::Condition(&stopping_),
-                                         absl::Milliseconds(50))) {
+    while (!AwaitFor(sweeper_mu_, absl::Condition(&stopping_),
+                     absl::Milliseconds(50))) {
       sweeper_mu_.Unlock();
       // A removed member applies nothing more: writes it holds for its own
       // apply are answered now.
       if (node_->removed()) state_machine_->ReleaseRevisionWaits();
-      state_machine_->ExpireWaiters(absl::Now());
-      ExpireReads(absl::Now());
+      state_machine_->ExpireWaiters(MonotonicNow());
+      ExpireReads(MonotonicNow());
       sweeper_mu_.Lock();
     }
   });
@@ -289,7 +290,8 @@ void KvService::StartWrite(absl::Time deadline, bool forwarded,
                        ApplyResult from_leader;
                        FromAck(ack, &(from_leader.*result_field));
                        (void)state_machine_->Rearm(
-                           id, std::min(deadline, absl::Now() + kOwnApplyWait),
+                           id,
+                           std::min(deadline, MonotonicNow() + kOwnApplyWait),
                            std::move(from_leader));
                        return;
                      }
@@ -306,7 +308,7 @@ void KvService::StartWrite(absl::Time deadline, bool forwarded,
                    // so the client's next read here sees it.
                    state_machine_->WhenApplied(
                        resp->header().revision(),
-                       std::min(deadline, absl::Now() + kOwnApplyWait),
+                       std::min(deadline, MonotonicNow() + kOwnApplyWait),
                        [this, answer, resp] {
                          FillHeader(resp->mutable_header());
                          answer(grpc::Status::OK);
@@ -360,7 +362,7 @@ grpc::Status KvService::RelayWhileLeading(
       if (node_->leader() != leader) {
         w.mu.Unlock();
         grpc::ClientContext probe;
-        probe.set_deadline(absl::ToChronoTime(absl::Now() + kRelayProbeWait));
+        probe.set_deadline(ToGrpcDeadline(MonotonicNow() + kRelayProbeWait));
         etcdserverpb::MemberListRequest req;
         etcdserverpb::MemberListResponse resp;
         const bool alive = etcdserverpb::Cluster::NewStub(channel)
@@ -385,7 +387,7 @@ grpc::Status KvService::RelayWhileLeading(
         }
         next = kRelayProbeEvery;
       }
-      w.mu.AwaitWithTimeout(absl::Condition(&w.done), next);
+      AwaitFor(w.mu, absl::Condition(&w.done), next);
     }
   });
   grpc::Status st = forward(channel, fwd);
@@ -421,7 +423,7 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
     std::shared_ptr<grpc::Channel> channel = PeerChannel(leader);
     if (channel == nullptr) return NotLeader(0);
     grpc::ClientContext fwd;
-    fwd.set_deadline(absl::ToChronoTime(deadline));
+    fwd.set_deadline(ToGrpcDeadline(deadline));
     fwd.AddMetadata(kForwardedKey, "1");
     bool leader_lost = false;
     grpc::Status st =
@@ -438,16 +440,17 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
       // (the leader's commit index, applied here) makes this member hold it
       // too before the client hears back, so its next read here sees it.
       // A member removed meanwhile fails the barrier at once.
-      (void)node_->ReadBarrier(std::min(deadline, absl::Now() + kOwnApplyWait));
+      (void)node_->ReadBarrier(
+          std::min(deadline, MonotonicNow() + kOwnApplyWait));
       return st;
     }
     if (!RefusedBeforeProposing(st) || attempt == kMaxForwards ||
-        absl::Now() >= deadline) {
+        MonotonicNow() >= deadline) {
       return st;
     }
     // The new leader's first heartbeat tells us who it is.
     (void)node_->WaitForLeaderChange(
-        std::min(deadline, absl::Now() + absl::Milliseconds(500)));
+        std::min(deadline, MonotonicNow() + absl::Milliseconds(500)));
     (void)node_->WaitForLeader(deadline);
   }
 
@@ -484,11 +487,11 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
       // timeout at most).
       if (node_->is_leader() && node_->term() == term) {
         (void)node_->WaitForLeaderChange(std::min(
-            deadline, absl::Now() + 2 * absl::Milliseconds(
-                                            config_->election_timeout_ms)));
+            deadline, MonotonicNow() + 2 * absl::Milliseconds(
+                                               config_->election_timeout_ms)));
       }
       if ((!node_->is_leader() || node_->term() != term) &&
-          absl::Now() < deadline) {
+          MonotonicNow() < deadline) {
         return ReplicateWith(ctx, propose, result, forward);
       }
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -501,7 +504,7 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
     return ToGrpc(s);
   }
   absl::MutexLock lock(&wait->mu);
-  if (!wait->mu.AwaitWithDeadline(absl::Condition(&wait->done), deadline)) {
+  if (!AwaitUntil(wait->mu, absl::Condition(&wait->done), deadline)) {
     state_machine_->Cancel(id);
     // The write may still commit; etcd reports the same ambiguity.
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <map>
 
+#include "lockd/util/clock.h"
+
 namespace lockd {
 namespace {
 
@@ -112,15 +114,16 @@ TEST(KvStateMachineTest, WhenApplied_RunsOnceTheStoreHasTheRevision) {
   sm.WhenApplied(now, absl::InfiniteFuture(), [&] { ++ran_now; });
   EXPECT_EQ(ran_now, 1);
   sm.WhenApplied(now + 1, absl::InfiniteFuture(), [&] { ++ran_next; });
-  sm.WhenApplied(now + 2, absl::Now() + absl::Seconds(1), [&] { ++ran_late; });
-  sm.ExpireWaiters(absl::Now());
+  sm.WhenApplied(now + 2, MonotonicNow() + absl::Seconds(1),
+                 [&] { ++ran_late; });
+  sm.ExpireWaiters(MonotonicNow());
   EXPECT_EQ(ran_next + ran_late, 0);
   ASSERT_TRUE(sm.Apply({PutEntry(1, 8, 1, "a")}).ok());
   EXPECT_EQ((*store)->revision(), now + 1);
   EXPECT_EQ(ran_next, 1);
   EXPECT_EQ(ran_late, 0);
   // Never applied here (say, this member was removed): the deadline runs it.
-  sm.ExpireWaiters(absl::Now() + absl::Seconds(2));
+  sm.ExpireWaiters(MonotonicNow() + absl::Seconds(2));
   EXPECT_EQ(ran_late, 1);
   EXPECT_EQ(ran_next, 1);
   // A removed member releases what it holds at once.
@@ -149,8 +152,8 @@ TEST(KvStateMachineTest, Rearm_OwnApplyAnswersElseTheGivenResult) {
   EXPECT_FALSE(sm.Rearm(1, absl::InfiniteFuture(), from_leader));
   sm.Register(1, waiter(1), absl::InfiniteFuture(), /*term=*/1);
   sm.Register(2, waiter(2), absl::InfiniteFuture(), /*term=*/1);
-  ASSERT_TRUE(sm.Rearm(1, absl::Now() + absl::Seconds(60), from_leader));
-  ASSERT_TRUE(sm.Rearm(2, absl::Now() + absl::Seconds(1), from_leader));
+  ASSERT_TRUE(sm.Rearm(1, MonotonicNow() + absl::Seconds(60), from_leader));
+  ASSERT_TRUE(sm.Rearm(2, MonotonicNow() + absl::Seconds(1), from_leader));
   // A later term's entry: neither waiter fails for its term any more.
   ASSERT_TRUE(sm.Apply({PutEntry(1, 8, 50, "a", 2)}).ok());
   EXPECT_TRUE(answers.empty());
@@ -160,7 +163,7 @@ TEST(KvStateMachineTest, Rearm_OwnApplyAnswersElseTheGivenResult) {
   EXPECT_TRUE(answers[1].status.ok());
   EXPECT_EQ(answers[1].put.header().revision(), 3);
   // Command 2 never applies here: at its deadline the leader's result.
-  sm.ExpireWaiters(absl::Now() + absl::Seconds(2));
+  sm.ExpireWaiters(MonotonicNow() + absl::Seconds(2));
   ASSERT_EQ(answers.count(2), 1u);
   EXPECT_TRUE(answers[2].status.ok()) << answers[2].status;
   EXPECT_EQ(answers[2].put.header().revision(), 42);

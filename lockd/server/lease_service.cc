@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kv/mvcc/errors.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 
@@ -47,10 +48,10 @@ grpc::Status NotLeader(uint64_t leader) {
 }
 
 absl::Time Deadline(grpc::ServerContextBase* ctx) {
-  absl::Time limit = absl::Now() + kRequestTimeout;
+  absl::Time limit = MonotonicNow() + kRequestTimeout;
   auto d = ctx->deadline();
   if (d == std::chrono::system_clock::time_point::max()) return limit;
-  return std::min(limit, absl::FromChrono(d));
+  return std::min(limit, FromGrpcDeadline(d));
 }
 
 uint64_t RandomU64() {
@@ -108,8 +109,8 @@ void LeaseDriver::SyncLeadership() {
 
 void LeaseDriver::Run() {
   SetThreadName("lease-driver");
-  absl::Time next_refresh = absl::Now();
-  absl::Time last_revoke = absl::Now();
+  absl::Time next_refresh = MonotonicNow();
+  absl::Time last_revoke = MonotonicNow();
   double revoke_tokens = 0;
   while (true) {
     {
@@ -117,13 +118,13 @@ void LeaseDriver::Run() {
       auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || kicked_;
       };
-      mu_.AwaitWithTimeout(absl::Condition(&woken), kTick);
+      AwaitFor(mu_, absl::Condition(&woken), kTick);
       if (stop_) return;
       kicked_ = false;
     }
     SyncLeadership();
     if (!node_->is_leader()) continue;
-    const absl::Time now = absl::Now();
+    const absl::Time now = MonotonicNow();
     if (in_flight_seq_ != 0 && now > in_flight_deadline_) {
       state_machine_->Cancel(in_flight_id_);
       lessor_->CheckpointDone(in_flight_seq_, false);
@@ -159,15 +160,15 @@ void LeaseDriver::ProposeCheckpoint(bool refresh) {
   req.set_id(id);
   in_flight_seq_ = seq;
   in_flight_id_ = id;
-  in_flight_deadline_ = absl::Now() + kCheckpointTimeout;
+  in_flight_deadline_ = MonotonicNow() + kCheckpointTimeout;
   // Runs on the apply thread: settles the lessor's batch and wakes us for
   // the next one.
   state_machine_->Register(id, [this, seq](ApplyResult r) {
     lessor_->CheckpointDone(seq, r.status.ok());
     Kick();
   });
-  absl::Status s =
-      node_->Propose(req.SerializeAsString(), absl::Now() + absl::Seconds(1));
+  absl::Status s = node_->Propose(req.SerializeAsString(),
+                                  MonotonicNow() + absl::Seconds(1));
   if (!s.ok()) {
     state_machine_->Cancel(id);
     lessor_->CheckpointDone(seq, false);
@@ -185,8 +186,8 @@ size_t LeaseDriver::ProposeRevokes(size_t max) {
     req.mutable_lease_revoke()->set_id(lease_id);
     // Nobody waits for the result; a revoke that fails to commit is
     // proposed again after the lessor's retry interval.
-    absl::Status s =
-        node_->Propose(req.SerializeAsString(), absl::Now() + absl::Seconds(1));
+    absl::Status s = node_->Propose(req.SerializeAsString(),
+                                    MonotonicNow() + absl::Seconds(1));
     if (!s.ok()) {
       Logf(LogLevel::kWarning, "lease", "proposing expiry of lease %x: %s",
            lease_id, std::string(s.message()));
@@ -500,7 +501,7 @@ class KeepAliveStream final
       // certain.
       RunTask([this] {
         absl::Status s =
-            service_->node_->ReadBarrier(absl::Now() + kRequestTimeout);
+            service_->node_->ReadBarrier(MonotonicNow() + kRequestTimeout);
         if (!s.ok()) {
           Answer(s, 0, etcdserverpb::LeaseKeepAliveResponse());
           return;
@@ -521,7 +522,7 @@ class KeepAliveStream final
     const kv::Lessor::Renewal r = *renewal;
     RunTask([this, lessor, id, r, resp]() mutable {
       absl::Status s =
-          lessor->WaitCheckpoint(id, r, absl::Now() + kRequestTimeout);
+          lessor->WaitCheckpoint(id, r, MonotonicNow() + kRequestTimeout);
       Answer(s, r.ttl_s, std::move(resp));
     });
   }
@@ -677,7 +678,7 @@ grpc::Status LeaseService::LeaseTimeToLive(
     std::shared_ptr<grpc::Channel> channel = kv_->PeerChannel(node_->leader());
     if (channel == nullptr) return NotLeader(0);
     grpc::ClientContext c;
-    c.set_deadline(absl::ToChronoTime(deadline));
+    c.set_deadline(ToGrpcDeadline(deadline));
     c.AddMetadata(kForwardedKey, "1");
     return etcdserverpb::Lease::NewStub(channel)->LeaseTimeToLive(&c, *req,
                                                                   resp);

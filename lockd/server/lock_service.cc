@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/time/clock.h"
+#include "lockd/util/clock.h"
 
 namespace lockd {
 namespace {
@@ -75,7 +76,7 @@ grpc::Status WaitForTurn(KvService* kv, lock::LockManager* locks,
                          int64_t* revision) {
   lock::WaitScope scope;
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
-    scope.deadline = absl::FromChrono(ctx->deadline());
+    scope.deadline = FromGrpcDeadline(ctx->deadline());
   }
   scope.cancelled = [ctx] { return ctx->IsCancelled(); };
   absl::StatusOr<int64_t> owned = locks->WaitForOwnership(

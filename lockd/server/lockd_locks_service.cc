@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "lockd/server/lock_service.h"
+#include "lockd/util/clock.h"
 
 namespace lockd {
 namespace {
@@ -42,17 +43,18 @@ grpc::Status LockdLocksService::Acquire(grpc::ServerContext* ctx,
   if (!st.ok()) return st;
   lock::WaitScope scope;
   const absl::Time wait_until =
-      absl::Now() + absl::Milliseconds(std::min(wait_timeout_ms, kMaxWaitMs));
+      MonotonicNow() +
+      absl::Milliseconds(std::min(wait_timeout_ms, kMaxWaitMs));
   scope.deadline = wait_until;
   // Our own write reaching this member is not part of the wait.
-  scope.catch_up_deadline = absl::Now() + absl::Seconds(7);
+  scope.catch_up_deadline = MonotonicNow() + absl::Seconds(7);
   const bool has_deadline =
       ctx->deadline() != std::chrono::system_clock::time_point::max();
   if (has_deadline) {
     scope.deadline =
-        std::min(scope.deadline, absl::FromChrono(ctx->deadline()));
+        std::min(scope.deadline, FromGrpcDeadline(ctx->deadline()));
     scope.catch_up_deadline =
-        std::min(scope.catch_up_deadline, absl::FromChrono(ctx->deadline()));
+        std::min(scope.catch_up_deadline, FromGrpcDeadline(ctx->deadline()));
   }
   scope.cancelled = [ctx] { return ctx->IsCancelled(); };
   absl::StatusOr<int64_t> owned = locks_->WaitForOwnership(
@@ -79,7 +81,7 @@ grpc::Status LockdLocksService::Acquire(grpc::ServerContext* ctx,
   if (absl::IsCancelled(owned.status())) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "context canceled");
   }
-  if (has_deadline && absl::FromChrono(ctx->deadline()) < wait_until) {
+  if (has_deadline && FromGrpcDeadline(ctx->deadline()) < wait_until) {
     return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                         "context deadline exceeded");
   }

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "lockd/server/grpc_metrics.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 #include "lockd/version.h"
@@ -372,7 +373,7 @@ absl::Status Server::JoinFromPeers() {
   // An operator (or `lockctl cluster resize`) may start a member before
   // adding it, and a cluster may be between leaders: keep asking with a
   // jittered, bounded backoff until --join-timeout.
-  const absl::Time deadline = absl::Now() + config_.join_timeout;
+  const absl::Time deadline = MonotonicNow() + config_.join_timeout;
   absl::Duration backoff = absl::Milliseconds(100);
   // Each kind of wait is logged once.
   bool said_not_added = false;
@@ -385,7 +386,7 @@ absl::Status Server::JoinFromPeers() {
     absl::Status s = AskPeersToJoin();
     if (s.ok()) return s;
     if (!absl::IsFailedPrecondition(s) && !absl::IsUnavailable(s)) return s;
-    if (absl::Now() + backoff >= deadline) {
+    if (MonotonicNow() + backoff >= deadline) {
       if (config_.join_timeout <= absl::ZeroDuration()) return s;
       return absl::Status(
           s.code(),
@@ -504,7 +505,7 @@ void Server::UpdatePeers(const MemberList& members) {
       // configuration is left, and the removed member learns that from
       // the leader: keep talking to it for a while.
       Logf(LogLevel::kInfo, "server", "member %x left the cluster", id);
-      retiring_peers_[id] = absl::Now() + kRemovedPeerGrace;
+      retiring_peers_[id] = MonotonicNow() + kRemovedPeerGrace;
     }
   }
   for (const auto& [id, address] : want) {
@@ -614,7 +615,7 @@ void Server::Retire() {
            "cannot start the proxy on the client ports; exiting");
     } else {
       absl::MutexLock lock(&stop_mu_);
-      stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), grace);
+      AwaitFor(stop_mu_, absl::Condition(&stopping_), grace);
       if (stopping_) return;
     }
     proxy_->Close();
@@ -627,7 +628,7 @@ void Server::Retire() {
     // Let clients see the answer before the port closes, as etcd waits a
     // moment before stopping a removed member.
     absl::MutexLock lock(&stop_mu_);
-    stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
+    AwaitFor(stop_mu_, absl::Condition(&stopping_), absl::Seconds(1));
     if (stopping_) return;
   }
   // The main thread waits for SIGTERM and shuts the member down cleanly.
@@ -636,7 +637,7 @@ void Server::Retire() {
 
 void Server::RetirePeers() {
   absl::MutexLock lock(&peers_mu_);
-  const absl::Time now = absl::Now();
+  const absl::Time now = MonotonicNow();
   for (auto it = retiring_peers_.begin(); it != retiring_peers_.end();) {
     if (it->second > now) {
       ++it;
@@ -687,7 +688,7 @@ void Server::PublishLoop() {
       backoff = std::min(backoff * 2, absl::Seconds(5));
     }
     absl::MutexLock lock(&stop_mu_);
-    if (stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait)) {
+    if (AwaitFor(stop_mu_, absl::Condition(&stopping_), wait)) {
       return;
     }
   }
@@ -700,7 +701,7 @@ void Server::CompactorLoop() {
   while (true) {
     {
       absl::MutexLock lock(&stop_mu_);
-      stop_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
+      AwaitFor(stop_mu_, absl::Condition(&stopping_), absl::Seconds(1));
       if (stopping_) return;
     }
     RetirePeers();

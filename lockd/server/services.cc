@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "kv/snapshot/archive.h"
 #include "lockd/server/cluster_service.h"
+#include "lockd/util/clock.h"
 #include "lockd/version.h"
 
 namespace lockd {
@@ -157,7 +158,7 @@ grpc::Status MaintenanceService::MoveLeader(
                         "etcdserver: bad leader transferee");
   }
   if (absl::Status s = MoveLeadership(node_, req->targetid(),
-                                      absl::Now() + absl::Seconds(10));
+                                      MonotonicNow() + absl::Seconds(10));
       !s.ok()) {
     return ToGrpc(s);
   }

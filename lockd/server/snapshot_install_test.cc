@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/snapshot_io.h"
+#include "lockd/util/clock.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -24,8 +25,8 @@ namespace lockd {
 namespace {
 
 bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
+  absl::Time deadline = MonotonicNow() + timeout;
+  while (MonotonicNow() < deadline) {
     if (done()) return true;
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -130,13 +131,13 @@ TEST(SnapshotInstallTest, MemberBehindCompactedLogs_InstallsLeadersStore) {
   for (int i = 0; i < kWrites; ++i) {
     ASSERT_TRUE(leader
                     ->Propose(PutCommand(i, absl::StrFormat("k%04d", i)),
-                              absl::Now() + absl::Seconds(5))
+                              MonotonicNow() + absl::Seconds(5))
                     .ok());
   }
-  ASSERT_TRUE(
-      leader
-          ->WaitApplied(leader->commit_index(), absl::Now() + absl::Seconds(10))
-          .ok());
+  ASSERT_TRUE(leader
+                  ->WaitApplied(leader->commit_index(),
+                                MonotonicNow() + absl::Seconds(10))
+                  .ok());
   // Each compaction keeps only the last 5 entries, so after one the log no
   // longer reaches back to where member 3 stopped. (How many there are
   // depends on how the writes were batched: 2 in an optimized build, more
@@ -169,7 +170,8 @@ TEST(SnapshotInstallTest, MemberBehindCompactedLogs_InstallsLeadersStore) {
 
   // It keeps following the log afterwards, and the staging area is empty.
   ASSERT_TRUE(
-      leader->Propose(PutCommand(999, "after"), absl::Now() + absl::Seconds(5))
+      leader
+          ->Propose(PutCommand(999, "after"), MonotonicNow() + absl::Seconds(5))
           .ok());
   ASSERT_TRUE(Eventually([&] { return m3->store->revision() == kWrites + 2; },
                          absl::Seconds(10)));

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "lockd/util/clock.h"
 
 namespace lockd {
 namespace {
@@ -233,7 +234,7 @@ class WatchReactor final
       if (alarm_pending_) return;  // the alarm starts the next round
       if (round_responses_ >= kBusyRoundResponses) {
         const absl::Time next = round_started_ + kBusyRoundInterval;
-        const absl::Time now = absl::Now();
+        const absl::Time now = MonotonicNow();
         if (now < next) {
           alarm_pending_ = true;
           alarm_ = std::make_unique<grpc::Alarm>();
@@ -246,7 +247,7 @@ class WatchReactor final
       stream_->Take(&pending_);
       if (pending_.empty()) return;
       Encode();
-      round_started_ = absl::Now();
+      round_started_ = MonotonicNow();
       round_responses_ = out_.size();
     }
     if (out_.empty()) return;

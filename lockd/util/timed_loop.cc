@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "lockd/util/clock.h"
 #include "lockd/util/thread_name.h"
 
 namespace lockd {
@@ -17,7 +18,7 @@ void TimedLoop::Start(const std::string& name, absl::Time first,
         auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return stop_;
         };
-        mu_.AwaitWithDeadline(absl::Condition(&stopping), next);
+        AwaitUntil(mu_, absl::Condition(&stopping), next);
         if (stop_) return;
       }
       next = step();

@@ -22,7 +22,8 @@ class TimedLoop {
   TimedLoop& operator=(const TimedLoop&) = delete;
 
   // Runs `step` at `first`, then at whatever time each run returns, on a
-  // thread named `name`. Call once.
+  // thread named `name`. Times are MonotonicNow() readings
+  // (lockd/util/clock.h). Call once.
   void Start(const std::string& name, absl::Time first,
              std::function<absl::Time()> step);
   // Wakes the thread out of its wait and joins it (a step in progress

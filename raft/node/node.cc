@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 
@@ -102,7 +103,7 @@ void RaftNode::Start() {
   absl::MutexLock lock(&mu_);
   if (running_ || stop_) return;
   running_ = true;
-  leaderless_since_ = absl::Now();
+  leaderless_since_ = MonotonicNow();
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -165,7 +166,7 @@ absl::StatusOr<uint64_t> RaftNode::Call(Input input, absl::Time deadline) {
   };
   if (absl::Status s = Enqueue(std::move(input)); !s.ok()) return s;
   absl::MutexLock lock(&result->mu);
-  if (!result->mu.AwaitWithDeadline(absl::Condition(&result->done), deadline)) {
+  if (!AwaitUntil(result->mu, absl::Condition(&result->done), deadline)) {
     return absl::DeadlineExceededError("etcdserver: request timed out");
   }
   if (!result->status.ok()) return result->status;
@@ -284,7 +285,7 @@ absl::Status RaftNode::WaitApplied(uint64_t index, absl::Time deadline) {
   auto reached = [this, index]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return applied_for_waiters_ >= index || stop_ || removed_for_waiters_;
   };
-  if (!mu_.AwaitWithDeadline(absl::Condition(&reached), deadline)) {
+  if (!AwaitUntil(mu_, absl::Condition(&reached), deadline)) {
     return absl::DeadlineExceededError(
         "etcdserver: request timed out, waiting for the applied index took "
         "too long");
@@ -309,7 +310,7 @@ absl::Status RaftNode::WaitForLeader(absl::Time deadline) {
             : 3 * options_.election_tick * options_.tick_interval;
     deadline = std::min(deadline, leaderless_since_ + wait_max);
   }
-  mu_.AwaitWithDeadline(absl::Condition(&known), deadline);
+  AwaitUntil(mu_, absl::Condition(&known), deadline);
   if (leader_for_waiters_ == 0) {
     return absl::UnavailableError("etcdserver: no leader");
   }
@@ -319,7 +320,7 @@ absl::Status RaftNode::WaitForLeader(absl::Time deadline) {
 absl::Duration RaftNode::LeaderlessFor() {
   absl::MutexLock lock(&mu_);
   if (leader_for_waiters_ != 0) return absl::ZeroDuration();
-  return absl::Now() - leaderless_since_;
+  return MonotonicNow() - leaderless_since_;
 }
 
 absl::Status RaftNode::WaitForLeaderChange(absl::Time deadline) {
@@ -328,7 +329,7 @@ absl::Status RaftNode::WaitForLeaderChange(absl::Time deadline) {
   auto changed = [this, was]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return leader_for_waiters_ != was || stop_;
   };
-  if (!mu_.AwaitWithDeadline(absl::Condition(&changed), deadline)) {
+  if (!AwaitUntil(mu_, absl::Condition(&changed), deadline)) {
     return absl::DeadlineExceededError("leader unchanged");
   }
   return absl::OkStatus();
@@ -458,7 +459,7 @@ bool RaftNode::HandleReady(Ready rd) {
       FailPending(absl::UnavailableError("etcdserver: leader changed"));
       absl::MutexLock lock(&mu_);
       if (leader_for_waiters_ != 0 && rd.soft_state->lead == 0) {
-        leaderless_since_ = absl::Now();
+        leaderless_since_ = MonotonicNow();
       }
       leader_for_waiters_ = rd.soft_state->lead;
     }
@@ -523,7 +524,7 @@ bool RaftNode::HandleReady(Ready rd) {
         e.data.clear();
       }
     }
-    const absl::Time apply_start = absl::Now();
+    const absl::Time apply_start = MonotonicNow();
     if (absl::Status as = state_machine_->Apply(rd.committed_entries);
         !as.ok()) {
       Logf(LogLevel::kError, "raft", "cannot apply committed entries: %s",
@@ -531,7 +532,7 @@ bool RaftNode::HandleReady(Ready rd) {
       return false;
     }
     if (options_.slow_applies != nullptr &&
-        absl::Now() - apply_start > absl::Milliseconds(100)) {
+        MonotonicNow() - apply_start > absl::Milliseconds(100)) {
       options_.slow_applies->Inc();
     }
     uint64_t applied = rd.committed_entries.back().index;
@@ -603,7 +604,11 @@ void RaftNode::Run() {
   bool campaign_now = status.config.voters.incoming.size() == 1 &&
                       status.config.voters.incoming.count(options_.id) == 1 &&
                       status.config.voters.outgoing.empty();
-  absl::Time next_tick = absl::Now() + options_.tick_interval;
+  // Ticks run on the monotonic clock: a wall-clock step forward does not
+  // cut an election timeout short. (One backward, while the loop has no
+  // input at all, delays its ticks by the step: an idle leader may then
+  // miss heartbeats and see one needless election.)
+  absl::Time next_tick = MonotonicNow() + options_.tick_interval;
   while (true) {
     std::deque<Input> inputs;
     {
@@ -611,7 +616,7 @@ void RaftNode::Run() {
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || !inbox_.empty();
       };
-      mu_.AwaitWithDeadline(absl::Condition(&ready), next_tick);
+      AwaitUntil(mu_, absl::Condition(&ready), next_tick);
       if (stop_) break;
       inputs.swap(inbox_);
     }
@@ -623,7 +628,7 @@ void RaftNode::Run() {
     for (const auto& [id, ok] : transport_->TakeSnapshotReports()) {
       raw_->ReportSnapshot(id, ok);
     }
-    absl::Time now = absl::Now();
+    absl::Time now = MonotonicNow();
     if (now >= next_tick) {
       raw_->Tick();
       next_tick += options_.tick_interval;

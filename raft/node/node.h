@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/metrics.h"
 #include "raft/core/raw_node.h"
 #include "raft/storage/disk_storage.h"
@@ -322,7 +323,7 @@ class RaftNode final : public MessageHandler {
   // (removed()).
   std::atomic<bool> removed_for_waiters_{false};
   // When leader_for_waiters_ last became 0 (the start counts).
-  absl::Time leaderless_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  absl::Time leaderless_since_ ABSL_GUARDED_BY(mu_) = MonotonicNow();
 
   std::atomic<uint64_t> leader_{0};
   std::atomic<uint64_t> term_{0};

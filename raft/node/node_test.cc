@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/synchronization/notification.h"
+#include "lockd/util/clock.h"
 
 namespace lockd::raft {
 namespace {
@@ -113,7 +114,7 @@ class LeadingNode {
     EXPECT_TRUE(node.ok()) << node.status();
     node_ = *std::move(node);
     node_->Start();
-    EXPECT_TRUE(node_->WaitForLeader(absl::Now() + absl::Seconds(10)).ok());
+    EXPECT_TRUE(node_->WaitForLeader(MonotonicNow() + absl::Seconds(10)).ok());
   }
   DiskStorage* log() { return log_.get(); }
   RaftNode* node() { return node_.get(); }
@@ -136,11 +137,11 @@ TEST(RaftNodeTest, Run_compactsTheLogEverySnapshotCountEntries) {
   DiskStorage* log = leading.log();
   CountingMachine& sm = leading.machine();
   for (int i = 0; i < 50; ++i) {
-    ASSERT_TRUE(node->Propose("x", absl::Now() + absl::Seconds(5)).ok());
+    ASSERT_TRUE(node->Propose("x", MonotonicNow() + absl::Seconds(5)).ok());
   }
-  ASSERT_TRUE(
-      node->WaitApplied(node->commit_index(), absl::Now() + absl::Seconds(10))
-          .ok());
+  ASSERT_TRUE(node->WaitApplied(node->commit_index(),
+                                MonotonicNow() + absl::Seconds(10))
+                  .ok());
   const uint64_t applied = node->applied_index();
   node->Stop();
   EXPECT_GE(node->log_compactions(), 4u);
@@ -174,12 +175,12 @@ TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
   EXPECT_EQ(stale.code(), absl::StatusCode::kUnavailable) << stale;
   // The blocking forms refuse alike.
   EXPECT_EQ(
-      node->Propose("old", absl::Now() + absl::Seconds(5), term + 1).code(),
+      node->Propose("old", MonotonicNow() + absl::Seconds(5), term + 1).code(),
       absl::StatusCode::kUnavailable);
   ConfChange cc;
   cc.changes.push_back(ConfChangeSingle{ConfChangeType::kAddLearnerNode, 2});
   EXPECT_EQ(
-      node->ProposeConfChange(cc, absl::Now() + absl::Seconds(5), term - 1)
+      node->ProposeConfChange(cc, MonotonicNow() + absl::Seconds(5), term - 1)
           .code(),
       absl::StatusCode::kUnavailable);
   node->ProposeAsync(
@@ -191,9 +192,9 @@ TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
       term);
   ASSERT_TRUE(current_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(current.ok()) << current;
-  ASSERT_TRUE(
-      node->WaitApplied(node->commit_index(), absl::Now() + absl::Seconds(10))
-          .ok());
+  ASSERT_TRUE(node->WaitApplied(node->commit_index(),
+                                MonotonicNow() + absl::Seconds(10))
+                  .ok());
   node->Stop();
   // Only the current term's proposal reached the log.
   auto entries =

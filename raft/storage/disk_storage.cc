@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "lockd/util/clock.h"
 #include "raft/storage/disk_format.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
@@ -314,11 +315,11 @@ absl::Status DiskStorage::Save(const HardState& hard_state,
   if (wb.Count() == 0) return absl::OkStatus();
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  const absl::Time start = absl::Now();
+  const absl::Time start = MonotonicNow();
   rocksdb::Status s = db_->Write(wo, &wb);
   if (!s.ok()) return FromRocks(s, "write");
   if (sync && options_.sync_seconds != nullptr) {
-    options_.sync_seconds->ObserveDuration(absl::Now() - start);
+    options_.sync_seconds->ObserveDuration(MonotonicNow() - start);
   }
   if (options_.write_bytes != nullptr) {
     options_.write_bytes->Add(static_cast<int64_t>(wb.GetDataSize()));

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "lockd/util/clock.h"
 #include "lockd/util/log.h"
 #include "lockd/util/thread_name.h"
 #include "raft/transport/convert.h"
@@ -319,7 +320,7 @@ class Transport::Peer {
   // Waits `d` or until stopped. Returns false when stopped.
   bool Pause(absl::Duration d) {
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&stop_), d);
+    AwaitFor(mu_, absl::Condition(&stop_), d);
     return !stop_;
   }
 
