@@ -272,6 +272,7 @@ declare -a CASE_LIST=(
   "range-s-100c|range --consistency=s --conns=10 --clients=100 --key-space-size=100000"
   "lease-keepalive-100c|lease-keepalive --conns=10 --clients=100"
   "lock-contended-10w|lock --conns=10 --clients=10 --lock-names=1"
+  "lock-contended-50w|lock --conns=10 --clients=50 --lock-names=1"
   "lock-uncontended-50c|lock --conns=10 --clients=50 --lock-names=50"
   "watch-1000w|watch --conns=10 --clients=10 --rate=1000 --watchers=1000 --watch-streams=10 --key-space-size=100"
   "watch-latency-100w|watch-latency --conns=10 --clients=1 --rate=100 --watchers=100 --watch-streams=10 --key-space-size=100"
