@@ -13,12 +13,16 @@ OUT="${TEST_TMPDIR:-/tmp}/compare-smoke"
 LOCKD_BENCH="$(pwd)/bench/loadgen/lockd-bench" \
   "$HERE/run.sh" --smoke --systems=etcd --out="$OUT"
 
+# One report per case of run.sh's list, and one for datascale.
+want=$(($(grep -c '^  "[a-z0-9-]*|' "$HERE/run.sh") + 1))
 cases=$(jq -s 'length' "$OUT/results.jsonl")
 errors=$(jq -s 'map(.errors_total) | add' "$OUT/results.jsonl")
-echo "cases: $cases, errors: $errors"
-[[ $cases -eq 12 ]] || { echo "FAIL: want 12 reports, got $cases"; exit 1; }
+echo "cases: $cases (want $want), errors: $errors"
+[[ $want -ge 13 ]] || { echo "FAIL: run.sh's case list not found"; exit 1; }
+[[ $cases -eq $want ]] || { echo "FAIL: want $want reports, got $cases"; exit 1; }
 [[ $errors -eq 0 ]] || { echo "FAIL: $errors errors"; exit 1; }
 grep -q '^| put-200c | 200/50 | [0-9]' "$OUT/summary.md" ||
   { echo "FAIL: summary.md lacks the put-200c row"; cat "$OUT/summary.md"; exit 1; }
-jq -e '.machine.nproc > 0 and (.runs | length) == 12' "$OUT/results.json" > /dev/null
+jq -e --argjson want "$want" '.machine.nproc > 0 and (.runs | length) == $want' \
+  "$OUT/results.json" > /dev/null
 echo PASS
