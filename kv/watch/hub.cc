@@ -295,20 +295,39 @@ void WatchHub::Publish(std::vector<mvccpb::Event> events) {
   if (events.empty()) return;
   auto batch = std::make_shared<EventBatch>();
   batch->events = std::move(events);
-  absl::MutexLock lock(&queue_mu_);
-  if (stopping_) return;
-  if (queue_.empty() && !dispatching_ && !overflowed_ && !replaced_ &&
-      watcher_count_.load(std::memory_order_relaxed) == 0) {
-    // Nothing is on its way to the dispatcher: with no watcher to hand the
-    // events to, it would only move its revision on, so do that here and
-    // spare waking it (one wake-up per apply on every member). The count is
-    // checked again under mu_: a watcher may have come meanwhile.
-    absl::MutexLock hub_lock(&mu_);
-    if (watcher_count_.load(std::memory_order_relaxed) == 0) {
-      revision_ = std::max(revision_, RevisionOf(batch->events.back()));
+  {
+    absl::MutexLock lock(&queue_mu_);
+    if (stopping_) return;
+    const bool idle =
+        queue_.empty() && !dispatching_ && !overflowed_ && !replaced_;
+    if (idle && watcher_count_.load(std::memory_order_relaxed) == 0) {
+      // Nothing is on its way to the dispatcher: with no watcher to hand
+      // the events to, it would only move its revision on, so do that here
+      // and spare waking it (one wake-up per apply on every member). The
+      // count is checked again under mu_: a watcher may have come meanwhile.
+      absl::MutexLock hub_lock(&mu_);
+      if (watcher_count_.load(std::memory_order_relaxed) == 0) {
+        revision_ = std::max(revision_, RevisionOf(batch->events.back()));
+        return;
+      }
+    }
+    const size_t watchers = watcher_count_.load(std::memory_order_relaxed);
+    if (!idle || options_.inline_dispatch_max == 0 ||
+        batch->events.size() * watchers > options_.inline_dispatch_max) {
+      Enqueue(std::move(batch));
       return;
     }
+    // Dispatched here (see hub.h); the dispatcher stays asleep meanwhile,
+    // and no batch can be published behind this one until it returns (only
+    // the apply loop publishes), so the order holds.
+    dispatching_ = true;
   }
+  Dispatch(batch);
+  absl::MutexLock lock(&queue_mu_);
+  dispatching_ = false;
+}
+
+void WatchHub::Enqueue(std::shared_ptr<EventBatch> batch) {
   size_t bytes = 0;
   for (const mvccpb::Event& ev : batch->events) {
     bytes += ev.kv().key().size() + ev.kv().value().size() +

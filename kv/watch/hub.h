@@ -2,11 +2,17 @@
 // outputs (etcd v3 Watch semantics), with bounded memory and without ever
 // blocking the apply loop.
 //
-// Flow. The apply loop calls Publish() after each committed batch; that only
+// Flow. The apply loop calls Publish() after each committed batch; that
 // appends the batch to a bounded queue. A dispatcher thread matches each
 // batch against the *synced* watchers (those whose next revision is the
 // hub's revision() + 1) and appends outputs to the watchers' streams. Each
 // stream has a bounded output queue; the service drains it (Take) and sends.
+// A small batch (its events times the hub's watchers at most
+// WatchOptions::inline_dispatch_max) that finds the dispatcher idle and
+// nothing queued is matched by Publish itself instead, on the apply loop's
+// thread, as etcd does: the watchers' streams get it before the writer's
+// answer, without a thread's wake-up in between. Either way the apply loop
+// never waits for a watcher: a stream only queues what it is given.
 // A watcher whose stream queue is full, whose start revision is in the past,
 // or that existed when the hub's own queue overflowed or the store was
 // replaced becomes *unsynced*: a catch-up thread reads its events from
@@ -76,6 +82,11 @@ struct WatchOptions {
   // dropped and every synced watcher catches up from storage instead.
   size_t hub_queue_batches_max = 4096;
   size_t hub_queue_bytes_max = 64 << 20;
+  // A batch whose events times the hub's watchers is at most this is
+  // dispatched by Publish on the apply loop's thread when the dispatcher is
+  // idle (see above); larger ones always go to the dispatcher, so thousands
+  // of watchers never lengthen an apply. 0: never inline.
+  size_t inline_dispatch_max = 256;
   // Events and bytes one History read returns at most (whole revisions).
   size_t catchup_events_max = 1000;
   size_t catchup_bytes_max = 1 << 20;
@@ -252,6 +263,9 @@ class WatchHub {
   void DispatchLoop();
   void CatchUpLoop();
   void Dispatch(const std::shared_ptr<EventBatch>& batch);
+  // Queues a batch for the dispatcher (or drops it, see overflowed_).
+  void Enqueue(std::shared_ptr<EventBatch> batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   void AddSynced(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveSynced(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MakeUnsynced(Watcher* w, int64_t next_revision)

@@ -35,11 +35,15 @@ std::ostream& operator<<(std::ostream& os, const Ev& e) {
             << e.value << (e.has_prev ? " prev=" + e.prev_value : "");
 }
 
-class HubTest : public ::testing::Test {
+// Each test runs twice: with every batch handed to the dispatcher thread,
+// and with small batches dispatched by Publish itself (the default).
+class HubTest : public ::testing::TestWithParam<size_t> {
  protected:
   void SetUp() override { Open({}); }
 
-  void Open(WatchOptions options) {
+  // `as_given`: keep options.inline_dispatch_max instead of the parameter.
+  void Open(WatchOptions options, bool as_given = false) {
+    if (!as_given) options.inline_dispatch_max = GetParam();
     hub_.reset();
     store_.reset();
     static int n = 0;
@@ -186,7 +190,7 @@ class HubTest : public ::testing::Test {
   std::vector<std::shared_ptr<WatchStream>> streams_;
 };
 
-TEST_F(HubTest, Create_deliversInRevisionOrderAndGroupsTxns) {
+TEST_P(HubTest, Create_deliversInRevisionOrderAndGroupsTxns) {
   hub_->Start();
   auto s = NewStream();
   WatchSpec spec;
@@ -219,7 +223,7 @@ TEST_F(HubTest, Create_deliversInRevisionOrderAndGroupsTxns) {
   }
 }
 
-TEST_F(HubTest, Create_filtersAndSingleKeyAndFromKey) {
+TEST_P(HubTest, Create_filtersAndSingleKeyAndFromKey) {
   hub_->Start();
   auto s = NewStream();
   WatchSpec one;
@@ -243,7 +247,7 @@ TEST_F(HubTest, Create_filtersAndSingleKeyAndFromKey) {
   EXPECT_EQ(Events(outs, 1), (std::vector<Ev>{{7, true, "z", "", "", false}}));
 }
 
-TEST_F(HubTest, Create_watchIdsAsEtcd) {
+TEST_P(HubTest, Create_watchIdsAsEtcd) {
   hub_->Start();
   auto s = NewStream();
   WatchSpec spec;
@@ -259,7 +263,7 @@ TEST_F(HubTest, Create_watchIdsAsEtcd) {
   EXPECT_EQ(s->Create(spec).status(), ErrEmptyWatcherRange());
 }
 
-TEST_F(HubTest, StartRevision_replaysHistoryWithPrevKv) {
+TEST_P(HubTest, StartRevision_replaysHistoryWithPrevKv) {
   hub_->Start();
   Apply({{"put", "k", "1"}});
   Apply({{"put", "k", "2"}});
@@ -278,7 +282,10 @@ TEST_F(HubTest, StartRevision_replaysHistoryWithPrevKv) {
   EXPECT_EQ(Events(outs, 0)[2], (Ev{4, true, "k", "", "2", true}));
 }
 
-TEST_F(HubTest, NoWatchers_revisionMovesWithoutTheDispatcher) {
+TEST_P(HubTest, NoWatchers_revisionMovesWithoutTheDispatcher) {
+  WatchOptions options;
+  options.inline_dispatch_max = 0;
+  Open(options, /*as_given=*/true);
   // The dispatcher is not running: with no watcher, publishing moves the
   // hub's revision on by itself.
   Apply({{"put", "a", "1"}});
@@ -309,7 +316,41 @@ TEST_F(HubTest, NoWatchers_revisionMovesWithoutTheDispatcher) {
   EXPECT_EQ(hub_->revision(), 4);
 }
 
-TEST_F(HubTest, StartRevision_belowCompactionIsCompacted) {
+// A small batch that finds the dispatcher idle is matched by Publish
+// itself: the stream has it when Publish returns, with the dispatcher not
+// even running. A larger one waits for the dispatcher.
+TEST_P(HubTest, Inline_smallBatchIsOnTheStreamWhenPublishReturns) {
+  WatchOptions options;
+  options.inline_dispatch_max = 2;  // events times watchers
+  Open(options, /*as_given=*/true);
+  auto s = NewStream();
+  WatchSpec a;
+  a.key = "a";
+  ASSERT_TRUE(s->Create(a).ok());
+  std::vector<WatchOutput> outs;
+  s->Take(&outs);  // the created answer
+  outs.clear();
+  Apply({{"put", "a", "1"}, {"put", "b", "1"}});  // 2 events x 1 watcher
+  ASSERT_GT(s->Take(&outs), 0u);
+  EXPECT_EQ(Events(outs, 0),
+            (std::vector<Ev>{{2, false, "a", "1", "", false}}));
+  EXPECT_EQ(hub_->revision(), 3);
+  // 3 events x 1 watcher: for the dispatcher, which is not running yet.
+  Apply({{"put", "a", "2"}, {"put", "b", "2"}, {"put", "c", "2"}});
+  outs.clear();
+  EXPECT_EQ(s->Take(&outs), 0u);
+  EXPECT_EQ(hub_->revision(), 3);
+  // Behind a queued batch, even a small one waits its turn: order holds.
+  Apply({{"put", "a", "3"}});
+  EXPECT_EQ(s->Take(&outs), 0u);
+  hub_->Start();
+  outs = Drain(s.get(), [](const auto& o) { return EventCount(o) >= 2; });
+  EXPECT_EQ(Events(outs, 0),
+            (std::vector<Ev>{{4, false, "a", "2", "", false},
+                             {7, false, "a", "3", "", false}}));
+}
+
+TEST_P(HubTest, StartRevision_belowCompactionIsCompacted) {
   hub_->Start();
   for (int i = 0; i < 5; ++i) Apply({{"put", "k", absl::StrCat(i)}});
   Compact(4);
@@ -333,7 +374,7 @@ TEST_F(HubTest, StartRevision_belowCompactionIsCompacted) {
   EXPECT_EQ(Events(outs, 1).size(), 3u);  // revisions 4, 5, 6
 }
 
-TEST_F(HubTest, Cancel_stopsDeliveryAndAnswers) {
+TEST_P(HubTest, Cancel_stopsDeliveryAndAnswers) {
   hub_->Start();
   auto s = NewStream();
   WatchSpec spec;
@@ -355,7 +396,7 @@ TEST_F(HubTest, Cancel_stopsDeliveryAndAnswers) {
 
 // A slow stream (tiny buffer, drained rarely) under a random load: every
 // watcher still sees exactly the stored history, via catch-up from storage.
-TEST_F(HubTest, Overflow_catchesUpWithoutLossOrDuplicates) {
+TEST_P(HubTest, Overflow_catchesUpWithoutLossOrDuplicates) {
   WatchOptions options;
   options.stream_buffer_bytes_max = 512;
   options.catchup_events_max = 7;
@@ -406,10 +447,11 @@ TEST_F(HubTest, Overflow_catchesUpWithoutLossOrDuplicates) {
 }
 
 // Batches published before the dispatcher runs overflow the hub's own queue.
-TEST_F(HubTest, HubQueueOverflow_resyncsFromStorage) {
+TEST_P(HubTest, HubQueueOverflow_resyncsFromStorage) {
   WatchOptions options;
   options.hub_queue_batches_max = 2;
-  Open(options);
+  options.inline_dispatch_max = 0;  // every batch queues for the dispatcher
+  Open(options, /*as_given=*/true);
   auto s = NewStream();
   WatchSpec spec;
   spec.key = "a";
@@ -422,7 +464,7 @@ TEST_F(HubTest, HubQueueOverflow_resyncsFromStorage) {
   EXPECT_EQ(Events(outs, 0), StoredHistory("a", "z", false));
 }
 
-TEST_F(HubTest, OnStoreReplaced_watchersCatchUpFromStorage) {
+TEST_P(HubTest, OnStoreReplaced_watchersCatchUpFromStorage) {
   hub_->Start();
   auto s = NewStream();
   WatchSpec spec;
@@ -449,7 +491,7 @@ TEST_F(HubTest, OnStoreReplaced_watchersCatchUpFromStorage) {
 
 // A snapshot install that swaps the MvccStore object: the new store holds
 // the old history plus more; watchers continue from it without a gap.
-TEST_F(HubTest, OnStoreReplaced_newStoreObject) {
+TEST_P(HubTest, OnStoreReplaced_newStoreObject) {
   hub_->Start();
   auto s = NewStream();
   WatchSpec spec;
@@ -463,8 +505,9 @@ TEST_F(HubTest, OnStoreReplaced_newStoreObject) {
   // The replacement: the same history, then writes this member never
   // applied itself.
   std::unique_ptr<MvccStore> old = std::move(store_);
-  auto opened =
-      MvccStore::Open(std::string(std::getenv("TEST_TMPDIR")) + "/replacement");
+  // A directory of its own for each parameter's run.
+  auto opened = MvccStore::Open(std::string(std::getenv("TEST_TMPDIR")) +
+                                "/replacement" + std::to_string(GetParam()));
   ASSERT_TRUE(opened.ok());
   store_ = *std::move(opened);
   index_ = 0;
@@ -480,7 +523,7 @@ TEST_F(HubTest, OnStoreReplaced_newStoreObject) {
   EXPECT_EQ(Events(outs, 0).size(), 5u);
 }
 
-TEST_F(HubTest, Progress_reportsDeliveredRevision) {
+TEST_P(HubTest, Progress_reportsDeliveredRevision) {
   WatchOptions options;
   options.progress_interval = absl::Milliseconds(100);
   Open(options);
@@ -508,6 +551,12 @@ TEST_F(HubTest, Progress_reportsDeliveredRevision) {
   EXPECT_EQ(outs[0].watch_id, -1);
   EXPECT_EQ(outs[0].revision, 3);
 }
+
+INSTANTIATE_TEST_SUITE_P(Dispatch, HubTest, ::testing::Values(0, 256),
+                         [](const auto& info) {
+                           return info.param == 0 ? "DispatcherOnly"
+                                                  : "InlineSmallBatches";
+                         });
 
 }  // namespace
 }  // namespace lockd::kv

@@ -174,7 +174,6 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   if (!events.empty()) {
     for (const auto& listener : commit_listeners_) listener(events, revision);
   }
-  if (watch_hub_ != nullptr) watch_hub_->Publish(std::move(events));
   if (table_changed && membership_ != nullptr) {
     membership_->Replace(*std::move(table));
   }
@@ -213,6 +212,11 @@ absl::Status KvStateMachine::Apply(const std::vector<raft::Entry>& entries) {
   }
   for (auto& [done, result] : ready) done(std::move(result));
   for (auto& run : caught_up) run();
+  // The watchers after the writers' answers: the hub may hand a small batch
+  // to the watch streams right here, on this thread, and the answers need
+  // not wait for it. (A watch created meanwhile still starts after what its
+  // client saw acknowledged: the hub reads "now" from the store.)
+  if (watch_hub_ != nullptr) watch_hub_->Publish(std::move(events));
   return absl::OkStatus();
 }
 
