@@ -24,20 +24,11 @@ constexpr char kForwardedKey[] = "lockd-forwarded";
 // See RelayWhileLeading.
 constexpr absl::Duration kRelayProbeWait = absl::Seconds(1);
 constexpr absl::Duration kRelayProbeEvery = absl::Seconds(1);
-// The longest a write or linearizable read waits inside the server.
-constexpr absl::Duration kRequestTimeout = absl::Seconds(7);
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
                       std::string(s.message()));
-}
-
-absl::Time Deadline(grpc::ServerContextBase* ctx) {
-  absl::Time limit = MonotonicNow() + kRequestTimeout;
-  auto d = ctx->deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return limit;
-  return std::min(limit, FromGrpcDeadline(d));
 }
 
 bool Forwarded(grpc::ServerContextBase* ctx) {
@@ -107,6 +98,12 @@ bool RefusedBeforeProposing(const grpc::Status& st) {
 }
 
 }  // namespace
+
+absl::Time RequestDeadline(grpc::ServerContextBase* ctx) {
+  // No client deadline (system_clock's max) is absl::InfiniteFuture().
+  return std::min(MonotonicNow() + kRequestTimeout,
+                  FromGrpcDeadline(ctx->deadline()));
+}
 
 KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
                      kv::MvccStore* store, KvStateMachine* state_machine,
@@ -216,7 +213,7 @@ grpc::ServerUnaryReactor* KvService::WriteAsync(
     return reactor;
   }
   StartWrite<Resp>(
-      Deadline(ctx), Forwarded(ctx), wrap, resp, result_field,
+      RequestDeadline(ctx), Forwarded(ctx), wrap, resp, result_field,
       [reactor](const grpc::Status& st) { reactor->Finish(st); },
       [this, reactor, blocking] { Offload(reactor, blocking); });
   return reactor;
@@ -406,7 +403,7 @@ grpc::Status KvService::ReplicateWith(grpc::ServerContextBase* ctx,
                                       const Proposer& propose,
                                       ApplyResult* result,
                                       const Forward& forward) {
-  absl::Time deadline = Deadline(ctx);
+  absl::Time deadline = RequestDeadline(ctx);
   // During an election, wait for its outcome as etcd does, rather than
   // failing the call.
   (void)node_->WaitForLeader(deadline);
@@ -545,7 +542,7 @@ grpc::ServerUnaryReactor* KvService::Range(
   // the read at its deadline, as the blocking path would.
   auto pending = std::make_shared<PendingRead>();
   pending->reactor = reactor;
-  pending->deadline = Deadline(ctx);
+  pending->deadline = RequestDeadline(ctx);
   uint64_t id;
   {
     absl::MutexLock lock(&reads_mu_);
@@ -598,7 +595,7 @@ grpc::Status KvService::RangeBlocking(grpc::ServerContextBase* ctx,
                                       etcdserverpb::RangeResponse* resp) {
   if (absl::Status s = kv::ValidateRange(*req); !s.ok()) return ToGrpc(s);
   if (!req->serializable()) {
-    absl::Time deadline = Deadline(ctx);
+    absl::Time deadline = RequestDeadline(ctx);
     (void)node_->WaitForLeader(deadline);
     absl::Status s = node_->ReadBarrier(deadline);
     if (!s.ok()) {
@@ -627,7 +624,7 @@ std::optional<grpc::Status> KvService::WriteFast(
   };
   auto outcome = std::make_shared<Outcome>();
   StartWrite<Resp>(
-      Deadline(ctx), /*forwarded=*/false, wrap, resp, result_field,
+      RequestDeadline(ctx), /*forwarded=*/false, wrap, resp, result_field,
       [outcome](const grpc::Status& st) {
         absl::MutexLock lock(&outcome->mu);
         outcome->status = st;

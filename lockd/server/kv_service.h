@@ -28,6 +28,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "kv/mvcc/store.h"
 #include "lockd/server/config.h"
@@ -38,6 +39,13 @@
 #include "raft/node/node.h"
 
 namespace lockd {
+
+// The longest a write or linearizable read waits inside the server.
+inline constexpr absl::Duration kRequestTimeout = absl::Seconds(7);
+
+// A request's deadline inside the server (on MonotonicNow's clock): its
+// client's, if sooner than kRequestTimeout from now.
+absl::Time RequestDeadline(grpc::ServerContextBase* ctx);
 
 using KvServiceBase = etcdserverpb::KV::WithCallbackMethod_Range<
     etcdserverpb::KV::WithCallbackMethod_Put<

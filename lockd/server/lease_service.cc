@@ -20,7 +20,6 @@ namespace {
 
 constexpr char kForwardedKey[] = "lockd-forwarded";
 // The longest a call waits inside the server (KvService's bound).
-constexpr absl::Duration kRequestTimeout = absl::Seconds(7);
 // The driver's idle period; renewals and applied checkpoints wake it early.
 constexpr absl::Duration kTick = absl::Milliseconds(50);
 // How often the lessor looks for records to refresh: a quarter of its ack
@@ -45,13 +44,6 @@ grpc::Status NotLeader(uint64_t leader) {
   return grpc::Status(
       grpc::StatusCode::UNAVAILABLE,
       leader == 0 ? "etcdserver: no leader" : "etcdserver: leader changed");
-}
-
-absl::Time Deadline(grpc::ServerContextBase* ctx) {
-  absl::Time limit = MonotonicNow() + kRequestTimeout;
-  auto d = ctx->deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return limit;
-  return std::min(limit, FromGrpcDeadline(d));
 }
 
 uint64_t RandomU64() {
@@ -324,7 +316,7 @@ class KeepAliveStream final
     }
     // An election is under way: wait for it off gRPC's threads.
     const bool queued = service_->slow_.Submit([this] {
-      (void)service_->node_->WaitForLeader(Deadline(ctx_));
+      (void)service_->node_->WaitForLeader(RequestDeadline(ctx_));
       Begin();
       TaskDone();
     });
@@ -670,7 +662,7 @@ int LeaseService::EndKeepAlives(const grpc::Status& status) {
 grpc::Status LeaseService::LeaseTimeToLive(
     grpc::ServerContext* ctx, const etcdserverpb::LeaseTimeToLiveRequest* req,
     etcdserverpb::LeaseTimeToLiveResponse* resp) {
-  const absl::Time deadline = Deadline(ctx);
+  const absl::Time deadline = RequestDeadline(ctx);
   (void)node_->WaitForLeader(deadline);
   if (!node_->is_leader()) {
     // Only the leader knows how long a lease has left.

@@ -75,9 +75,7 @@ grpc::Status WaitForTurn(KvService* kv, lock::LockManager* locks,
                          const Contender& c, const std::string& lost_message,
                          int64_t* revision) {
   lock::WaitScope scope;
-  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
-    scope.deadline = FromGrpcDeadline(ctx->deadline());
-  }
+  scope.deadline = FromGrpcDeadline(ctx->deadline());
   scope.cancelled = [ctx] { return ctx->IsCancelled(); };
   absl::StatusOr<int64_t> owned = locks->WaitForOwnership(
       name, c.key, c.create_revision, c.min_revision, scope);

@@ -48,14 +48,10 @@ grpc::Status LockdLocksService::Acquire(grpc::ServerContext* ctx,
   scope.deadline = wait_until;
   // Our own write reaching this member is not part of the wait.
   scope.catch_up_deadline = MonotonicNow() + absl::Seconds(7);
-  const bool has_deadline =
-      ctx->deadline() != std::chrono::system_clock::time_point::max();
-  if (has_deadline) {
-    scope.deadline =
-        std::min(scope.deadline, FromGrpcDeadline(ctx->deadline()));
-    scope.catch_up_deadline =
-        std::min(scope.catch_up_deadline, FromGrpcDeadline(ctx->deadline()));
-  }
+  // absl::InfiniteFuture() when the client set none.
+  const absl::Time client_deadline = FromGrpcDeadline(ctx->deadline());
+  scope.deadline = std::min(scope.deadline, client_deadline);
+  scope.catch_up_deadline = std::min(scope.catch_up_deadline, client_deadline);
   scope.cancelled = [ctx] { return ctx->IsCancelled(); };
   absl::StatusOr<int64_t> owned = locks_->WaitForOwnership(
       name, c.key, c.create_revision, c.min_revision, scope, rule);
@@ -81,7 +77,7 @@ grpc::Status LockdLocksService::Acquire(grpc::ServerContext* ctx,
   if (absl::IsCancelled(owned.status())) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "context canceled");
   }
-  if (has_deadline && FromGrpcDeadline(ctx->deadline()) < wait_until) {
+  if (client_deadline < wait_until) {
     return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                         "context deadline exceeded");
   }

@@ -41,10 +41,8 @@ bool AwaitUntil(absl::Mutex& mu, const absl::Condition& cond,
 
 bool AwaitFor(absl::Mutex& mu, const absl::Condition& cond,
               absl::Duration timeout) {
-  if (timeout == absl::InfiniteDuration()) {
-    mu.Await(cond);
-    return true;
-  }
+  // An infinite timeout gives absl::InfiniteFuture(): AwaitUntil's wait
+  // without a deadline.
   return AwaitUntil(mu, cond, MonotonicNow() + timeout);
 }
 
