@@ -36,8 +36,10 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -148,28 +150,166 @@ class SnapshotReader final : public KvReader {
   rocksdb::ReadOptions options_;
 };
 
+// A batch's writes, and reads that see them. Writes go to a plain
+// WriteBatch. The read nearly every write makes, a put's lookup of its key's
+// live version, is answered from a map of the batch's writes to `latest`.
+// Reads that need order (ranges, scans) or another family use an indexed
+// copy of the batch (WriteBatchWithIndex), built on first need by replaying
+// the batch and kept up to date from then on: keeping that index for every
+// write cost more than inserting the writes into the memtables.
 class BatchReader final : public KvReader {
  public:
-  BatchReader(rocksdb::DB* db, rocksdb::WriteBatchWithIndex* batch)
-      : db_(db), batch_(batch) {}
+  BatchReader(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* latest,
+              const std::vector<rocksdb::ColumnFamilyHandle*>& families)
+      : db_(db), latest_(latest), families_(families) {}
+
+  void Put(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key,
+           const rocksdb::Slice& value) {
+    batch_.Put(cf, key, value);
+    if (indexed_ != nullptr) indexed_->Put(cf, key, value);
+    if (cf == latest_) Remember(key, value.ToString());
+  }
+  void Delete(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key) {
+    batch_.Delete(cf, key);
+    if (indexed_ != nullptr) indexed_->Delete(cf, key);
+    if (cf == latest_) Remember(key, std::nullopt);
+  }
+
+  // One save point at a time (one request of the batch).
+  void SetSavePoint() {
+    if (saving_) Fail("nested save point");
+    batch_.SetSavePoint();
+    saving_ = true;
+  }
+  void RollbackToSavePoint() {
+    if (!saving_) Fail("rollback without a save point");
+    rocksdb::Status s = batch_.RollbackToSavePoint();
+    if (!s.ok()) Fail(s.ToString());
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+      if (it->second.has_value()) {
+        latest_writes_[it->first] = std::move(*it->second);
+      } else {
+        latest_writes_.erase(it->first);
+      }
+    }
+    undo_.clear();
+    saving_ = false;
+    // Rebuilt from the batch when next needed.
+    indexed_.reset();
+  }
+  void PopSavePoint() {
+    if (!saving_) Fail("pop without a save point");
+    rocksdb::Status s = batch_.PopSavePoint();
+    if (!s.ok()) Fail(s.ToString());
+    undo_.clear();
+    saving_ = false;
+  }
+
+  rocksdb::WriteBatch* batch() { return &batch_; }
+
   absl::StatusOr<std::string> Get(rocksdb::ColumnFamilyHandle* cf,
                                   const std::string& key) override {
     std::string value;
-    rocksdb::Status s =
-        batch_->GetFromBatchAndDB(db_, rocksdb::ReadOptions(), cf, key, &value);
+    rocksdb::Status s;
+    if (cf == latest_) {
+      auto it = latest_writes_.find(key);
+      if (it != latest_writes_.end()) {
+        if (!it->second.has_value()) return absl::NotFoundError("");
+        return *it->second;
+      }
+      s = db_->Get(rocksdb::ReadOptions(), cf, key, &value);
+    } else if (batch_.Count() == 0) {
+      s = db_->Get(rocksdb::ReadOptions(), cf, key, &value);
+    } else {
+      s = Indexed()->GetFromBatchAndDB(db_, rocksdb::ReadOptions(), cf, key,
+                                       &value);
+    }
     if (s.IsNotFound()) return absl::NotFoundError("");
     if (!s.ok()) return FromRocks(s, "get");
     return value;
   }
   std::unique_ptr<rocksdb::Iterator> NewIterator(
       rocksdb::ColumnFamilyHandle* cf) override {
-    return std::unique_ptr<rocksdb::Iterator>(batch_->NewIteratorWithBase(
-        cf, db_->NewIterator(rocksdb::ReadOptions(), cf)));
+    rocksdb::Iterator* base = db_->NewIterator(rocksdb::ReadOptions(), cf);
+    if (batch_.Count() == 0) return std::unique_ptr<rocksdb::Iterator>(base);
+    return std::unique_ptr<rocksdb::Iterator>(
+        Indexed()->NewIteratorWithBase(cf, base));
   }
 
  private:
+  // Copies the batch's writes into an index (see the class comment).
+  class Replay final : public rocksdb::WriteBatch::Handler {
+   public:
+    Replay(const std::vector<rocksdb::ColumnFamilyHandle*>& families,
+           rocksdb::WriteBatchWithIndex* out)
+        : families_(families), out_(out) {}
+    rocksdb::Status PutCF(uint32_t id, const rocksdb::Slice& key,
+                          const rocksdb::Slice& value) override {
+      rocksdb::ColumnFamilyHandle* cf = Family(id);
+      if (cf == nullptr) return rocksdb::Status::Corruption("family", key);
+      return out_->Put(cf, key, value);
+    }
+    rocksdb::Status DeleteCF(uint32_t id, const rocksdb::Slice& key) override {
+      rocksdb::ColumnFamilyHandle* cf = Family(id);
+      if (cf == nullptr) return rocksdb::Status::Corruption("family", key);
+      return out_->Delete(cf, key);
+    }
+
+   private:
+    rocksdb::ColumnFamilyHandle* Family(uint32_t id) const {
+      for (rocksdb::ColumnFamilyHandle* h : families_) {
+        if (h->GetID() == id) return h;
+      }
+      return nullptr;
+    }
+    const std::vector<rocksdb::ColumnFamilyHandle*>& families_;
+    rocksdb::WriteBatchWithIndex* out_;
+  };
+
+  rocksdb::WriteBatchWithIndex* Indexed() {
+    if (indexed_ == nullptr) {
+      indexed_ = std::make_unique<rocksdb::WriteBatchWithIndex>(
+          rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
+      Replay replay(families_, indexed_.get());
+      rocksdb::Status s = batch_.Iterate(&replay);
+      if (!s.ok()) Fail("index the batch: " + s.ToString());
+    }
+    return indexed_.get();
+  }
+
+  void Remember(const rocksdb::Slice& key, std::optional<std::string> value) {
+    std::string k = key.ToString();
+    auto it = latest_writes_.find(k);
+    if (saving_) {
+      undo_.emplace_back(
+          k, it == latest_writes_.end()
+                 ? std::nullopt
+                 : std::optional<std::optional<std::string>>(it->second));
+    }
+    if (it == latest_writes_.end()) {
+      latest_writes_.emplace(std::move(k), std::move(value));
+    } else {
+      it->second = std::move(value);
+    }
+  }
+
+  [[noreturn]] static void Fail(const std::string& what) {
+    std::fprintf(stderr, "ApplyBatch: %s\n", what.c_str());
+    std::abort();
+  }
+
   rocksdb::DB* db_;
-  rocksdb::WriteBatchWithIndex* batch_;
+  rocksdb::ColumnFamilyHandle* latest_;
+  const std::vector<rocksdb::ColumnFamilyHandle*>& families_;
+  rocksdb::WriteBatch batch_;
+  // The batch's writes to `latest`: the value, or nullopt for a delete.
+  absl::flat_hash_map<std::string, std::optional<std::string>> latest_writes_;
+  // While a save point is set: each write's key and what the map held for
+  // it before (nullopt: nothing).
+  bool saving_ = false;
+  std::vector<std::pair<std::string, std::optional<std::optional<std::string>>>>
+      undo_;
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> indexed_;
 };
 
 struct Families {
@@ -1134,10 +1274,8 @@ uint64_t MvccStore::ApproximateSizeBytes() const {
 // ApplyBatch
 
 struct ApplyBatch::Impl {
-  Impl(rocksdb::DB* db)
-      : batch(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true),
-        reader(db, &batch) {}
-  rocksdb::WriteBatchWithIndex batch;
+  explicit Impl(const MvccStore::Db& db)
+      : reader(db.db, db.latest, db.handles) {}
   BatchReader reader;
   const LeaseOracle* leases = nullptr;
   std::vector<mvccpb::Event> events;
@@ -1150,7 +1288,7 @@ struct ApplyBatch::Impl {
 ApplyBatch::ApplyBatch(MvccStore* store, const LeaseOracle* leases)
     : store_(store),
       db_(store->db()),
-      impl_(std::make_unique<Impl>(db_->db)),
+      impl_(std::make_unique<Impl>(*db_)),
       revision_(store->revision()),
       compact_revision_(store->compact_revision()),
       alarms_(store->Alarms()) {
@@ -1163,25 +1301,20 @@ ApplyBatch::~ApplyBatch() {
 
 template <typename Fn>
 absl::Status ApplyBatch::ApplyOne(Fn&& fn) {
-  impl_->batch.SetSavePoint();
+  impl_->reader.SetSavePoint();
   const size_t events_before = impl_->events.size();
   const int64_t compact_before = compact_revision_;
   impl_->wrote = false;
   impl_->sub = 0;
   absl::Status s = fn();
   if (!s.ok()) {
-    rocksdb::Status rs = impl_->batch.RollbackToSavePoint();
-    if (!rs.ok()) {
-      std::fprintf(stderr, "ApplyBatch: rollback failed: %s\n",
-                   rs.ToString().c_str());
-      std::abort();
-    }
+    impl_->reader.RollbackToSavePoint();
     impl_->events.resize(events_before);
     compact_revision_ = compact_before;
     impl_->wrote = false;
     return s;
   }
-  impl_->batch.PopSavePoint();
+  impl_->reader.PopSavePoint();
   if (impl_->wrote) ++revision_;
   impl_->wrote = false;
   return s;
@@ -1196,15 +1329,15 @@ void ApplyBatch::WritePut(mvccpb::KeyValue kv, mvccpb::KeyValue* prev) {
   kv.AppendToString(&history);
   const rocksdb::Slice flag(&kPutFlag, 1);
   Families f{db_->history, db_->index, db_->latest, db_->lease};
-  impl_->batch.Put(f.history, EncodeRevision(rev), history);
-  impl_->batch.Put(f.index, EncodeIndexKey(kv.key(), rev), flag);
-  impl_->batch.Put(f.latest, kv.key(),
-                   rocksdb::Slice(history.data() + 1, history.size() - 1));
+  impl_->reader.Put(f.history, EncodeRevision(rev), history);
+  impl_->reader.Put(f.index, EncodeIndexKey(kv.key(), rev), flag);
+  impl_->reader.Put(f.latest, kv.key(),
+                    rocksdb::Slice(history.data() + 1, history.size() - 1));
   if (prev != nullptr && prev->lease() != 0 && prev->lease() != kv.lease()) {
-    impl_->batch.Delete(f.lease, LeaseKey(prev->lease(), kv.key()));
+    impl_->reader.Delete(f.lease, LeaseKey(prev->lease(), kv.key()));
   }
   if (kv.lease() != 0) {
-    impl_->batch.Put(f.lease, LeaseKey(kv.lease(), kv.key()), "");
+    impl_->reader.Put(f.lease, LeaseKey(kv.lease(), kv.key()), "");
   }
   mvccpb::Event ev;
   ev.set_type(mvccpb::Event::PUT);
@@ -1221,12 +1354,12 @@ void ApplyBatch::WriteTombstone(const mvccpb::KeyValue& prev) {
   tomb.set_mod_revision(rev.main);
   std::string history(1, kTombstoneFlag);
   history.append(tomb.SerializeAsString());
-  impl_->batch.Put(db_->history, EncodeRevision(rev), history);
-  impl_->batch.Put(db_->index, EncodeIndexKey(prev.key(), rev),
-                   std::string(1, kTombstoneFlag));
-  impl_->batch.Delete(db_->latest, prev.key());
+  impl_->reader.Put(db_->history, EncodeRevision(rev), history);
+  impl_->reader.Put(db_->index, EncodeIndexKey(prev.key(), rev),
+                    std::string(1, kTombstoneFlag));
+  impl_->reader.Delete(db_->latest, prev.key());
   if (prev.lease() != 0) {
-    impl_->batch.Delete(db_->lease, LeaseKey(prev.lease(), prev.key()));
+    impl_->reader.Delete(db_->lease, LeaseKey(prev.lease(), prev.key()));
   }
   mvccpb::Event ev;
   ev.set_type(mvccpb::Event::DELETE);
@@ -1521,7 +1654,7 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
 }
 
 void ApplyBatch::PutRecord(const std::string& name, const std::string& value) {
-  impl_->batch.Put(db_->meta, kMetaRecordPrefix + name, value);
+  impl_->reader.Put(db_->meta, kMetaRecordPrefix + name, value);
 }
 
 absl::StatusOr<std::string> MvccStore::GetRecord(
@@ -1536,11 +1669,11 @@ absl::StatusOr<std::string> MvccStore::GetRecord(
 }
 
 void ApplyBatch::PutLeaseRecord(int64_t lease_id, const std::string& record) {
-  impl_->batch.Put(db_->meta, LeaseRecordKey(lease_id), record);
+  impl_->reader.Put(db_->meta, LeaseRecordKey(lease_id), record);
 }
 
 void ApplyBatch::DeleteLeaseRecord(int64_t lease_id) {
-  impl_->batch.Delete(db_->meta, LeaseRecordKey(lease_id));
+  impl_->reader.Delete(db_->meta, LeaseRecordKey(lease_id));
 }
 
 std::vector<mvccpb::Event> ApplyBatch::TakeEvents() {
@@ -1555,7 +1688,7 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
     std::abort();
   }
   impl_->finished = true;
-  rocksdb::WriteBatchWithIndex& b = impl_->batch;
+  rocksdb::WriteBatch& b = *impl_->reader.batch();
   b.Put(db_->meta, kMetaAppliedIndex, U64(applied_index));
   b.Put(db_->meta, kMetaRevision, U64(static_cast<uint64_t>(revision_)));
   b.Put(db_->meta, kMetaCompactRevision,
@@ -1568,7 +1701,7 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.sync;
   const absl::Time start = MonotonicNow();
-  rocksdb::Status s = db_->db->Write(wo, b.GetWriteBatch());
+  rocksdb::Status s = db_->db->Write(wo, &b);
   if (s.ok() && store_->options_.commit_seconds != nullptr) {
     store_->options_.commit_seconds->ObserveDuration(MonotonicNow() - start);
   }

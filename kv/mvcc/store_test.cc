@@ -697,6 +697,158 @@ TEST_F(StoreTest, RandomOps_MatchModelAtEveryRevisionThroughCompaction) {
   EXPECT_EQ(store_->HashKV(compact_at - 1).status(), ErrCompacted());
 }
 
+// Many requests in one batch, as one raft Ready applies them: each sees the
+// writes of those before it (puts, deletes, transactions that read ranges,
+// a transaction that fails and leaves nothing, keys a lease revocation
+// deletes), checked against a model after every request and, at the end, at
+// every revision.
+TEST_F(StoreTest, RandomOps_InSharedBatchesSeeEarlierWrites) {
+  std::mt19937 rng(99);
+  leases_.ids = {1};
+  std::vector<Model> states(2);  // states[rev]; revision 1 is empty
+  auto key = [&] { return std::string(1, 'a' + rng() % 10); };
+  auto same = [](const mvccpb::KeyValue& a, const mvccpb::KeyValue& b) {
+    return a.SerializeAsString() == b.SerializeAsString();
+  };
+  auto put_kv = [&](const Model& m, const std::string& k, const std::string& v,
+                    int64_t lease, int64_t rev) {
+    mvccpb::KeyValue kv;
+    auto it = m.find(k);
+    kv.set_key(k);
+    kv.set_value(v);
+    kv.set_mod_revision(rev);
+    kv.set_create_revision(it == m.end() ? rev : it->second.create_revision());
+    kv.set_version(it == m.end() ? 1 : it->second.version() + 1);
+    kv.set_lease(lease);
+    return kv;
+  };
+  for (int batch = 0; batch < 60; ++batch) {
+    auto b = store_->BeginApply(&leases_);
+    const int n = 1 + static_cast<int>(rng() % 12);
+    for (int i = 0; i < n; ++i) {
+      Model next = states.back();
+      const int64_t rev = static_cast<int64_t>(states.size());
+      const int op = static_cast<int>(rng() % 10);
+      SCOPED_TRACE(::testing::Message()
+                   << "batch " << batch << " op " << op << " rev " << rev);
+      if (op < 4) {
+        etcdserverpb::PutRequest req;
+        req.set_key(key());
+        req.set_value(std::to_string(rng() % 1000));
+        req.set_lease(rng() % 3 == 0 ? 1 : 0);
+        req.set_prev_kv(true);
+        etcdserverpb::PutResponse resp;
+        ASSERT_TRUE(b->Put(req, &resp).ok());
+        auto it = next.find(req.key());
+        ASSERT_EQ(resp.has_prev_kv(), it != next.end());
+        if (it != next.end()) {
+          EXPECT_TRUE(same(resp.prev_kv(), it->second));
+        }
+        next[req.key()] =
+            put_kv(next, req.key(), req.value(), req.lease(), rev);
+        states.push_back(next);
+      } else if (op < 6) {
+        std::string a = key(), e = key();
+        if (e < a) std::swap(a, e);
+        etcdserverpb::DeleteRangeRequest req;
+        req.set_key(a);
+        req.set_range_end(e);
+        etcdserverpb::DeleteRangeResponse resp;
+        ASSERT_TRUE(b->DeleteRange(req, &resp).ok());
+        int64_t gone = 0;
+        for (auto it = next.lower_bound(a);
+             it != next.end() && it->first < e;) {
+          it = next.erase(it);
+          ++gone;
+        }
+        EXPECT_EQ(resp.deleted(), gone);
+        if (gone > 0) states.push_back(next);
+      } else if (op < 8) {
+        // A put, then a range over what the batch holds so far.
+        etcdserverpb::TxnRequest txn;
+        auto* put = txn.add_success()->mutable_request_put();
+        put->set_key(key());
+        put->set_value(std::to_string(rng() % 1000));
+        std::string a = key(), e = key();
+        if (e < a) std::swap(a, e);
+        auto* range = txn.add_success()->mutable_request_range();
+        range->set_key(a);
+        range->set_range_end(e);
+        etcdserverpb::TxnResponse resp;
+        ASSERT_TRUE(b->Txn(txn, &resp).ok());
+        ASSERT_TRUE(resp.succeeded());
+        next[put->key()] = put_kv(next, put->key(), put->value(), 0, rev);
+        std::vector<mvccpb::KeyValue> want;
+        for (auto it = next.lower_bound(a); it != next.end() && it->first < e;
+             ++it) {
+          want.push_back(it->second);
+        }
+        const auto& got = resp.responses(1).response_range().kvs();
+        ASSERT_EQ(got.size(), static_cast<int>(want.size()));
+        for (size_t j = 0; j < want.size(); ++j) {
+          EXPECT_TRUE(same(got[static_cast<int>(j)], want[j])) << j;
+        }
+        states.push_back(next);
+      } else if (op < 9) {
+        // Fails on its second put: its first must leave no trace, for the
+        // requests after it in the batch too.
+        etcdserverpb::TxnRequest txn;
+        auto* put = txn.add_success()->mutable_request_put();
+        put->set_key(key());
+        put->set_value("never");
+        txn.add_success()->mutable_request_range()->set_key(put->key());
+        auto* bad = txn.add_success()->mutable_request_put();
+        bad->set_key(key());
+        bad->set_lease(42);
+        etcdserverpb::TxnResponse resp;
+        EXPECT_EQ(b->Txn(txn, &resp), ErrLeaseNotFound());
+        etcdserverpb::TxnRequest read;
+        read.add_success()->mutable_request_range()->set_key(put->key());
+        etcdserverpb::TxnResponse after;
+        ASSERT_TRUE(b->Txn(read, &after).ok());
+        auto it = next.find(put->key());
+        const auto& kvs = after.responses(0).response_range().kvs();
+        ASSERT_EQ(kvs.size(), it == next.end() ? 0 : 1);
+        if (it != next.end()) {
+          EXPECT_TRUE(same(kvs[0], it->second));
+        }
+      } else {
+        absl::StatusOr<int64_t> gone = b->DeleteLeaseKeys(1);
+        ASSERT_TRUE(gone.ok()) << gone.status();
+        int64_t want = 0;
+        for (auto it = next.begin(); it != next.end();) {
+          if (it->second.lease() == 1) {
+            it = next.erase(it);
+            ++want;
+          } else {
+            ++it;
+          }
+        }
+        EXPECT_EQ(*gone, want);
+        if (want > 0) states.push_back(next);
+      }
+    }
+    ASSERT_TRUE(b->Commit(++index_).ok());
+    ASSERT_EQ(store_->revision(), static_cast<int64_t>(states.size()) - 1);
+  }
+  for (int64_t rev = 1; rev < static_cast<int64_t>(states.size()); ++rev) {
+    RangeResponse r = Range(std::string(1, '\0'), std::string(1, '\0'), rev);
+    ASSERT_EQ(r.kvs_size(), static_cast<int>(states[rev].size())) << rev;
+    int i = 0;
+    for (const auto& [k, kv] : states[rev]) {
+      EXPECT_TRUE(same(r.kvs(i), kv)) << "rev " << rev << " key " << k;
+      ++i;
+    }
+  }
+  std::vector<std::string> keys;
+  ASSERT_TRUE(store_->LeaseKeys(1, &keys).ok());
+  std::vector<std::string> want_keys;
+  for (const auto& [k, kv] : states.back()) {
+    if (kv.lease() == 1) want_keys.push_back(k);
+  }
+  EXPECT_EQ(keys, want_keys);
+}
+
 // A read's header revision and its data come from one snapshot, also while
 // batches commit and compaction deletes beside it: every batch puts "k", so
 // "k"'s mod revision is the store's revision at any snapshot.
