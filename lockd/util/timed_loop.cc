@@ -1,11 +1,22 @@
 #include "lockd/util/timed_loop.h"
 
+#include <chrono>
 #include <utility>
 
-#include "lockd/util/clock.h"
 #include "lockd/util/thread_name.h"
 
 namespace lockd {
+namespace {
+
+// A MonotonicNow() reading as a steady_clock time point: both count
+// CLOCK_MONOTONIC (libstdc++'s steady_clock is CLOCK_MONOTONIC on Linux, and
+// its condition variable waits on that clock for steady_clock deadlines).
+std::chrono::steady_clock::time_point ToSteady(absl::Time t) {
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(
+      absl::ToInt64Nanoseconds(t - absl::UnixEpoch())));
+}
+
+}  // namespace
 
 void TimedLoop::Start(const std::string& name, absl::Time first,
                       std::function<absl::Time()> step) {
@@ -14,11 +25,13 @@ void TimedLoop::Start(const std::string& name, absl::Time first,
     absl::Time next = first;
     while (true) {
       {
-        absl::MutexLock lock(&mu_);
-        auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_;
-        };
-        AwaitUntil(mu_, absl::Condition(&stopping), next);
+        std::unique_lock<std::mutex> lock(mu_);
+        auto stopping = [this] { return stop_; };
+        if (next == absl::InfiniteFuture()) {
+          cv_.wait(lock, stopping);
+        } else {
+          cv_.wait_until(lock, ToSteady(next), stopping);
+        }
         if (stop_) return;
       }
       next = step();
@@ -28,9 +41,10 @@ void TimedLoop::Start(const std::string& name, absl::Time first,
 
 void TimedLoop::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 

@@ -1,15 +1,19 @@
 // A named thread that runs a step at the times the step itself asks for,
-// until stopped: the shape of the member's periodic background jobs (auto
+// until stopped: the shape of the member's periodic jobs (raft ticks, auto
 // compaction, corruption checks).
+//
+// Its waits run on CLOCK_MONOTONIC itself (a condition variable waiting on
+// steady_clock), not on absl::Mutex's wall-clock timed waits: a step of the
+// wall clock, forward or backward, neither runs a step early nor delays it.
 #ifndef LOCKD_UTIL_TIMED_LOOP_H_
 #define LOCKD_UTIL_TIMED_LOOP_H_
 
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace lockd {
@@ -23,7 +27,7 @@ class TimedLoop {
 
   // Runs `step` at `first`, then at whatever time each run returns, on a
   // thread named `name`. Times are MonotonicNow() readings
-  // (lockd/util/clock.h). Call once.
+  // (lockd/util/clock.h); absl::InfiniteFuture() waits for Stop. Call once.
   void Start(const std::string& name, absl::Time first,
              std::function<absl::Time()> step);
   // Wakes the thread out of its wait and joins it (a step in progress
@@ -31,8 +35,9 @@ class TimedLoop {
   void Stop();
 
  private:
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
   std::thread thread_;
 };
 

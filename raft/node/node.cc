@@ -105,9 +105,23 @@ void RaftNode::Start() {
   running_ = true;
   leaderless_since_ = MonotonicNow();
   thread_ = std::thread([this] { Run(); });
+  const absl::Duration interval = options_.tick_interval;
+  ticker_.Start("raft-tick", MonotonicNow() + interval,
+                [this, interval, next = MonotonicNow() + interval]() mutable {
+                  {
+                    absl::MutexLock lock(&mu_);
+                    tick_due_ = true;
+                  }
+                  const absl::Time now = MonotonicNow();
+                  next += interval;
+                  // After a stall, don't replay missed ticks in a burst.
+                  if (next < now) next = now + interval;
+                  return next;
+                });
 }
 
 void RaftNode::Stop() {
+  ticker_.Stop();
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
@@ -604,21 +618,22 @@ void RaftNode::Run() {
   bool campaign_now = status.config.voters.incoming.size() == 1 &&
                       status.config.voters.incoming.count(options_.id) == 1 &&
                       status.config.voters.outgoing.empty();
-  // Ticks run on the monotonic clock: a wall-clock step forward does not
-  // cut an election timeout short. (One backward, while the loop has no
-  // input at all, delays its ticks by the step: an idle leader may then
-  // miss heartbeats and see one needless election.)
-  absl::Time next_tick = MonotonicNow() + options_.tick_interval;
+  // Ticks come from ticker_, which waits on the monotonic clock itself: a
+  // wall-clock step, forward or backward, neither cuts an election timeout
+  // short nor holds back an idle leader's heartbeats.
   while (true) {
     std::deque<Input> inputs;
+    bool tick;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || !inbox_.empty();
+        return stop_ || !inbox_.empty() || tick_due_;
       };
-      AwaitUntil(mu_, absl::Condition(&ready), next_tick);
+      mu_.Await(absl::Condition(&ready));
       if (stop_) break;
       inputs.swap(inbox_);
+      tick = tick_due_;
+      tick_due_ = false;
     }
     for (Input& in : inputs) HandleInput(in);
     read_batch_ctx_.clear();
@@ -628,13 +643,7 @@ void RaftNode::Run() {
     for (const auto& [id, ok] : transport_->TakeSnapshotReports()) {
       raw_->ReportSnapshot(id, ok);
     }
-    absl::Time now = MonotonicNow();
-    if (now >= next_tick) {
-      raw_->Tick();
-      next_tick += options_.tick_interval;
-      // After a stall, don't replay missed ticks in a burst.
-      if (next_tick < now) next_tick = now + options_.tick_interval;
-    }
+    if (tick) raw_->Tick();
     while (raw_->HasReady()) {
       if (!HandleReady(raw_->GetReady())) {
         // Going on could acknowledge what was never stored: stop the

@@ -51,6 +51,7 @@
 #include "absl/time/time.h"
 #include "lockd/util/clock.h"
 #include "lockd/util/metrics.h"
+#include "lockd/util/timed_loop.h"
 #include "raft/core/raw_node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -284,6 +285,8 @@ class RaftNode final : public MessageHandler {
   StateMachine* state_machine_;
   std::unique_ptr<RawNode> raw_;  // node thread only
   std::thread thread_;
+  // Raises tick_due_ every tick_interval, on the monotonic clock (see Run).
+  TimedLoop ticker_;
   uint64_t next_read_ctx_ = 1;  // node thread only
   // ReadIndex requests in flight, by context; node thread only.
   std::map<std::string,
@@ -316,6 +319,7 @@ class RaftNode final : public MessageHandler {
   absl::Mutex mu_;
   std::deque<Input> inbox_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool tick_due_ ABSL_GUARDED_BY(mu_) = false;
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t applied_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t leader_for_waiters_ ABSL_GUARDED_BY(mu_) = 0;
