@@ -15,7 +15,6 @@
 #include "kv/mvcc/validate.h"
 #include "lockd/util/clock.h"
 #include "lockd/util/log.h"
-#include "lockd/util/thread_name.h"
 
 namespace lockd {
 namespace {
@@ -123,30 +122,21 @@ KvService::KvService(const ServerConfig* config, raft::RaftNode* node,
           config->member_id,
           [this](uint64_t leader) { return PeerChannel(leader); })),
       peer_credentials_(std::move(peer_credentials)) {
-  sweeper_ = std::thread([this] {
-    SetThreadName("kv-sweeper");
-    absl::MutexLock lock(&sweeper_mu_);
-    while (!AwaitFor(sweeper_mu_, absl::Condition(&stopping_),
-                     absl::Milliseconds(50))) {
-      sweeper_mu_.Unlock();
-      // A removed member applies nothing more: writes it holds for its own
-      // apply are answered now.
-      if (node_->removed()) state_machine_->ReleaseRevisionWaits();
-      state_machine_->ExpireWaiters(MonotonicNow());
-      ExpireReads(MonotonicNow());
-      sweeper_mu_.Lock();
-    }
+  constexpr absl::Duration kSweepEvery = absl::Milliseconds(50);
+  sweeper_.Start("kv-sweeper", MonotonicNow() + kSweepEvery, [this] {
+    // A removed member applies nothing more: writes it holds for its own
+    // apply are answered now.
+    if (node_->removed()) state_machine_->ReleaseRevisionWaits();
+    state_machine_->ExpireWaiters(MonotonicNow());
+    ExpireReads(MonotonicNow());
+    return MonotonicNow() + kSweepEvery;
   });
 }
 
 KvService::~KvService() {
   // Its refusals still use the worker pool.
   forwarder_.reset();
-  {
-    absl::MutexLock lock(&sweeper_mu_);
-    stopping_ = true;
-  }
-  sweeper_.join();
+  sweeper_.Stop();
   // Whatever still waits for a commit is answered now.
   state_machine_->ExpireWaiters(absl::InfiniteFuture());
   ExpireReads(absl::InfiniteFuture());

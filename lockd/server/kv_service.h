@@ -36,6 +36,7 @@
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/membership.h"
 #include "lockd/server/worker_pool.h"
+#include "lockd/util/timed_loop.h"
 #include "raft/node/node.h"
 
 namespace lockd {
@@ -228,9 +229,7 @@ class KvService final : public KvServiceBase {
       ABSL_GUARDED_BY(reads_mu_);
   // Answers writes and reads whose commit or barrier did not come by their
   // deadline.
-  absl::Mutex sweeper_mu_;
-  bool stopping_ ABSL_GUARDED_BY(sweeper_mu_) = false;
-  std::thread sweeper_;
+  TimedLoop sweeper_;
   // Declared last: destroyed first, so queued work still finds the rest of
   // the service. The slow paths of all calls:
   WorkerPool pool_{"kv-slow", 64, 100000};

@@ -13,7 +13,6 @@
 #include "kv/mvcc/errors.h"
 #include "lockd/util/clock.h"
 #include "lockd/util/log.h"
-#include "lockd/util/thread_name.h"
 
 namespace lockd {
 namespace {
@@ -67,7 +66,10 @@ LeaseDriver::LeaseDriver(const ServerConfig* config, raft::RaftNode* node,
 LeaseDriver::~LeaseDriver() { Stop(); }
 
 void LeaseDriver::Start() {
-  thread_ = std::thread([this] { Run(); });
+  next_refresh_ = MonotonicNow();
+  last_revoke_ = MonotonicNow();
+  loop_.Start("lease-driver", MonotonicNow() + kTick,
+              [this] { return Step(); });
 }
 
 void LeaseDriver::Stop() {
@@ -75,14 +77,11 @@ void LeaseDriver::Stop() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  if (thread_.joinable()) thread_.join();
+  loop_.Stop();
   lessor_->Demote();
 }
 
-void LeaseDriver::Kick() {
-  absl::MutexLock lock(&mu_);
-  kicked_ = true;
-}
+void LeaseDriver::Kick() { loop_.Kick(); }
 
 void LeaseDriver::SyncLeadership() {
   bool stopped;
@@ -99,45 +98,32 @@ void LeaseDriver::SyncLeadership() {
   }
 }
 
-void LeaseDriver::Run() {
-  SetThreadName("lease-driver");
-  absl::Time next_refresh = MonotonicNow();
-  absl::Time last_revoke = MonotonicNow();
-  double revoke_tokens = 0;
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || kicked_;
-      };
-      AwaitFor(mu_, absl::Condition(&woken), kTick);
-      if (stop_) return;
-      kicked_ = false;
-    }
-    SyncLeadership();
-    if (!node_->is_leader()) continue;
-    const absl::Time now = MonotonicNow();
-    if (in_flight_seq_ != 0 && now > in_flight_deadline_) {
-      state_machine_->Cancel(in_flight_id_);
-      lessor_->CheckpointDone(in_flight_seq_, false);
-      in_flight_seq_ = 0;
-    }
-    const bool refresh = now >= next_refresh;
-    if (refresh) next_refresh = now + kRefreshPeriod;
-    ProposeCheckpoint(refresh);
-    // Expiry scans every lease: once a tick, not on every wake-up. A token
-    // bucket at etcd's rate, bursts of at most half a second's.
-    if (now - last_revoke < kTick) continue;
-    const double rate = kRevokesPerSecond;
-    revoke_tokens =
-        std::min(rate / 2, revoke_tokens +
-                               rate * absl::ToDoubleSeconds(now - last_revoke));
-    last_revoke = now;
-    if (revoke_tokens >= 1) {
-      revoke_tokens -= static_cast<double>(
-          ProposeRevokes(static_cast<size_t>(revoke_tokens)));
-    }
+absl::Time LeaseDriver::Step() {
+  const absl::Time next = MonotonicNow() + kTick;
+  SyncLeadership();
+  if (!node_->is_leader()) return next;
+  const absl::Time now = MonotonicNow();
+  if (in_flight_seq_ != 0 && now > in_flight_deadline_) {
+    state_machine_->Cancel(in_flight_id_);
+    lessor_->CheckpointDone(in_flight_seq_, false);
+    in_flight_seq_ = 0;
   }
+  const bool refresh = now >= next_refresh_;
+  if (refresh) next_refresh_ = now + kRefreshPeriod;
+  ProposeCheckpoint(refresh);
+  // Expiry scans every lease: once a tick, not on every wake-up. A token
+  // bucket at etcd's rate, bursts of at most half a second's.
+  if (now - last_revoke_ < kTick) return next;
+  const double rate = kRevokesPerSecond;
+  revoke_tokens_ =
+      std::min(rate / 2, revoke_tokens_ +
+                             rate * absl::ToDoubleSeconds(now - last_revoke_));
+  last_revoke_ = now;
+  if (revoke_tokens_ >= 1) {
+    revoke_tokens_ -= static_cast<double>(
+        ProposeRevokes(static_cast<size_t>(revoke_tokens_)));
+  }
+  return next;
 }
 
 void LeaseDriver::ProposeCheckpoint(bool refresh) {

@@ -33,6 +33,7 @@
 #include "lockd/server/kv_service.h"
 #include "lockd/server/kv_state_machine.h"
 #include "lockd/server/worker_pool.h"
+#include "lockd/util/timed_loop.h"
 #include "raft/node/node.h"
 
 namespace lockd {
@@ -55,7 +56,8 @@ class LeaseDriver {
   void Kick();
 
  private:
-  void Run();
+  // One round of the driver's loop; returns when the next one is due.
+  absl::Time Step();
   void ProposeCheckpoint(bool refresh);
   // Proposes revokes for at most `max` expired leases; returns how many.
   size_t ProposeRevokes(size_t max);
@@ -68,15 +70,18 @@ class LeaseDriver {
   std::atomic<uint64_t> next_id_;
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  bool kicked_ ABSL_GUARDED_BY(mu_) = false;
   // Serializes reading the node's leadership with acting on it.
   absl::Mutex sync_mu_;
   // The checkpoint in flight: its sequence, log command id, and deadline.
-  // Driver thread only.
+  // Driver thread only, as are the three below.
   uint64_t in_flight_seq_ = 0;
   uint64_t in_flight_id_ = 0;
   absl::Time in_flight_deadline_;
-  std::thread thread_;
+  absl::Time next_refresh_;
+  absl::Time last_revoke_;
+  double revoke_tokens_ = 0;
+  // Runs Step every kTick, and at once when kicked, on the monotonic clock.
+  TimedLoop loop_;
 };
 
 class KeepAliveStream;

@@ -694,44 +694,36 @@ void Server::PublishLoop() {
   }
 }
 
-void Server::CompactorLoop() {
-  SetThreadName("compactor");
+void Server::CompactorStep() {
+  RetirePeers();
+  // Require-leader: a member without a leader for three election
+  // timeouts ends its watch, keep-alive and Observe streams, so no client
+  // hangs on a cut-off member; clients resume on another member (watches
+  // from their last revision).
+  if (node_->LeaderlessFor() >
+      3 * absl::Milliseconds(config_.election_timeout_ms)) {
+    const grpc::Status no_leader(grpc::StatusCode::UNAVAILABLE,
+                                 "etcdserver: no leader");
+    const int ended = watch_->EndAll(no_leader);
+    const int ended_other =
+        lease_->EndKeepAlives(no_leader) +
+        peer_lease_->EndKeepAlives(no_leader) +
+        require_leader_.EndAll(grpc::StatusCode::UNAVAILABLE,
+                               "etcdserver: no leader");
+    if (ended + ended_other > 0) {
+      Logf(LogLevel::kWarning, "server",
+           "no leader for %s: ended %d watch and %d keep-alive/observe "
+           "streams with \"no leader\"",
+           absl::FormatDuration(node_->LeaderlessFor()), ended, ended_other);
+    }
+  }
   // Reclaims space after logical compactions, a bounded slice at a time so
   // it never monopolizes the disk.
-  while (true) {
-    {
-      absl::MutexLock lock(&stop_mu_);
-      AwaitFor(stop_mu_, absl::Condition(&stopping_), absl::Seconds(1));
-      if (stopping_) return;
-    }
-    RetirePeers();
-    // Require-leader: a member without a leader for three election
-    // timeouts ends its watch, keep-alive and Observe streams, so no client
-    // hangs on a cut-off member; clients resume on another member (watches
-    // from their last revision).
-    if (node_->LeaderlessFor() >
-        3 * absl::Milliseconds(config_.election_timeout_ms)) {
-      const grpc::Status no_leader(grpc::StatusCode::UNAVAILABLE,
-                                   "etcdserver: no leader");
-      const int ended = watch_->EndAll(no_leader);
-      const int ended_other =
-          lease_->EndKeepAlives(no_leader) +
-          peer_lease_->EndKeepAlives(no_leader) +
-          require_leader_.EndAll(grpc::StatusCode::UNAVAILABLE,
-                                 "etcdserver: no leader");
-      if (ended + ended_other > 0) {
-        Logf(LogLevel::kWarning, "server",
-             "no leader for %s: ended %d watch and %d keep-alive/observe "
-             "streams with \"no leader\"",
-             absl::FormatDuration(node_->LeaderlessFor()), ended, ended_other);
-      }
-    }
-    absl::MutexLock lock(&compaction_mu_);
-    absl::StatusOr<bool> done = store_->CompactSome(1000);
-    if (!done.ok()) {
-      Logf(LogLevel::kError, "server", "compaction failed: %s",
-           std::string(done.status().message()));
-    }
+  absl::MutexLock lock(&compaction_mu_);
+  absl::StatusOr<bool> done = store_->CompactSome(1000);
+  if (!done.ok()) {
+    Logf(LogLevel::kError, "server", "compaction failed: %s",
+         std::string(done.status().message()));
   }
 }
 
@@ -982,7 +974,10 @@ absl::Status Server::Start() {
   watch_hub_->Start();
   node_->Start();
   lease_driver_->Start();
-  compactor_ = std::thread([this] { CompactorLoop(); });
+  compactor_.Start("compactor", MonotonicNow() + absl::Seconds(1), [this] {
+    CompactorStep();
+    return MonotonicNow() + absl::Seconds(1);
+  });
   if (config_.corrupt_check_time > absl::ZeroDuration()) {
     corruption_checker_->Start(config_.corrupt_check_time);
   }
@@ -1043,7 +1038,7 @@ void Server::Shutdown(absl::Duration grace) {
     absl::MutexLock lock(&stop_mu_);
     stopping_ = true;
   }
-  if (compactor_.joinable()) compactor_.join();
+  compactor_.Stop();
   if (auto_compactor_ != nullptr) auto_compactor_->Stop();
   if (corruption_checker_ != nullptr) corruption_checker_->Stop();
   if (publisher_.joinable()) publisher_.join();

@@ -45,6 +45,7 @@
 #include "lockd/server/tls.h"
 #include "lockd/server/watch_service.h"
 #include "lockd/util/metrics.h"
+#include "lockd/util/timed_loop.h"
 #include "raft/node/node.h"
 #include "raft/storage/disk_storage.h"
 #include "raft/transport/transport.h"
@@ -121,7 +122,9 @@ class Server {
   // the current members for the grace period, then stops the process.
   void StartRetire();
   void Retire();
-  void CompactorLoop();
+  // Once a second: retires removed peers, ends the streams of a member cut
+  // off from its leader, and reclaims a slice of compacted space.
+  void CompactorStep();
   // The client port's two ways in.
   bool HandOffGrpc(int fd);
   std::shared_ptr<grpc::Channel> GatewayChannel();
@@ -168,7 +171,7 @@ class Server {
   absl::Mutex compaction_mu_;
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
-  std::thread compactor_;
+  TimedLoop compactor_;
   // --auto-compaction-*: compacts the history as it ages, while leading.
   std::unique_ptr<AutoCompactor> auto_compactor_;
   // --experimental-*corrupt-check*: compares members' HashKV.

@@ -15,7 +15,8 @@
 //     returns early because the wall clock moved on, until the monotonic
 //     deadline has really passed. A step backward during a wait still
 //     lengthens that one wait by the step; nothing ends early. Periodic
-//     work (raft ticks, the member's background jobs) runs on TimedLoop
+//     work (raft ticks, the lease driver, the request-timeout sweeper, the
+//     member's once-a-second and background jobs) runs on TimedLoop
 //     (timed_loop.h), whose waits are on CLOCK_MONOTONIC itself, so no
 //     step delays it.
 #ifndef LOCKD_UTIL_CLOCK_H_

@@ -26,17 +26,26 @@ void TimedLoop::Start(const std::string& name, absl::Time first,
     while (true) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        auto stopping = [this] { return stop_; };
+        auto woken = [this] { return stop_ || kicked_; };
         if (next == absl::InfiniteFuture()) {
-          cv_.wait(lock, stopping);
+          cv_.wait(lock, woken);
         } else {
-          cv_.wait_until(lock, ToSteady(next), stopping);
+          cv_.wait_until(lock, ToSteady(next), woken);
         }
         if (stop_) return;
+        kicked_ = false;
       }
       next = step();
     }
   });
+}
+
+void TimedLoop::Kick() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    kicked_ = true;
+  }
+  cv_.notify_all();
 }
 
 void TimedLoop::Stop() {

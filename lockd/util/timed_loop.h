@@ -30,6 +30,10 @@ class TimedLoop {
   // (lockd/util/clock.h); absl::InfiniteFuture() waits for Stop. Call once.
   void Start(const std::string& name, absl::Time first,
              std::function<absl::Time()> step);
+  // Runs the step now rather than at the time it asked for (after the one
+  // in progress, if any; kicks before a step starts are one run). Any
+  // thread; harmless after Stop.
+  void Kick();
   // Wakes the thread out of its wait and joins it (a step in progress
   // finishes first). Idempotent.
   void Stop();
@@ -37,7 +41,8 @@ class TimedLoop {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;  // guarded by mu_
+  bool stop_ = false;    // guarded by mu_
+  bool kicked_ = false;  // guarded by mu_
   std::thread thread_;
 };
 
