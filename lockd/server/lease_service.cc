@@ -68,8 +68,11 @@ LeaseDriver::~LeaseDriver() { Stop(); }
 void LeaseDriver::Start() {
   next_refresh_ = MonotonicNow();
   last_revoke_ = MonotonicNow();
-  loop_.Start("lease-driver", MonotonicNow() + kTick,
-              [this] { return Step(); });
+  // The next round comes a tick after this one ends, or when kicked.
+  loop_.Start("lease-driver", MonotonicNow() + kTick, [this] {
+    Step();
+    return MonotonicNow() + kTick;
+  });
 }
 
 void LeaseDriver::Stop() {
@@ -98,10 +101,9 @@ void LeaseDriver::SyncLeadership() {
   }
 }
 
-absl::Time LeaseDriver::Step() {
-  const absl::Time next = MonotonicNow() + kTick;
+void LeaseDriver::Step() {
   SyncLeadership();
-  if (!node_->is_leader()) return next;
+  if (!node_->is_leader()) return;
   const absl::Time now = MonotonicNow();
   if (in_flight_seq_ != 0 && now > in_flight_deadline_) {
     state_machine_->Cancel(in_flight_id_);
@@ -113,7 +115,7 @@ absl::Time LeaseDriver::Step() {
   ProposeCheckpoint(refresh);
   // Expiry scans every lease: once a tick, not on every wake-up. A token
   // bucket at etcd's rate, bursts of at most half a second's.
-  if (now - last_revoke_ < kTick) return next;
+  if (now - last_revoke_ < kTick) return;
   const double rate = kRevokesPerSecond;
   revoke_tokens_ =
       std::min(rate / 2, revoke_tokens_ +
@@ -123,7 +125,6 @@ absl::Time LeaseDriver::Step() {
     revoke_tokens_ -= static_cast<double>(
         ProposeRevokes(static_cast<size_t>(revoke_tokens_)));
   }
-  return next;
 }
 
 void LeaseDriver::ProposeCheckpoint(bool refresh) {

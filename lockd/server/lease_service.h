@@ -56,8 +56,8 @@ class LeaseDriver {
   void Kick();
 
  private:
-  // One round of the driver's loop; returns when the next one is due.
-  absl::Time Step();
+  // One round of the driver's loop (on loop_'s thread).
+  void Step();
   void ProposeCheckpoint(bool refresh);
   // Proposes revokes for at most `max` expired leases; returns how many.
   size_t ProposeRevokes(size_t max);
