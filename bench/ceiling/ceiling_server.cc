@@ -33,6 +33,13 @@ void FillHeader(etcdserverpb::ResponseHeader* h, int64_t revision) {
   h->set_raft_term(1);
 }
 
+// Answers a unary call with OK at once.
+grpc::ServerUnaryReactor* AnswerNow(grpc::CallbackServerContext* ctx) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(grpc::Status::OK);
+  return r;
+}
+
 class NullKv final : public etcdserverpb::KV::CallbackService {
  public:
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx,
@@ -40,7 +47,7 @@ class NullKv final : public etcdserverpb::KV::CallbackService {
                                 etcdserverpb::PutResponse* resp) override {
     (void)req;
     FillHeader(resp->mutable_header(), ++revision_);
-    return Finish(ctx);
+    return AnswerNow(ctx);
   }
   grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* ctx,
                                   const etcdserverpb::RangeRequest* req,
@@ -54,7 +61,7 @@ class NullKv final : public etcdserverpb::KV::CallbackService {
     kv->set_mod_revision(1);
     kv->set_version(1);
     resp->set_count(1);
-    return Finish(ctx);
+    return AnswerNow(ctx);
   }
   grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* ctx,
                                 const etcdserverpb::TxnRequest* req,
@@ -66,15 +73,10 @@ class NullKv final : public etcdserverpb::KV::CallbackService {
       FillHeader(
           resp->add_responses()->mutable_response_put()->mutable_header(), rev);
     }
-    return Finish(ctx);
+    return AnswerNow(ctx);
   }
 
  private:
-  static grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx) {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    r->Finish(grpc::Status::OK);
-    return r;
-  }
   std::atomic<int64_t> revision_{1};
 };
 
@@ -118,9 +120,7 @@ class NullLease final : public etcdserverpb::Lease::CallbackService {
     FillHeader(resp->mutable_header(), 1);
     resp->set_id(req->id() != 0 ? req->id() : ++next_id_);
     resp->set_ttl(req->ttl());
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    r->Finish(grpc::Status::OK);
-    return r;
+    return AnswerNow(ctx);
   }
   grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
                           etcdserverpb::LeaseKeepAliveResponse>*

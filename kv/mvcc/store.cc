@@ -157,10 +157,10 @@ class SnapshotReader final : public KvReader {
 // copy of the batch (WriteBatchWithIndex), built on first need by replaying
 // the batch and kept up to date from then on: keeping that index for every
 // write cost more than inserting the writes into the memtables.
-class BatchReader final : public KvReader {
+class PendingBatch final : public KvReader {
  public:
-  BatchReader(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* latest,
-              const std::vector<rocksdb::ColumnFamilyHandle*>& families)
+  PendingBatch(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* latest,
+               const std::vector<rocksdb::ColumnFamilyHandle*>& families)
       : db_(db), latest_(latest), families_(families) {}
 
   void Put(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key,
@@ -205,7 +205,8 @@ class BatchReader final : public KvReader {
     saving_ = false;
   }
 
-  rocksdb::WriteBatch* batch() { return &batch_; }
+  // Everything written, for the commit.
+  rocksdb::WriteBatch* writes() { return &batch_; }
 
   absl::StatusOr<std::string> Get(rocksdb::ColumnFamilyHandle* cf,
                                   const std::string& key) override {
@@ -1275,8 +1276,8 @@ uint64_t MvccStore::ApproximateSizeBytes() const {
 
 struct ApplyBatch::Impl {
   explicit Impl(const MvccStore::Db& db)
-      : reader(db.db, db.latest, db.handles) {}
-  BatchReader reader;
+      : batch(db.db, db.latest, db.handles) {}
+  PendingBatch batch;
   const LeaseOracle* leases = nullptr;
   std::vector<mvccpb::Event> events;
   // Per request: whether it wrote, and the next sub revision.
@@ -1301,20 +1302,20 @@ ApplyBatch::~ApplyBatch() {
 
 template <typename Fn>
 absl::Status ApplyBatch::ApplyOne(Fn&& fn) {
-  impl_->reader.SetSavePoint();
+  impl_->batch.SetSavePoint();
   const size_t events_before = impl_->events.size();
   const int64_t compact_before = compact_revision_;
   impl_->wrote = false;
   impl_->sub = 0;
   absl::Status s = fn();
   if (!s.ok()) {
-    impl_->reader.RollbackToSavePoint();
+    impl_->batch.RollbackToSavePoint();
     impl_->events.resize(events_before);
     compact_revision_ = compact_before;
     impl_->wrote = false;
     return s;
   }
-  impl_->reader.PopSavePoint();
+  impl_->batch.PopSavePoint();
   if (impl_->wrote) ++revision_;
   impl_->wrote = false;
   return s;
@@ -1329,15 +1330,15 @@ void ApplyBatch::WritePut(mvccpb::KeyValue kv, mvccpb::KeyValue* prev) {
   kv.AppendToString(&history);
   const rocksdb::Slice flag(&kPutFlag, 1);
   Families f{db_->history, db_->index, db_->latest, db_->lease};
-  impl_->reader.Put(f.history, EncodeRevision(rev), history);
-  impl_->reader.Put(f.index, EncodeIndexKey(kv.key(), rev), flag);
-  impl_->reader.Put(f.latest, kv.key(),
-                    rocksdb::Slice(history.data() + 1, history.size() - 1));
+  impl_->batch.Put(f.history, EncodeRevision(rev), history);
+  impl_->batch.Put(f.index, EncodeIndexKey(kv.key(), rev), flag);
+  impl_->batch.Put(f.latest, kv.key(),
+                   rocksdb::Slice(history.data() + 1, history.size() - 1));
   if (prev != nullptr && prev->lease() != 0 && prev->lease() != kv.lease()) {
-    impl_->reader.Delete(f.lease, LeaseKey(prev->lease(), kv.key()));
+    impl_->batch.Delete(f.lease, LeaseKey(prev->lease(), kv.key()));
   }
   if (kv.lease() != 0) {
-    impl_->reader.Put(f.lease, LeaseKey(kv.lease(), kv.key()), "");
+    impl_->batch.Put(f.lease, LeaseKey(kv.lease(), kv.key()), "");
   }
   mvccpb::Event ev;
   ev.set_type(mvccpb::Event::PUT);
@@ -1354,12 +1355,12 @@ void ApplyBatch::WriteTombstone(const mvccpb::KeyValue& prev) {
   tomb.set_mod_revision(rev.main);
   std::string history(1, kTombstoneFlag);
   history.append(tomb.SerializeAsString());
-  impl_->reader.Put(db_->history, EncodeRevision(rev), history);
-  impl_->reader.Put(db_->index, EncodeIndexKey(prev.key(), rev),
-                    std::string(1, kTombstoneFlag));
-  impl_->reader.Delete(db_->latest, prev.key());
+  impl_->batch.Put(db_->history, EncodeRevision(rev), history);
+  impl_->batch.Put(db_->index, EncodeIndexKey(prev.key(), rev),
+                   std::string(1, kTombstoneFlag));
+  impl_->batch.Delete(db_->latest, prev.key());
   if (prev.lease() != 0) {
-    impl_->reader.Delete(db_->lease, LeaseKey(prev.lease(), prev.key()));
+    impl_->batch.Delete(db_->lease, LeaseKey(prev.lease(), prev.key()));
   }
   mvccpb::Event ev;
   ev.set_type(mvccpb::Event::DELETE);
@@ -1376,7 +1377,7 @@ absl::Status ApplyBatch::RangeLocked(const etcdserverpb::RangeRequest& req,
   int64_t current = impl_->wrote ? write_revision() : revision_;
   Families f{db_->history, db_->index, db_->latest, db_->lease};
   absl::Status s =
-      DoRange(f, impl_->reader, current, compact_revision_, req, resp);
+      DoRange(f, impl_->batch, current, compact_revision_, req, resp);
   if (s.ok()) resp->mutable_header()->set_revision(current);
   return s;
 }
@@ -1414,7 +1415,7 @@ absl::Status ApplyBatch::PutLocked(const etcdserverpb::PutRequest& req,
   if (NoSpace(alarms_)) return ErrNoSpace();
   Count(store_->options_.puts);
   absl::StatusOr<std::string> prev_bytes =
-      impl_->reader.Get(db_->latest, req.key());
+      impl_->batch.Get(db_->latest, req.key());
   if (!prev_bytes.ok() && !absl::IsNotFound(prev_bytes.status())) {
     return prev_bytes.status();
   }
@@ -1453,7 +1454,7 @@ absl::Status ApplyBatch::DeleteRangeLocked(
   Families f{db_->history, db_->index, db_->latest, db_->lease};
   RangeSink sink;
   int64_t current = impl_->wrote ? write_revision() : revision_;
-  if (absl::Status s = ScanRange(f, impl_->reader, req.key(), req.range_end(),
+  if (absl::Status s = ScanRange(f, impl_->batch, req.key(), req.range_end(),
                                  current, true, &sink);
       !s.ok()) {
     return s;
@@ -1630,7 +1631,7 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
     std::vector<std::string> keys;
     {
       std::unique_ptr<rocksdb::Iterator> it =
-          impl_->reader.NewIterator(db_->lease);
+          impl_->batch.NewIterator(db_->lease);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
            it->Next()) {
         keys.emplace_back(it->key().data() + 8, it->key().size() - 8);
@@ -1638,7 +1639,7 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
       if (!it->status().ok()) return FromRocks(it->status(), "lease keys");
     }
     for (const std::string& key : keys) {
-      absl::StatusOr<std::string> bytes = impl_->reader.Get(db_->latest, key);
+      absl::StatusOr<std::string> bytes = impl_->batch.Get(db_->latest, key);
       if (!bytes.ok()) return absl::InternalError("corrupt store: lease key");
       mvccpb::KeyValue kv;
       if (!ParseKv(*bytes, &kv)) {
@@ -1654,7 +1655,7 @@ absl::StatusOr<int64_t> ApplyBatch::DeleteLeaseKeys(int64_t lease_id) {
 }
 
 void ApplyBatch::PutRecord(const std::string& name, const std::string& value) {
-  impl_->reader.Put(db_->meta, kMetaRecordPrefix + name, value);
+  impl_->batch.Put(db_->meta, kMetaRecordPrefix + name, value);
 }
 
 absl::StatusOr<std::string> MvccStore::GetRecord(
@@ -1669,11 +1670,11 @@ absl::StatusOr<std::string> MvccStore::GetRecord(
 }
 
 void ApplyBatch::PutLeaseRecord(int64_t lease_id, const std::string& record) {
-  impl_->reader.Put(db_->meta, LeaseRecordKey(lease_id), record);
+  impl_->batch.Put(db_->meta, LeaseRecordKey(lease_id), record);
 }
 
 void ApplyBatch::DeleteLeaseRecord(int64_t lease_id) {
-  impl_->reader.Delete(db_->meta, LeaseRecordKey(lease_id));
+  impl_->batch.Delete(db_->meta, LeaseRecordKey(lease_id));
 }
 
 std::vector<mvccpb::Event> ApplyBatch::TakeEvents() {
@@ -1688,7 +1689,7 @@ absl::Status ApplyBatch::Commit(uint64_t applied_index) {
     std::abort();
   }
   impl_->finished = true;
-  rocksdb::WriteBatch& b = *impl_->reader.batch();
+  rocksdb::WriteBatch& b = *impl_->batch.writes();
   b.Put(db_->meta, kMetaAppliedIndex, U64(applied_index));
   b.Put(db_->meta, kMetaRevision, U64(static_cast<uint64_t>(revision_)));
   b.Put(db_->meta, kMetaCompactRevision,
