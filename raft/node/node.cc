@@ -392,11 +392,8 @@ void RaftNode::HandleInput(Input& in) {
       break;
     }
     case Input::kPropose:
-      if (std::optional<absl::Status> ended = TermEnded(in)) {
-        in.done(*ended, 0);
-        break;
-      }
-      in.done(raw_->Propose(std::move(in.data)), 0);
+      // Proposals go through ProposeRun, a run of them at a time.
+      ProposeRun({&in});
       break;
     case Input::kRead: {
       if (removed_) {
@@ -435,6 +432,27 @@ void RaftNode::HandleInput(Input& in) {
       in.done(absl::OkStatus(), 0);
       break;
   }
+}
+
+void RaftNode::ProposeRun(absl::Span<Input* const> run) {
+  std::vector<std::string> data;
+  std::vector<Input*> proposed;
+  data.reserve(run.size());
+  proposed.reserve(run.size());
+  for (Input* in : run) {
+    if (std::optional<absl::Status> ended = TermEnded(*in)) {
+      in->done(*ended, 0);
+      continue;
+    }
+    data.push_back(std::move(in->data));
+    proposed.push_back(in);
+  }
+  if (data.empty()) return;
+  // One proposal of many entries: the leader appends them together and
+  // sends each follower one append carrying all of them (and gets one
+  // answer), where a proposal each meant an append and an answer each.
+  const absl::Status s = raw_->ProposeBatch(std::move(data));
+  for (Input* in : proposed) in->done(s, 0);
 }
 
 std::optional<absl::Status> RaftNode::TermEnded(const Input& in) const {
@@ -635,7 +653,23 @@ void RaftNode::Run() {
       tick = tick_due_;
       tick_due_ = false;
     }
-    for (Input& in : inputs) HandleInput(in);
+    for (size_t i = 0; i < inputs.size();) {
+      if (inputs[i].kind != Input::kPropose) {
+        HandleInput(inputs[i++]);
+        continue;
+      }
+      // Consecutive proposals, up to an append's worth of bytes, are
+      // proposed together (in the order they came).
+      std::vector<Input*> run;
+      uint64_t bytes = 0;
+      while (i < inputs.size() && inputs[i].kind == Input::kPropose &&
+             (run.empty() || bytes + inputs[i].data.size() <=
+                                 options_.max_size_per_msg_bytes)) {
+        bytes += inputs[i].data.size();
+        run.push_back(&inputs[i++]);
+      }
+      ProposeRun(run);
+    }
     read_batch_ctx_.clear();
     for (uint64_t id : transport_->TakeUnreachable()) {
       raw_->ReportUnreachable(id);

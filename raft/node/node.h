@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "lockd/util/clock.h"
 #include "lockd/util/metrics.h"
 #include "lockd/util/timed_loop.h"
@@ -265,6 +266,10 @@ class RaftNode final : public MessageHandler {
   absl::StatusOr<uint64_t> Call(Input input, absl::Time deadline);
   void Run();
   void HandleInput(Input& input);
+  // Proposes `run` (kPropose inputs) as one batch of entries, in order
+  // (those bound to an ended term are refused), and completes each with
+  // the result.
+  void ProposeRun(absl::Span<Input* const> run);
   // For a proposal bound to a term that is not the core's: the refusal.
   std::optional<absl::Status> TermEnded(const Input& input) const;
   // False on a fatal storage/apply failure.

@@ -1,6 +1,6 @@
 // RaftNode start-up against a state machine that is ahead of, or behind,
 // the raft log (the two sides of a snapshot install's crash window), and
-// log compaction on a single-member cluster.
+// log compaction, and proposals on a single-member cluster.
 #include "raft/node/node.h"
 
 #include <gtest/gtest.h>
@@ -8,7 +8,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "lockd/util/clock.h"
 
@@ -20,6 +23,12 @@ class CountingMachine : public StateMachine {
   explicit CountingMachine(uint64_t applied) : applied_(applied) {}
   uint64_t AppliedIndex() const override { return applied_.load(); }
   absl::Status Apply(const std::vector<Entry>& entries) override {
+    for (const Entry& e : entries) {
+      if (hold != nullptr && e.data == "hold") {
+        holding.Notify();
+        hold->WaitForNotification();
+      }
+    }
     // Skips what it holds, as the real state machine does.
     if (entries.back().index > applied_.load()) {
       applied_ = entries.back().index;
@@ -31,6 +40,10 @@ class CountingMachine : public StateMachine {
     return absl::OkStatus();
   }
   std::atomic<int> syncs{0};
+  // When set, applying an entry "hold" stops the node's loop (after
+  // notifying `holding`) until `hold` is notified.
+  absl::Notification* hold = nullptr;
+  absl::Notification holding;
 
  private:
   std::atomic<uint64_t> applied_;
@@ -211,6 +224,73 @@ TEST(RaftNodeTest, ProposeAsync_inAnotherTerm_isRefusedNotAppended) {
   }
   EXPECT_EQ(now, 1);
   EXPECT_EQ(conf_changes, 1);  // the bootstrap's only
+}
+
+// Proposals that queue up while the loop is busy are proposed together:
+// appended in the order they came, the ones bound to an ended term left out.
+TEST(RaftNodeTest, ProposeAsync_queuedTogether_areAppendedInOrder) {
+  LeadingNode leading("batch", NodeOptions());
+  RaftNode* node = leading.node();
+  const uint64_t term = node->term();
+  ASSERT_GT(term, 0u);
+  absl::Notification release;
+  leading.machine().hold = &release;
+  node->ProposeAsync(
+      "hold", [](absl::Status) {}, term);
+  ASSERT_TRUE(leading.machine().holding.WaitForNotificationWithTimeout(
+      absl::Seconds(10)));
+
+  constexpr int kProposals = 10;
+  constexpr int kStale = 5;
+  absl::Mutex mu;
+  std::vector<absl::Status> results(kProposals, absl::UnknownError("pending"));
+  int done = 0;
+  for (int i = 0; i < kProposals; ++i) {
+    node->ProposeAsync(
+        absl::StrCat("p", i),
+        [&, i](absl::Status s) {
+          absl::MutexLock lock(&mu);
+          results[i] = s;
+          ++done;
+        },
+        i == kStale ? term - 1 : term);
+  }
+  release.Notify();
+  {
+    absl::MutexLock lock(&mu);
+    auto all_done = [&] { return done == kProposals; };
+    ASSERT_TRUE(
+        mu.AwaitWithTimeout(absl::Condition(&all_done), absl::Seconds(10)));
+  }
+  for (int i = 0; i < kProposals; ++i) {
+    if (i == kStale) {
+      EXPECT_EQ(results[i].code(), absl::StatusCode::kUnavailable) << i;
+    } else {
+      EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
+    }
+  }
+  ASSERT_TRUE(node->WaitApplied(node->commit_index(),
+                                MonotonicNow() + absl::Seconds(10))
+                  .ok());
+  node->Stop();
+  DiskStorage* log = leading.log();
+  auto entries =
+      log->Entries(log->FirstIndex(), log->LastIndex() + 1, kNoLimit);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  std::vector<std::string> proposed;
+  uint64_t last_index = 0;
+  for (const Entry& e : *entries) {
+    if (e.data.empty() || e.data[0] != 'p') continue;
+    proposed.push_back(e.data);
+    EXPECT_EQ(e.term, term);
+    if (last_index != 0) EXPECT_EQ(e.index, last_index + 1) << e.data;
+    last_index = e.index;
+  }
+  std::vector<std::string> want;
+  for (int i = 0; i < kProposals; ++i) {
+    if (i != kStale) want.push_back(absl::StrCat("p", i));
+  }
+  EXPECT_EQ(proposed, want);
 }
 
 }  // namespace
