@@ -378,6 +378,26 @@ void RaftNode::Deliver(std::vector<Message> messages) {
   DiscardSnapshots(dropped);
 }
 
+void RaftNode::HandleInputs(std::deque<Input>& inputs) {
+  for (size_t i = 0; i < inputs.size();) {
+    if (inputs[i].kind != Input::kPropose) {
+      HandleInput(inputs[i++]);
+      continue;
+    }
+    // Consecutive proposals, up to an append's worth of bytes, are proposed
+    // together (in the order they came).
+    std::vector<Input*> run;
+    uint64_t bytes = 0;
+    while (i < inputs.size() && inputs[i].kind == Input::kPropose &&
+           (run.empty() ||
+            bytes + inputs[i].data.size() <= options_.max_size_per_msg_bytes)) {
+      bytes += inputs[i].data.size();
+      run.push_back(&inputs[i++]);
+    }
+    ProposeRun(run);
+  }
+}
+
 void RaftNode::HandleInput(Input& in) {
   switch (in.kind) {
     case Input::kMessage: {
@@ -392,7 +412,7 @@ void RaftNode::HandleInput(Input& in) {
       break;
     }
     case Input::kPropose:
-      // Proposals go through ProposeRun, a run of them at a time.
+      // HandleInputs sends runs of proposals to ProposeRun itself.
       ProposeRun({&in});
       break;
     case Input::kRead: {
@@ -653,23 +673,7 @@ void RaftNode::Run() {
       tick = tick_due_;
       tick_due_ = false;
     }
-    for (size_t i = 0; i < inputs.size();) {
-      if (inputs[i].kind != Input::kPropose) {
-        HandleInput(inputs[i++]);
-        continue;
-      }
-      // Consecutive proposals, up to an append's worth of bytes, are
-      // proposed together (in the order they came).
-      std::vector<Input*> run;
-      uint64_t bytes = 0;
-      while (i < inputs.size() && inputs[i].kind == Input::kPropose &&
-             (run.empty() || bytes + inputs[i].data.size() <=
-                                 options_.max_size_per_msg_bytes)) {
-        bytes += inputs[i].data.size();
-        run.push_back(&inputs[i++]);
-      }
-      ProposeRun(run);
-    }
+    HandleInputs(inputs);
     read_batch_ctx_.clear();
     for (uint64_t id : transport_->TakeUnreachable()) {
       raw_->ReportUnreachable(id);

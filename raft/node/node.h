@@ -1,8 +1,9 @@
 // RaftNode: the one loop that drives the Raft core for a running member.
 //
 // It owns the core (RawNode) and a thread that, in this order: takes inputs
-// (peer messages, proposals, read requests) from a bounded inbox, ticks on a
-// real clock, and handles each Ready as the core requires: the leader's
+// (peer messages, proposals, read requests) from a bounded inbox, proposing
+// consecutive proposals as one batch of entries, ticks on a real clock, and
+// handles each Ready as the core requires: the leader's
 // appends go out first, then the Ready is persisted in one synced write
 // (DiskStorage::Save), then the remaining messages go out, committed entries
 // are applied through the StateMachine, read states are answered, and the
@@ -265,6 +266,9 @@ class RaftNode final : public MessageHandler {
   // Runs `kind` through the loop and waits for its completion.
   absl::StatusOr<uint64_t> Call(Input input, absl::Time deadline);
   void Run();
+  // Handles one pass's inputs in order; consecutive proposals go to
+  // ProposeRun together.
+  void HandleInputs(std::deque<Input>& inputs);
   void HandleInput(Input& input);
   // Proposes `run` (kPropose inputs) as one batch of entries, in order
   // (those bound to an ended term are refused), and completes each with
