@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs bench/compare/run.sh --smoke against etcd only and checks that every
-# case produced an error-free report and a summary. Never asserts figures.
+# case produced an error-free report and a summary, then one case on a single
+# member (--members=1). Never asserts figures.
 set -euo pipefail
 for tool in /usr/bin/etcd /usr/bin/etcdctl jq ss; do
   if ! command -v "$tool" > /dev/null; then
@@ -25,4 +26,14 @@ grep -q '^| put-200c | 200/50 | [0-9]' "$OUT/summary.md" ||
   { echo "FAIL: summary.md lacks the put-200c row"; cat "$OUT/summary.md"; exit 1; }
 jq -e --argjson want "$want" '.machine.nproc > 0 and (.runs | length) == $want' \
   "$OUT/results.json" > /dev/null
+
+# One case again on a single member (--members=1).
+OUT1="${TEST_TMPDIR:-/tmp}/compare-smoke-1"
+LOCKD_BENCH="$(pwd)/bench/loadgen/lockd-bench" \
+  "$HERE/run.sh" --smoke --systems=etcd --members=1 --cases=put-1c --out="$OUT1"
+jq -e '.machine.members == 1 and (.runs | length) == 1 and
+       .runs[0].errors_total == 0' "$OUT1/results.json" > /dev/null ||
+  { echo "FAIL: --members=1 did not give one error-free put-1c run"; exit 1; }
+grep -q '^| put-1c | 1/1 | [0-9]' "$OUT1/summary.md" ||
+  { echo "FAIL: the one-member summary lacks the put-1c row"; cat "$OUT1/summary.md"; exit 1; }
 echo PASS

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side comparison of lockd and etcd 3.4 on this machine: starts a
-# 3-member cluster of each (durable, loopback, ports below 32768), runs every
+# cluster of each (3 members unless --members says otherwise; durable,
+# loopback, ports below 32768), runs every
 # workload of lockd-bench on each system in alternation (A B, then B A, ...)
 # for several rounds, and writes into the output directory:
 #   machine.json    cores, CPU model, memory, kernel, fsync latency probe
@@ -11,7 +12,7 @@
 #   *.png           charts, when gnuplot is installed
 #   logs/           member and loadgen logs
 #
-# usage: bench/compare/run.sh [--systems=etcd,lockd] [--rounds=3]
+# usage: bench/compare/run.sh [--systems=etcd,lockd] [--members=3] [--rounds=3]
 #          [--duration=30s] [--datascale-keys=100000[,1000000]]
 #          [--cases=a,b,...]
 #          [--out=.bench-out] [--smoke] [--keep]
@@ -24,6 +25,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SYSTEMS="etcd,lockd"
+MEMBERS=3
 ROUNDS=3
 DURATION=30s
 DATASCALE_KEYS=100000
@@ -44,6 +46,7 @@ usage() {
 for arg in "$@"; do
   case "$arg" in
     --systems=*) SYSTEMS="${arg#*=}" ;;
+    --members=*) MEMBERS="${arg#*=}" ;;
     --rounds=*) ROUNDS="${arg#*=}" ;;
     --duration=*) DURATION="${arg#*=}" ;;
     --datascale-keys=*) DATASCALE_KEYS="${arg#*=}" ;;
@@ -60,6 +63,8 @@ if [[ $SMOKE == 1 ]]; then
   DURATION=1s
   DATASCALE_KEYS=2000
 fi
+[[ $MEMBERS =~ ^[1-9]$ && $((MEMBERS % 2)) == 1 ]] ||
+  { echo "--members must be 1, 3, 5, 7 or 9 (an odd number), got $MEMBERS" >&2; exit 2; }
 IFS=',' read -r -a SYSTEM_LIST <<< "$SYSTEMS"
 for s in "${SYSTEM_LIST[@]}"; do
   [[ $s == etcd || $s == lockd ]] || { echo "unknown system: $s" >&2; exit 2; }
@@ -122,12 +127,15 @@ jq -n \
   --arg etcd "$("$ETCD_BIN" --version | head -1)" \
   --arg git "$(cd "$ROOT" && git rev-parse --short HEAD 2> /dev/null || echo unknown)" \
   --arg duration "$DURATION" --argjson rounds "$ROUNDS" \
+  --argjson members "$MEMBERS" \
+  --arg cpuidle "$(cat /sys/devices/system/cpu/cpuidle/current_driver 2> /dev/null || echo unknown)" \
   --arg loadavg "$(cut -d' ' -f1-3 /proc/loadavg)" \
   '{date: $date, host: $host, cpu: $cpu, nproc: $nproc, cores: $cores,
     mem_mb: $mem_mb, kernel: $kernel, filesystem: $fs,
     fsync_4k_dsync_us: $fsync_us, fsync_probe_writes: $fsync_n,
     etcd_version: $etcd, lockd_commit: $git, duration: $duration,
-    rounds: $rounds, loadavg_at_start: $loadavg}' > "$OUT/machine.json"
+    rounds: $rounds, members: $members, cpuidle_driver: $cpuidle,
+    loadavg_at_start: $loadavg}' > "$OUT/machine.json"
 log "machine: $(jq -c . "$OUT/machine.json")"
 if awk -v n="$(nproc)" '{exit !($1 > n)}' /proc/loadavg; then
   log "warning: load average $(cut -d' ' -f1 /proc/loadavg) exceeds $(nproc) CPUs; figures will be low and noisy"
@@ -162,12 +170,12 @@ declare -A ENDPOINTS=() PIDS=() DIRS=()
 start_etcd() {
   local name=$1 i token="bench-$1-$$" cluster="" eps="" pids="" dirs=""
   local -a cports=() pports=()
-  for i in 1 2 3; do
+  for ((i = 1; i <= MEMBERS; i++)); do
     free_port; cports[i]=$PORT
     free_port; pports[i]=$PORT
     cluster+="${cluster:+,}m$i=http://127.0.0.1:${pports[$i]}"
   done
-  for i in 1 2 3; do
+  for ((i = 1; i <= MEMBERS; i++)); do
     local dir="$SCRATCH/$name/m$i"
     mkdir -p "$dir"
     # Durable (etcd fsyncs its WAL by default). The quota is raised so long
@@ -189,18 +197,17 @@ start_etcd() {
 }
 
 # >>> lockd hook ------------------------------------------------------------------
-# lockd takes etcd's member flags. lockd does not serve KV yet; run with
-# --systems=etcd until it does. Adjust here when lockd's flags change.
+# lockd takes etcd's member flags. Adjust here when lockd's flags change.
 start_lockd() {
   local name=$1 i token="bench-$1-$$" cluster="" eps="" pids="" dirs=""
   local -a cports=() pports=()
   [[ -x $LOCKD_BIN ]] || die "$LOCKD_BIN not found; build //lockd:lockd or pass --systems=etcd"
-  for i in 1 2 3; do
+  for ((i = 1; i <= MEMBERS; i++)); do
     free_port; cports[i]=$PORT
     free_port; pports[i]=$PORT
     cluster+="${cluster:+,}m$i=http://127.0.0.1:${pports[$i]}"
   done
-  for i in 1 2 3; do
+  for ((i = 1; i <= MEMBERS; i++)); do
     local dir="$SCRATCH/$name/m$i"
     mkdir -p "$dir"
     "$LOCKD_BIN" --name "m$i" --data-dir "$dir" \
@@ -229,7 +236,7 @@ wait_ready() {
     done
     leaders=$(ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="${ENDPOINTS[$name]}" \
         --command-timeout=2s endpoint status -w json 2> /dev/null |
-      jq -r '[.[].Status.leader] | select(length == 3) | unique |
+      jq -r --argjson n "$MEMBERS" '[.[].Status.leader] | select(length == $n) | unique |
              select(length == 1 and .[0] != 0) | .[0]' 2> /dev/null || true)
     if [[ -n $leaders ]]; then
       log "$name ready: ${ENDPOINTS[$name]} (pids ${PIDS[$name]})"

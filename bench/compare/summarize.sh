@@ -9,6 +9,8 @@ DIR=${1:?usage: summarize.sh DIR}
 RESULTS="$DIR/results.jsonl"
 MACHINE="$DIR/machine.json"
 [[ -s $RESULTS ]] || { echo "no results in $RESULTS" >&2; exit 1; }
+# Older runs' machine.json has no member count: they all had 3.
+MEMBERS=$(jq -r '.members // 3' "$MACHINE" 2> /dev/null || echo 3)
 
 # Medians per (case, system) as JSON, the input of the table and the charts.
 jq -s '
@@ -35,8 +37,9 @@ jq -s '
                             if . == null then null else . / 1048576 end),
         data_dir_mb_per_member: (map(.metrics.data_dir_bytes_total // null) |
                             map(select(. != null)) | median |
-                            if . == null then null else . / 1048576 / 3 end)
-     }}) | from_entries)})' "$RESULTS" > "$DIR/medians.json"
+                            if . == null then null else . / 1048576 / $members end)
+     }}) | from_entries)})' --argjson members "$MEMBERS" "$RESULTS" \
+  > "$DIR/medians.json"
 
 # Keep the cases in the order they first ran.
 ORDER=$(jq -r '.case' "$RESULTS" | awk '!seen[$0]++')
@@ -44,9 +47,9 @@ ORDER=$(jq -r '.case' "$RESULTS" | awk '!seen[$0]++')
 {
   echo "# lockd vs etcd"
   echo
-  jq -r '"Run \(.date) on \(.cpu) — \(.nproc) CPUs (\(.cores) cores), \(.mem_mb) MB RAM, kernel \(.kernel), \(.filesystem); synced 4 KiB write \(.fsync_4k_dsync_us) µs (mean of \(.fsync_probe_writes)). \(.etcd_version); lockd \(.lockd_commit). \(.rounds) round(s) of \(.duration) per case, systems alternating; medians over rounds. Load average at start: \(.loadavg_at_start // "?"), at end: \(.loadavg_at_end // "?")."' "$MACHINE"
+  jq -r '"Run \(.date) on \(.cpu) — \(.nproc) CPUs (\(.cores) cores), \(.mem_mb) MB RAM, kernel \(.kernel), \(.filesystem); synced 4 KiB write \(.fsync_4k_dsync_us) µs (mean of \(.fsync_probe_writes)). \(.etcd_version); lockd \(.lockd_commit). Clusters of \(.members // 3) member(s) on loopback. \(.rounds) round(s) of \(.duration) per case, systems alternating; medians over rounds. Load average at start: \(.loadavg_at_start // "?"), at end: \(.loadavg_at_end // "?")."' "$MACHINE"
   echo
-  echo "Throughput is ops/s (watch: events delivered/s; lock: acquisitions/s). Latency in ms: of each op; for watch, of the writer's puts; for watch-latency, from a put being sent to its event being received; for lock, of a whole Lock+Unlock cycle. CPU is µs of server CPU per op summed over the 3 members. Ratios are lockd/etcd."
+  echo "Throughput is ops/s (watch: events delivered/s; lock: acquisitions/s). Latency in ms: of each op; for watch, of the writer's puts; for watch-latency, from a put being sent to its event being received; for lock, of a whole Lock+Unlock cycle. CPU is µs of server CPU per op summed over the cluster's $MEMBERS member(s). Ratios are lockd/etcd."
   echo
   echo "| case | clients/conns | etcd ops/s | etcd p50 | etcd p99 | etcd CPU µs/op | lockd ops/s | lockd p50 | lockd p99 | lockd CPU µs/op | ops/s ratio | p99 ratio | errors etcd/lockd |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
